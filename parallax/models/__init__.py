@@ -1,0 +1,1 @@
+"""Model specs and model-name resolution (torch-free)."""

@@ -1,0 +1,1 @@
+"""Generated gRPC stubs (from proto/ by `python -m parallax.rpc.generate`) and named deadlines."""
