@@ -49,6 +49,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type[Confi
         if meta.get("env"):
             help_txt += f"; env {meta['env']}"
         kwargs: dict[str, Any] = {"dest": f.name, "help": help_txt}
+        if meta.get("positional"):
+            parser.add_argument(f.name, type=scalar, choices=meta.get("choices"), help=help_txt)
+            continue
         if scalar is bool and not is_tuple:
             kwargs["action"] = argparse.BooleanOptionalAction
             kwargs["default"] = f.default if has_default else False
@@ -84,17 +87,20 @@ def config_from_args(config_cls: type[ConfigBase], ns: argparse.Namespace) -> Co
     return config_cls(**values)
 
 
-def load_commands() -> dict[str, Command]:
-    commands: dict[str, Command] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        cmd = ep.load()
-        if not isinstance(cmd, Command):
-            raise TypeError(f"entry point {ep.value} must be a parallax.cli.Command")
-        commands[ep.name] = cmd
-    return commands
+def command_names() -> dict[str, str]:
+    """Entry-point name -> "module:attr", without importing anything."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def build_parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
+def load_command(name: str) -> Command:
+    (ep,) = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+    cmd = ep.load()
+    if not isinstance(cmd, Command):
+        raise TypeError(f"entry point {ep.value} must be a parallax.cli.Command")
+    return cmd
+
+
+def build_parser(commands: dict[str, Command | None]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="parallax", description="Decentralized peer-to-peer LLM inference."
     )
@@ -102,15 +108,24 @@ def build_parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in sorted(commands):
         cmd = commands[name]
+        if cmd is None:  # listed for --help only; not imported
+            sub.add_parser(name, help=f"see `parallax {name} --help`")
+            continue
         p = sub.add_parser(name, help=cmd.help, description=cmd.help)
         add_config_arguments(p, cmd.config_cls)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    commands = load_commands()
+    args = list(sys.argv[1:] if argv is None else argv)
+    names = command_names()
+    # Import only the command being run: `parallax chat` must not pay for torch.
+    chosen = next((a for a in args if not a.startswith("-")), None)
+    commands: dict[str, Command | None] = dict.fromkeys(names)
+    if chosen in names:
+        commands[chosen] = load_command(chosen)
     parser = build_parser(commands)
-    ns = parser.parse_args(argv)
+    ns = parser.parse_args(args)
     if not ns.command:
         parser.print_help()
         return 2
@@ -118,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     setup_logging(ns.log_level)
     cmd = commands[ns.command]
+    if cmd is None:
+        return 2
     try:
         config = config_from_args(cmd.config_cls, ns)
         rc = cmd.run(config)

@@ -23,9 +23,17 @@ def opt(
     choices: tuple[Any, ...] | None = None,
     flag: str | None = None,
     env: str | None = None,
+    positional: bool = False,
 ) -> Any:
     """A documented config field. `unit` is shown in `--help` (e.g. "GiB", "ms")."""
-    meta = {"help": help, "unit": unit, "choices": choices, "flag": flag, "env": env}
+    meta = {
+        "help": help,
+        "unit": unit,
+        "choices": choices,
+        "flag": flag,
+        "env": env,
+        "positional": positional,
+    }
     if isinstance(default, (list, dict, set)):
         raise TypeError("use a tuple for sequence defaults: configs are frozen")
     if default is MISSING:

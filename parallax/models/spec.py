@@ -108,9 +108,12 @@ class ModelSpec:
             if family:
                 break
         if family is None:
-            family = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "qwen3": "qwen3"}.get(
-                cfg.get("model_type", "")
-            )
+            family = {
+                "llama": "llama",
+                "mistral": "mistral",
+                "qwen2": "qwen2",
+                "qwen3": "qwen3",
+            }.get(cfg.get("model_type", ""))
         if family is None:
             raise ModelFormatError(
                 f"unsupported architecture {archs or cfg.get('model_type')!r}; "

@@ -1,0 +1,1 @@
+"""Coordinator: node registry, two-phase scheduler, OpenAI gateway and dashboard."""

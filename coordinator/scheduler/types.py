@@ -1,0 +1,96 @@
+"""Plain-data types of the scheduler. Frozen; no I/O; no torch.
+
+Phase 1: `allocate(nodes, model, options) -> Allocation`
+Phase 2: `route(request, state) -> Route`
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from parallax.types import LayerRange, NodeId
+
+
+@dataclass(frozen=True)
+class NodeCapacity:
+    """What a node offers. Real nodes report measurements; the simulator uses the catalog."""
+
+    node_id: NodeId
+    memory_bytes: float  # memory offered for weights plus KV
+    flops: float  # dense matmul FLOP/s, measured
+    mem_bandwidth: float  # bytes/s, measured
+    region: str = "default"
+    # Measured per-layer decode step time at batch 1, ms; calibrates the roofline.
+    layer_latency_ms: float | None = None
+    # The node's current range: the allocator prefers not to move it.
+    current: LayerRange | None = None
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    rtt_ms: float
+    gbps: float
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """Which node holds which layers. `None` means standby (holds nothing)."""
+
+    assignments: Mapping[NodeId, LayerRange | None]
+    throughput_tok_s: float = 0.0
+    latency_ms_per_token: float = 0.0
+    solver: str = ""
+    solve_s: float = 0.0
+    reason: str = ""  # human-readable: why this allocation (shown on the dashboard)
+
+    def holders(self, layer: int) -> list[NodeId]:
+        return [n for n, r in self.assignments.items() if r is not None and layer in r]
+
+
+@dataclass(frozen=True)
+class NodeLoad:
+    """Live state of a serving node, as the registry sees it from heartbeats."""
+
+    node_id: NodeId
+    address: str  # host:port of its gRPC server
+    range: LayerRange
+    running: int = 0  # requests holding KV on the node
+    kv_free_tokens: int = 0
+    layer_latency_ms: float = 0.0
+    region: str = "default"
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    num_layers: int
+    nodes: tuple[NodeLoad, ...]
+    # Measured round-trip times between nodes, ms, keyed (from, to).
+    rtt_ms: Mapping[tuple[NodeId, NodeId], float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RouteRequest:
+    request_id: str
+    prompt_tokens: int
+    max_tokens: int
+
+
+@dataclass(frozen=True)
+class Hop:
+    node_id: NodeId
+    address: str
+    range: LayerRange  # the layers this node runs for this request (may be part of its range)
+
+
+@dataclass(frozen=True)
+class Route:
+    hops: tuple[Hop, ...]
+
+    def covers(self, num_layers: int) -> bool:
+        at = 0
+        for hop in self.hops:
+            if hop.range.start != at:
+                return False
+            at = hop.range.end
+        return at == num_layers

@@ -1,0 +1,45 @@
+"""Config of `parallax run`: the coordinator's gRPC service plus the HTTP gateway."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from parallax.config.base import ConfigBase, opt
+from parallax.config.generate import DEFAULT_MODEL
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig(ConfigBase):
+    command_help: ClassVar[str] = "run the coordinator, its gateway and dashboard"
+
+    model: str = opt(DEFAULT_MODEL, help="model the cluster serves: name, GGUF file or HF folder")
+    grpc_host: str = opt("127.0.0.1", help="interface of the coordinator gRPC service")
+    grpc_port: int = opt(7000, help="port of the coordinator gRPC service; 0 = pick")
+    host: str = opt(
+        "", help="HTTP interface; default 127.0.0.1, and keys are needed to bind elsewhere"
+    )
+    port: int = opt(8000, help="HTTP port of the gateway and dashboard; 0 = pick")
+    api_key: tuple[str, ...] = opt(
+        (), help="accepted Bearer API key; repeat for several", env="PARALLAX_API_KEYS"
+    )
+    join_token: str = opt("", help="secret nodes must present to join", env="PARALLAX_JOIN_TOKEN")
+    heartbeat_s: float = opt(1.0, help="heartbeat period asked of nodes", unit="s")
+    dead_after_s: float = opt(4.0, help="a node silent this long is dead", unit="s")
+    solver: str = opt("auto", help="layer allocation solver", choices=("auto", "exact", "fast"))
+    wire_dtype: str = opt(
+        "",
+        help="activation dtype on the wire; default the model's",
+        choices=("", "bfloat16", "float16", "float32"),
+    )
+
+    def validate(self) -> None:
+        for name in ("grpc_port", "port"):
+            self.require(0 <= getattr(self, name) < 65536, name, "must be 0..65535")
+        self.require(
+            self.dead_after_s > self.heartbeat_s, "dead_after_s", "must exceed --heartbeat-s"
+        )
+
+    @property
+    def http_host(self) -> str:
+        return self.host or "127.0.0.1"

@@ -1,0 +1,43 @@
+"""Config of `parallax join`: a volunteer node serving a layer range."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from parallax.config.base import opt
+from parallax.config.generate import EngineConfig
+
+
+@dataclass(frozen=True)
+class NodeConfig(EngineConfig):
+    command_help: ClassVar[str] = "join a Parallax cluster and serve the layers it assigns"
+
+    coordinator: str = opt(help="coordinator gRPC address, HOST:PORT")
+    name: str = opt("", help="display name; default: hostname-port")
+    host: str = opt("127.0.0.1", help="interface the node's gRPC server binds to")
+    port: int = opt(0, help="gRPC port; 0 = pick a free one")
+    advertise_host: str = opt("", help="host other nodes use to reach this one; default --host")
+    memory_gb: float = opt(0.0, help="memory offered for weights plus KV; 0 = measure", unit="GiB")
+    model: str = opt("", help="model to serve; default: the coordinator's")
+    join_token: str = opt(
+        "", help="shared secret the coordinator requires", env="PARALLAX_JOIN_TOKEN"
+    )
+    heartbeat_s: float = opt(1.0, help="heartbeat period", unit="s")
+    wire_dtype: str = opt(
+        "",
+        help="dtype of activations on the wire; default the model's",
+        choices=("", "bfloat16", "float16", "float32"),
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        host, sep, port = self.coordinator.rpartition(":")
+        self.require(
+            bool(sep and host and port.isdigit()),
+            "coordinator",
+            "expected HOST:PORT, e.g. 127.0.0.1:7000",
+        )
+        self.require(0 <= self.port < 65536, "port", "must be 0..65535")
+        self.require(self.memory_gb >= 0, "memory_gb", "must be >= 0")
+        self.require(self.heartbeat_s > 0, "heartbeat_s", "must be positive")
