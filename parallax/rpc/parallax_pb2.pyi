@@ -14,31 +14,10 @@ class Tensor(_message.Message):
     data: bytes
     dtype: str
     shape: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(
-        self,
-        data: _Optional[bytes] = ...,
-        dtype: _Optional[str] = ...,
-        shape: _Optional[_Iterable[int]] = ...,
-    ) -> None: ...
+    def __init__(self, data: _Optional[bytes] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SamplingParams(_message.Message):
-    __slots__ = (
-        "temperature",
-        "top_p",
-        "top_k",
-        "min_p",
-        "has_seed",
-        "seed",
-        "repetition_penalty",
-        "presence_penalty",
-        "frequency_penalty",
-        "stop_token_ids",
-        "max_tokens",
-        "min_tokens",
-        "ignore_eos",
-        "logprobs",
-        "logit_bias",
-    )
+    __slots__ = ("temperature", "top_p", "top_k", "min_p", "has_seed", "seed", "repetition_penalty", "presence_penalty", "frequency_penalty", "stop_token_ids", "max_tokens", "min_tokens", "ignore_eos", "logprobs", "logit_bias")
     class LogitBiasEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -46,7 +25,6 @@ class SamplingParams(_message.Message):
         key: int
         value: float
         def __init__(self, key: _Optional[int] = ..., value: _Optional[float] = ...) -> None: ...
-
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     TOP_P_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
@@ -77,24 +55,7 @@ class SamplingParams(_message.Message):
     ignore_eos: bool
     logprobs: int
     logit_bias: _containers.ScalarMap[int, float]
-    def __init__(
-        self,
-        temperature: _Optional[float] = ...,
-        top_p: _Optional[float] = ...,
-        top_k: _Optional[int] = ...,
-        min_p: _Optional[float] = ...,
-        has_seed: _Optional[bool] = ...,
-        seed: _Optional[int] = ...,
-        repetition_penalty: _Optional[float] = ...,
-        presence_penalty: _Optional[float] = ...,
-        frequency_penalty: _Optional[float] = ...,
-        stop_token_ids: _Optional[_Iterable[int]] = ...,
-        max_tokens: _Optional[int] = ...,
-        min_tokens: _Optional[int] = ...,
-        ignore_eos: _Optional[bool] = ...,
-        logprobs: _Optional[int] = ...,
-        logit_bias: _Optional[_Mapping[int, float]] = ...,
-    ) -> None: ...
+    def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., min_p: _Optional[float] = ..., has_seed: _Optional[bool] = ..., seed: _Optional[int] = ..., repetition_penalty: _Optional[float] = ..., presence_penalty: _Optional[float] = ..., frequency_penalty: _Optional[float] = ..., stop_token_ids: _Optional[_Iterable[int]] = ..., max_tokens: _Optional[int] = ..., min_tokens: _Optional[int] = ..., ignore_eos: _Optional[bool] = ..., logprobs: _Optional[int] = ..., logit_bias: _Optional[_Mapping[int, float]] = ...) -> None: ...
 
 class Hop(_message.Message):
     __slots__ = ("node_id", "address", "start", "end")
@@ -106,13 +67,7 @@ class Hop(_message.Message):
     address: str
     start: int
     end: int
-    def __init__(
-        self,
-        node_id: _Optional[str] = ...,
-        address: _Optional[str] = ...,
-        start: _Optional[int] = ...,
-        end: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
 
 class Route(_message.Message):
     __slots__ = ("hops",)
@@ -134,15 +89,7 @@ class SubmitRequest(_message.Message):
     route: Route
     reply_to: str
     generated_offset: int
-    def __init__(
-        self,
-        request_id: _Optional[str] = ...,
-        prompt_ids: _Optional[_Iterable[int]] = ...,
-        sampling: _Optional[_Union[SamplingParams, _Mapping]] = ...,
-        route: _Optional[_Union[Route, _Mapping]] = ...,
-        reply_to: _Optional[str] = ...,
-        generated_offset: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., prompt_ids: _Optional[_Iterable[int]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., route: _Optional[_Union[Route, _Mapping]] = ..., reply_to: _Optional[str] = ..., generated_offset: _Optional[int] = ...) -> None: ...
 
 class SeqChunk(_message.Message):
     __slots__ = ("request_id", "start_pos", "num_tokens", "sample", "request")
@@ -156,14 +103,7 @@ class SeqChunk(_message.Message):
     num_tokens: int
     sample: bool
     request: SubmitRequest
-    def __init__(
-        self,
-        request_id: _Optional[str] = ...,
-        start_pos: _Optional[int] = ...,
-        num_tokens: _Optional[int] = ...,
-        sample: _Optional[bool] = ...,
-        request: _Optional[_Union[SubmitRequest, _Mapping]] = ...,
-    ) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., start_pos: _Optional[int] = ..., num_tokens: _Optional[int] = ..., sample: _Optional[bool] = ..., request: _Optional[_Union[SubmitRequest, _Mapping]] = ...) -> None: ...
 
 class ForwardRequest(_message.Message):
     __slots__ = ("chunks", "hidden", "sender_id")
@@ -173,12 +113,7 @@ class ForwardRequest(_message.Message):
     chunks: _containers.RepeatedCompositeFieldContainer[SeqChunk]
     hidden: Tensor
     sender_id: str
-    def __init__(
-        self,
-        chunks: _Optional[_Iterable[_Union[SeqChunk, _Mapping]]] = ...,
-        hidden: _Optional[_Union[Tensor, _Mapping]] = ...,
-        sender_id: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, chunks: _Optional[_Iterable[_Union[SeqChunk, _Mapping]]] = ..., hidden: _Optional[_Union[Tensor, _Mapping]] = ..., sender_id: _Optional[str] = ...) -> None: ...
 
 class TopLogprob(_message.Message):
     __slots__ = ("token_id", "logprob")
@@ -189,16 +124,7 @@ class TopLogprob(_message.Message):
     def __init__(self, token_id: _Optional[int] = ..., logprob: _Optional[float] = ...) -> None: ...
 
 class TokenEvent(_message.Message):
-    __slots__ = (
-        "request_id",
-        "token_id",
-        "finished",
-        "finish_reason",
-        "logprob",
-        "top_logprobs",
-        "error",
-        "index",
-    )
+    __slots__ = ("request_id", "token_id", "finished", "finish_reason", "logprob", "top_logprobs", "error", "index")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
@@ -215,17 +141,7 @@ class TokenEvent(_message.Message):
     top_logprobs: _containers.RepeatedCompositeFieldContainer[TopLogprob]
     error: str
     index: int
-    def __init__(
-        self,
-        request_id: _Optional[str] = ...,
-        token_id: _Optional[int] = ...,
-        finished: _Optional[bool] = ...,
-        finish_reason: _Optional[str] = ...,
-        logprob: _Optional[float] = ...,
-        top_logprobs: _Optional[_Iterable[_Union[TopLogprob, _Mapping]]] = ...,
-        error: _Optional[str] = ...,
-        index: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., token_id: _Optional[int] = ..., finished: _Optional[bool] = ..., finish_reason: _Optional[str] = ..., logprob: _Optional[float] = ..., top_logprobs: _Optional[_Iterable[_Union[TopLogprob, _Mapping]]] = ..., error: _Optional[str] = ..., index: _Optional[int] = ...) -> None: ...
 
 class TokenBatch(_message.Message):
     __slots__ = ("events", "sender_id")
@@ -233,11 +149,7 @@ class TokenBatch(_message.Message):
     SENDER_ID_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[TokenEvent]
     sender_id: str
-    def __init__(
-        self,
-        events: _Optional[_Iterable[_Union[TokenEvent, _Mapping]]] = ...,
-        sender_id: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, events: _Optional[_Iterable[_Union[TokenEvent, _Mapping]]] = ..., sender_id: _Optional[str] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
     __slots__ = ("request_ids", "reason")
@@ -245,9 +157,7 @@ class ReleaseRequest(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     request_ids: _containers.RepeatedScalarFieldContainer[str]
     reason: str
-    def __init__(
-        self, request_ids: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ...
-    ) -> None: ...
+    def __init__(self, request_ids: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("ok", "message")
@@ -262,19 +172,7 @@ class HealthRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = (
-        "node_id",
-        "name",
-        "state",
-        "start",
-        "end",
-        "running_requests",
-        "kv_free_tokens",
-        "kv_total_tokens",
-        "layer_latency_ms",
-        "tokens_per_s",
-        "model",
-    )
+    __slots__ = ("node_id", "name", "state", "start", "end", "running_requests", "kv_free_tokens", "kv_total_tokens", "layer_latency_ms", "tokens_per_s", "model")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -297,20 +195,7 @@ class NodeStatus(_message.Message):
     layer_latency_ms: float
     tokens_per_s: float
     model: str
-    def __init__(
-        self,
-        node_id: _Optional[str] = ...,
-        name: _Optional[str] = ...,
-        state: _Optional[str] = ...,
-        start: _Optional[int] = ...,
-        end: _Optional[int] = ...,
-        running_requests: _Optional[int] = ...,
-        kv_free_tokens: _Optional[int] = ...,
-        kv_total_tokens: _Optional[int] = ...,
-        layer_latency_ms: _Optional[float] = ...,
-        tokens_per_s: _Optional[float] = ...,
-        model: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., running_requests: _Optional[int] = ..., kv_free_tokens: _Optional[int] = ..., kv_total_tokens: _Optional[int] = ..., layer_latency_ms: _Optional[float] = ..., tokens_per_s: _Optional[float] = ..., model: _Optional[str] = ...) -> None: ...
 
 class Hardware(_message.Message):
     __slots__ = ("device", "device_name", "flops", "mem_bandwidth", "memory_bytes")
@@ -324,14 +209,7 @@ class Hardware(_message.Message):
     flops: float
     mem_bandwidth: float
     memory_bytes: float
-    def __init__(
-        self,
-        device: _Optional[str] = ...,
-        device_name: _Optional[str] = ...,
-        flops: _Optional[float] = ...,
-        mem_bandwidth: _Optional[float] = ...,
-        memory_bytes: _Optional[float] = ...,
-    ) -> None: ...
+    def __init__(self, device: _Optional[str] = ..., device_name: _Optional[str] = ..., flops: _Optional[float] = ..., mem_bandwidth: _Optional[float] = ..., memory_bytes: _Optional[float] = ...) -> None: ...
 
 class JoinRequest(_message.Message):
     __slots__ = ("name", "address", "hardware", "model", "join_token")
@@ -345,14 +223,7 @@ class JoinRequest(_message.Message):
     hardware: Hardware
     model: str
     join_token: str
-    def __init__(
-        self,
-        name: _Optional[str] = ...,
-        address: _Optional[str] = ...,
-        hardware: _Optional[_Union[Hardware, _Mapping]] = ...,
-        model: _Optional[str] = ...,
-        join_token: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., hardware: _Optional[_Union[Hardware, _Mapping]] = ..., model: _Optional[str] = ..., join_token: _Optional[str] = ...) -> None: ...
 
 class Assignment(_message.Message):
     __slots__ = ("model", "start", "end", "standby", "epoch")
@@ -366,14 +237,7 @@ class Assignment(_message.Message):
     end: int
     standby: bool
     epoch: int
-    def __init__(
-        self,
-        model: _Optional[str] = ...,
-        start: _Optional[int] = ...,
-        end: _Optional[int] = ...,
-        standby: _Optional[bool] = ...,
-        epoch: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., standby: _Optional[bool] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class JoinReply(_message.Message):
     __slots__ = ("node_id", "assignment", "heartbeat_interval_s")
@@ -383,12 +247,7 @@ class JoinReply(_message.Message):
     node_id: str
     assignment: Assignment
     heartbeat_interval_s: float
-    def __init__(
-        self,
-        node_id: _Optional[str] = ...,
-        assignment: _Optional[_Union[Assignment, _Mapping]] = ...,
-        heartbeat_interval_s: _Optional[float] = ...,
-    ) -> None: ...
+    def __init__(self, node_id: _Optional[str] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., heartbeat_interval_s: _Optional[float] = ...) -> None: ...
 
 class PeerRtt(_message.Message):
     __slots__ = ("node_id", "rtt_ms")
@@ -406,12 +265,7 @@ class HeartbeatRequest(_message.Message):
     node_id: str
     status: NodeStatus
     rtts: _containers.RepeatedCompositeFieldContainer[PeerRtt]
-    def __init__(
-        self,
-        node_id: _Optional[str] = ...,
-        status: _Optional[_Union[NodeStatus, _Mapping]] = ...,
-        rtts: _Optional[_Iterable[_Union[PeerRtt, _Mapping]]] = ...,
-    ) -> None: ...
+    def __init__(self, node_id: _Optional[str] = ..., status: _Optional[_Union[NodeStatus, _Mapping]] = ..., rtts: _Optional[_Iterable[_Union[PeerRtt, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
     __slots__ = ("assignment", "peers", "unknown_node")
@@ -421,12 +275,7 @@ class HeartbeatReply(_message.Message):
     assignment: Assignment
     peers: _containers.RepeatedCompositeFieldContainer[Hop]
     unknown_node: bool
-    def __init__(
-        self,
-        assignment: _Optional[_Union[Assignment, _Mapping]] = ...,
-        peers: _Optional[_Iterable[_Union[Hop, _Mapping]]] = ...,
-        unknown_node: _Optional[bool] = ...,
-    ) -> None: ...
+    def __init__(self, assignment: _Optional[_Union[Assignment, _Mapping]] = ..., peers: _Optional[_Iterable[_Union[Hop, _Mapping]]] = ..., unknown_node: _Optional[bool] = ...) -> None: ...
 
 class LeaveRequest(_message.Message):
     __slots__ = ("node_id",)
