@@ -59,6 +59,8 @@ class NodeLoad:
     kv_free_tokens: int = 0
     layer_latency_ms: float = 0.0
     region: str = "default"
+    # KV tokens the node has in all; 0 = unknown, and then `kv_free_tokens` is not trusted.
+    kv_capacity_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ class RouteRequest:
     request_id: str
     prompt_tokens: int
     max_tokens: int
+    # Nodes not to use, e.g. one that just failed this request: route around it.
+    avoid: frozenset[NodeId] = frozenset()
 
 
 @dataclass(frozen=True)

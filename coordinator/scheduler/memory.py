@@ -1,0 +1,58 @@
+"""Memory accounting of a node's layer range: weights, embedding/head, KV reserve."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from coordinator.scheduler.options import AllocateOptions
+from parallax.models.spec import ModelSpec
+from parallax.types import LayerRange
+
+
+@dataclass(frozen=True)
+class MemoryModel:
+    """Bytes a range costs. `layer_bytes` already includes the KV reserve of one layer."""
+
+    num_layers: int
+    weight_bytes: float  # one layer's weights
+    kv_bytes_per_token: float  # one layer, one token
+    reserve_tokens: int
+    embedding_bytes: float
+    head_bytes: float
+
+    @classmethod
+    def of(cls, model: ModelSpec, options: AllocateOptions) -> MemoryModel:
+        return cls(
+            num_layers=model.num_layers,
+            weight_bytes=float(model.bytes_per_layer(options.dtype_bytes)),
+            kv_bytes_per_token=float(model.kv_bytes_per_token_per_layer(options.kv_bytes)),
+            reserve_tokens=options.reserve_tokens,
+            embedding_bytes=float(model.embedding_bytes(options.dtype_bytes)),
+            head_bytes=float(model.head_bytes(options.dtype_bytes)),
+        )
+
+    @property
+    def layer_bytes(self) -> float:
+        return self.weight_bytes + self.kv_bytes_per_token * self.reserve_tokens
+
+    def extras(self, first: bool, last: bool) -> float:
+        # A tied head still needs its own copy on a node that does not hold layer 0,
+        # and we count both when one node holds both ends: conservative, never over.
+        return (self.embedding_bytes if first else 0.0) + (self.head_bytes if last else 0.0)
+
+    def need(self, r: LayerRange) -> float:
+        return len(r) * self.layer_bytes + self.extras(r.start == 0, r.end == self.num_layers)
+
+    def fits(self, memory: float, r: LayerRange) -> bool:
+        return self.need(r) <= memory
+
+    def max_layers(self, memory: float, first: bool = False, last: bool = False) -> int:
+        """Most layers that fit in `memory` with the given ends, capped at the model size."""
+        room = memory - self.extras(first, last)
+        if room < self.layer_bytes:
+            return 0
+        return min(self.num_layers, math.floor(room / self.layer_bytes + 1e-9))
+
+    def total_need(self) -> float:
+        return self.need(LayerRange(0, self.num_layers))

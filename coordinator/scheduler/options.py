@@ -1,0 +1,79 @@
+"""`AllocateOptions`: the knobs of phase 1. Every field has a default."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from coordinator.scheduler.types import Allocation, LinkSpec
+from parallax.errors import InvalidArgument
+
+SOLVERS = ("auto", "exact", "fast", "simple")
+
+
+@dataclass(frozen=True)
+class AllocateOptions:
+    """How to allocate layers. Sizes in bytes, times in seconds unless the name says ms."""
+
+    dtype_bytes: int = 4  # weights; 4 = fp32 on CPU
+    kv_dtype_bytes: int | None = None  # default: dtype_bytes
+    wire_dtype_bytes: int = 2  # activations between nodes
+    context_tokens: int = 2048  # longest sequence a request may reach
+    # KV tokens each node reserves for every layer it holds; default: one full context.
+    # The throughput solvers size this from the concurrency a node's share needs instead,
+    # but never below this floor.
+    kv_reserve_tokens: int | None = None
+    # Split across at least this many nodes when they exist (the lead's demos want real hops).
+    min_stages_when_possible: int = 1
+    max_stages: int | None = None  # cap on hops per chain (a latency bound)
+    latency_target_ms: float | None = None  # per-token latency bound of a chain
+    batch_size: int = 16  # sequences a node decodes per step when busy
+    solver: str = "auto"  # "auto" | "exact" | "fast" | "simple"
+    time_limit_s: float = 10.0  # exact solver wall-clock limit
+    previous: Allocation | None = None  # for minimal movement on join/leave/rebalance
+    # (region_a, region_b) -> link; looked up in both orders. Same-region default below.
+    links: Mapping[tuple[str, str], LinkSpec] = field(default_factory=dict)
+    intra_link: LinkSpec = field(default_factory=lambda: LinkSpec(rtt_ms=1.0, gbps=10.0))
+    inter_link: LinkSpec = field(default_factory=lambda: LinkSpec(rtt_ms=80.0, gbps=1.0))
+    # Rebalance only when the new allocation is this much better (hysteresis).
+    rebalance_gain: float = 0.15
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.dtype_bytes in (1, 2, 4), "dtype_bytes must be 1, 2 or 4"),
+            (self.kv_dtype_bytes in (None, 1, 2, 4), "kv_dtype_bytes must be 1, 2, 4 or None"),
+            (self.wire_dtype_bytes in (1, 2, 4), "wire_dtype_bytes must be 1, 2 or 4"),
+            (self.context_tokens >= 1, "context_tokens must be >= 1"),
+            (
+                self.kv_reserve_tokens is None or self.kv_reserve_tokens >= 0,
+                "kv_reserve_tokens must be >= 0 or None",
+            ),
+            (self.min_stages_when_possible >= 1, "min_stages_when_possible must be >= 1"),
+            (self.max_stages is None or self.max_stages >= 1, "max_stages must be >= 1 or None"),
+            (
+                self.latency_target_ms is None or self.latency_target_ms > 0,
+                "latency_target_ms must be positive or None",
+            ),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.solver in SOLVERS, f"solver must be one of {', '.join(SOLVERS)}"),
+            (self.time_limit_s > 0, "time_limit_s must be positive"),
+            (0 <= self.rebalance_gain < 10, "rebalance_gain must be in [0, 10)"),
+        ]
+        for ok, why in checks:
+            if not ok:
+                raise InvalidArgument(f"AllocateOptions: {why}")
+
+    @property
+    def kv_bytes(self) -> int:
+        return self.kv_dtype_bytes or self.dtype_bytes
+
+    @property
+    def reserve_tokens(self) -> int:
+        return self.context_tokens if self.kv_reserve_tokens is None else self.kv_reserve_tokens
+
+    def link(self, a: str, b: str) -> LinkSpec:
+        if (a, b) in self.links:
+            return self.links[(a, b)]
+        if (b, a) in self.links:
+            return self.links[(b, a)]
+        return self.intra_link if a == b else self.inter_link

@@ -1,0 +1,92 @@
+"""The simple allocator: one pipeline, layers in proportion to memory (exo-like).
+
+Used as the fallback of the throughput solvers and as a baseline in the benchmark.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from coordinator.scheduler.memory import MemoryModel
+from coordinator.scheduler.split import bounds, water_fill
+from coordinator.scheduler.types import NodeCapacity
+from parallax.errors import NotCovered
+from parallax.types import LayerRange, NodeId
+
+GiB = float(1 << 30)
+
+
+def pipeline_order(nodes: Sequence[NodeCapacity]) -> list[NodeCapacity]:
+    """Biggest node first (it carries the embedding), second biggest last (the head)."""
+    by_size = sorted(nodes, key=lambda n: (-n.memory_bytes, n.node_id))
+    if len(by_size) <= 2:
+        return by_size
+    return [by_size[0], *by_size[2:], by_size[1]]
+
+
+def stage_caps(order: Sequence[NodeCapacity], mem: MemoryModel) -> list[int]:
+    k = len(order)
+    return [
+        mem.max_layers(n.memory_bytes, first=i == 0, last=i == k - 1) for i, n in enumerate(order)
+    ]
+
+
+def split_pipeline(
+    order: Sequence[NodeCapacity], mem: MemoryModel, weights: Sequence[float] | None = None
+) -> list[LayerRange] | None:
+    """Ranges for `order` (in pipeline order) covering all layers, or None if they do not fit."""
+    w = weights if weights is not None else [n.memory_bytes for n in order]
+    counts = water_fill(mem.num_layers, w, stage_caps(order, mem))
+    if counts is None:
+        return None
+    return [LayerRange(a, b) for a, b in bounds(counts)]
+
+
+def missing_memory_message(nodes: Sequence[NodeCapacity], mem: MemoryModel) -> str:
+    have = sum(n.memory_bytes for n in nodes)
+    need = mem.total_need()
+    if need > have:
+        return (
+            f"the cluster offers {have / GiB:.2f} GiB but the model needs {need / GiB:.2f} GiB "
+            f"(weights, embedding, head and a {mem.reserve_tokens}-token KV reserve per layer): "
+            f"add nodes with at least {(need - have) / GiB:.2f} GiB more memory, or lower the "
+            "weight dtype or the context length"
+        )
+    return (
+        f"the cluster offers {have / GiB:.2f} GiB of the {need / GiB:.2f} GiB needed but it is "
+        "fragmented: no node can hold the embedding or head next to a layer "
+        f"({(mem.embedding_bytes + mem.layer_bytes) / GiB:.2f} GiB); add a bigger node"
+    )
+
+
+def allocate_simple(
+    nodes: Sequence[NodeCapacity],
+    mem: MemoryModel,
+    min_stages: int = 1,
+    max_stages: int | None = None,
+) -> dict[NodeId, LayerRange | None]:
+    """One pipeline over the fewest biggest nodes that fit (at least `min_stages` of them)."""
+    eligible = sorted(
+        (n for n in nodes if mem.max_layers(n.memory_bytes) >= 1),
+        key=lambda n: (-n.memory_bytes, n.node_id),
+    )
+    lo = max(1, min(min_stages, len(eligible), mem.num_layers))
+    hi = min(len(eligible), mem.num_layers, max_stages or len(eligible))
+    for k in range(lo, hi + 1):
+        chosen = eligible[:k]
+        # Node-id order reads best; biggest nodes at the ends when the embedding needs it.
+        for order in (sorted(chosen, key=lambda n: n.node_id), pipeline_order(chosen)):
+            ranges = split_pipeline(order, mem)
+            if ranges is not None:
+                break
+        if ranges is not None:
+            out: dict[NodeId, LayerRange | None] = {n.node_id: None for n in nodes}
+            out.update({n.node_id: r for n, r in zip(order, ranges, strict=True)})
+            return out
+    if max_stages is not None and hi < len(eligible):
+        raise NotCovered(
+            f"no pipeline of at most max_stages={max_stages} nodes holds all "
+            f"{mem.num_layers} layers; raise max_stages or add bigger nodes. "
+            + missing_memory_message(eligible[:hi], mem)
+        )
+    raise NotCovered(missing_memory_message(nodes, mem))
