@@ -72,7 +72,9 @@ def allocate_simple(
     )
     lo = max(1, min(min_stages, len(eligible), mem.num_layers))
     hi = min(len(eligible), mem.num_layers, max_stages or len(eligible))
-    for k in range(lo, hi + 1):
+    # More stages than asked only when fewer do not fit; fewer when the small nodes
+    # cannot take an end of the pipeline.
+    for k in [*range(lo, hi + 1), *range(min(lo, hi + 1) - 1, 0, -1)]:
         chosen = eligible[:k]
         # Node-id order reads best; biggest nodes at the ends when the embedding needs it.
         for order in (sorted(chosen, key=lambda n: n.node_id), pipeline_order(chosen)):
