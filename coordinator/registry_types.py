@@ -1,0 +1,149 @@
+"""Frozen records of the node registry: what a node offers, reports and is assigned.
+
+Validated at construction, so a malformed Join or Heartbeat fails before it can
+reach the registry's state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from parallax.errors import InvalidArgument
+from parallax.types import LayerRange, NodeId
+
+MAX_NAME_CHARS = 64
+DEVICES = ("cpu", "cuda", "mps")
+
+
+class NodeState(StrEnum):
+    JOINING = "joining"  # joined, no heartbeat yet
+    LOADING = "loading"  # loading the weights of its assignment
+    READY = "ready"  # serving its loaded range
+    STANDBY = "standby"  # holds no layers
+    LEAVING = "leaving"  # draining before it goes
+    DEAD = "dead"  # silent for longer than dead_after_s
+
+
+# States a node may report about itself; the registry sets joining and dead.
+REPORTABLE = frozenset({NodeState.LOADING, NodeState.READY, NodeState.STANDBY, NodeState.LEAVING})
+
+
+@dataclass(frozen=True)
+class HardwareInfo:
+    """What a node offers, measured on the node (see node/hardware.py)."""
+
+    device: str
+    flops: float  # dense matmul FLOP/s
+    mem_bandwidth: float  # bytes/s
+    memory_bytes: float  # offered for weights plus KV
+    device_name: str = ""
+    region: str = "default"
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise InvalidArgument(
+                f"hardware.device={self.device!r} is not one of {', '.join(DEVICES)}"
+            )
+        for name in ("flops", "mem_bandwidth", "memory_bytes"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise InvalidArgument(
+                    f"hardware.{name}={value!r} must be a positive finite number; "
+                    "the node measures it at start (node/hardware.py) or takes --memory-gb"
+                )
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    """The latest NodeStatus a node sent in a heartbeat."""
+
+    state: NodeState = NodeState.JOINING
+    loaded: LayerRange | None = None  # the range whose weights the node has loaded
+    running_requests: int = 0
+    kv_free_tokens: int = 0
+    kv_total_tokens: int = 0
+    layer_latency_ms: float = 0.0
+    tokens_per_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.state not in REPORTABLE and self.state is not NodeState.JOINING:
+            raise InvalidArgument(
+                f"node status state={self.state!r}: a node reports one of "
+                f"{', '.join(sorted(REPORTABLE))}"
+            )
+        counts = ("running_requests", "kv_free_tokens", "kv_total_tokens")
+        rates = ("layer_latency_ms", "tokens_per_s")
+        for name in counts + rates:
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise InvalidArgument(f"node status {name}={value!r} must be >= 0")
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """The layers a node must serve; `range is None` means standby. `epoch` counts changes."""
+
+    model: str
+    range: LayerRange | None
+    epoch: int
+
+    @property
+    def standby(self) -> bool:
+        return self.range is None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One line of the scheduler's log, shown on the dashboard."""
+
+    time: float
+    kind: str  # "join" | "leave" | "dead" | "allocate" | "not_covered"
+    message: str
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    node_id: NodeId
+    name: str
+    address: str
+    hardware: HardwareInfo
+    assignment: Assignment
+    joined_at: float
+    last_heartbeat: float
+    state: NodeState = NodeState.JOINING
+    report: NodeReport = field(default_factory=NodeReport)
+    rtt_ms: tuple[tuple[NodeId, float], ...] = ()  # to peers, as last measured
+
+    @property
+    def alive(self) -> bool:
+        return self.state not in (NodeState.DEAD, NodeState.LEAVING)
+
+    @property
+    def serving(self) -> bool:
+        """Ready, and what it loaded is exactly what it is assigned: routable."""
+        return (
+            self.state is NodeState.READY
+            and self.assignment.range is not None
+            and self.report.loaded == self.assignment.range
+        )
+
+
+def check_address(address: str) -> str:
+    host, sep, port = address.rpartition(":")
+    if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+        raise InvalidArgument(
+            f"node address {address!r} is not HOST:PORT; set --advertise-host to a host "
+            "other nodes can reach"
+        )
+    return address
+
+
+def check_name(name: str) -> str:
+    if len(name) > MAX_NAME_CHARS or not name.isprintable():
+        raise InvalidArgument(
+            f"node name {name[:MAX_NAME_CHARS]!r}... must be printable and at most "
+            f"{MAX_NAME_CHARS} characters; choose a shorter --name"
+        )
+    return name

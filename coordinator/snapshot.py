@@ -1,0 +1,105 @@
+"""The registry as JSON-ready data: what `GET /cluster/status` and the dashboard show."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from coordinator.registry_types import Decision, NodeRecord
+from coordinator.scheduler import Allocation
+from parallax.types import LayerRange
+
+
+def coverage_gaps(num_layers: int, ranges: Iterable[LayerRange | None]) -> list[list[int]]:
+    """Half-open `[start, end)` spans of layers that no range holds."""
+    held = [0] * (num_layers + 1)
+    for r in ranges:
+        if r is not None:
+            held[max(0, r.start)] += 1
+            held[min(num_layers, r.end)] -= 1
+    gaps: list[list[int]] = []
+    depth = 0
+    for layer in range(num_layers):
+        depth += held[layer]
+        if depth == 0:
+            if gaps and gaps[-1][1] == layer:
+                gaps[-1][1] = layer + 1
+            else:
+                gaps.append([layer, layer + 1])
+    return gaps
+
+
+def _range(r: LayerRange | None) -> list[int] | None:
+    return None if r is None else [r.start, r.end]
+
+
+def node_json(rec: NodeRecord, now: float) -> dict[str, Any]:
+    hw, rep = rec.hardware, rec.report
+    return {
+        "node_id": rec.node_id,
+        "name": rec.name,
+        "address": rec.address,
+        "state": str(rec.state),
+        "serving": rec.serving,
+        "hardware": {
+            "device": hw.device,
+            "device_name": hw.device_name,
+            "flops": hw.flops,
+            "mem_bandwidth": hw.mem_bandwidth,
+            "memory_bytes": hw.memory_bytes,
+            "region": hw.region,
+        },
+        "assignment": {
+            "range": _range(rec.assignment.range),
+            "standby": rec.assignment.standby,
+            "epoch": rec.assignment.epoch,
+        },
+        "loaded": _range(rep.loaded),
+        "joined_age_s": round(now - rec.joined_at, 3),
+        "heartbeat_age_s": round(now - rec.last_heartbeat, 3),
+        "status": {
+            "running_requests": rep.running_requests,
+            "kv_free_tokens": rep.kv_free_tokens,
+            "kv_total_tokens": rep.kv_total_tokens,
+            "layer_latency_ms": rep.layer_latency_ms,
+            "tokens_per_s": rep.tokens_per_s,
+        },
+        "rtt_ms": dict(rec.rtt_ms),
+    }
+
+
+def build_snapshot(
+    *,
+    model_name: str,
+    num_layers: int,
+    nodes: Sequence[NodeRecord],
+    allocation: Allocation,
+    decisions: Sequence[Decision],
+    now: float,
+) -> dict[str, Any]:
+    alive = [r for r in nodes if r.alive]
+    serving = [r for r in nodes if r.serving]
+    assigned_gaps = coverage_gaps(num_layers, (r.assignment.range for r in alive))
+    serving_gaps = coverage_gaps(num_layers, (r.assignment.range for r in serving))
+    return {
+        "time": now,
+        "model": {"name": model_name, "num_layers": num_layers},
+        "nodes": [node_json(r, now) for r in sorted(nodes, key=lambda r: r.node_id)],
+        "allocation": {
+            "assignments": {n: _range(r) for n, r in sorted(allocation.assignments.items())},
+            "solver": allocation.solver,
+            "reason": allocation.reason,
+            "throughput_tok_s": allocation.throughput_tok_s,
+            "latency_ms_per_token": allocation.latency_ms_per_token,
+        },
+        "coverage": {
+            # Layers no live node is assigned (more nodes needed) ...
+            "gaps": assigned_gaps,
+            # ... and layers no node serves yet (assigned but still loading, say).
+            "serving_gaps": serving_gaps,
+            "serving": not serving_gaps,
+        },
+        "decisions": [
+            {"time": d.time, "kind": d.kind, "message": d.message} for d in reversed(decisions)
+        ],
+    }

@@ -1,0 +1,176 @@
+"""The coordinator's node registry: membership, allocation, expiry and the status snapshot."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from coordinator.registry import Registry
+from coordinator.registry_types import HardwareInfo, NodeReport, NodeState
+from coordinator.scheduler import AllocateOptions
+from coordinator.scheduler.memory import MemoryModel
+from parallax.errors import InvalidArgument
+from parallax.models.spec import ModelSpec
+from parallax.types import LayerRange
+
+SPEC = ModelSpec(
+    family="llama",
+    num_layers=8,
+    hidden_size=64,
+    intermediate_size=128,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    vocab_size=100,
+)
+OPTS = AllocateOptions(context_tokens=64, min_stages_when_possible=2)
+MEM = MemoryModel.of(SPEC, OPTS)
+WHOLE = MEM.total_need()  # bytes one node needs to hold the whole model
+
+
+def hw(memory: float = 4 * WHOLE) -> HardwareInfo:
+    return HardwareInfo(device="cpu", flops=1e11, mem_bandwidth=2e10, memory_bytes=memory)
+
+
+def registry() -> Registry:
+    return Registry("tiny", SPEC, dead_after_s=4.0, options=OPTS)
+
+
+def ready(reg: Registry, node_id, now: float) -> None:
+    """Heartbeat as a node that loaded exactly what it was assigned."""
+    a = reg.get(node_id).assignment
+    reg.heartbeat(node_id, NodeReport(state=NodeState.READY, loaded=a.range), {}, now)
+
+
+def covers(ranges) -> bool:
+    ends = sorted((r.start, r.end) for r in ranges if r is not None)
+    at = 0
+    for s, e in ends:
+        if s > at:
+            return False
+        at = max(at, e)
+    return at == SPEC.num_layers
+
+
+def test_first_node_gets_every_layer_second_splits_the_model() -> None:
+    reg = registry()
+    a, asg = reg.join("a", "127.0.0.1:5001", hw(), now=0.0)
+    assert asg.range == LayerRange(0, 8) and asg.epoch == 1 and asg.model == "tiny"
+    b, asg_b = reg.join("b", "127.0.0.1:5002", hw(), now=1.0)
+    ra, rb = reg.get(a).assignment, reg.get(b).assignment
+    assert ra.epoch == 2, "a's range changed, so its epoch is bumped"
+    assert covers([ra.range, rb.range]) and len(ra.range) + len(rb.range) == 8
+    assert asg_b == rb
+    assert a.startswith("a-") and b.startswith("b-") and a != b
+    assert [d.kind for d in reg.decisions] == ["join", "allocate", "join", "allocate"]
+
+
+def test_smaller_memory_gets_fewer_layers() -> None:
+    reg = registry()
+    big, _ = reg.join("big", "127.0.0.1:5001", hw(0.9 * WHOLE), now=0.0)
+    small, _ = reg.join("small", "127.0.0.1:5002", hw(0.35 * WHOLE), now=0.0)
+    rb, rs = reg.get(big).assignment.range, reg.get(small).assignment.range
+    assert rb is not None and rs is not None and covers([rb, rs])
+    assert len(rs) < len(rb)
+
+
+def test_cluster_state_lists_only_ready_nodes_that_loaded_their_assignment() -> None:
+    reg = registry()
+    a, _ = reg.join("a", "127.0.0.1:5001", hw(), now=0.0)
+    b, _ = reg.join("b", "127.0.0.1:5002", hw(), now=0.0)
+    assert reg.cluster_state().nodes == ()
+    ready(reg, a, now=1.0)
+    stale = NodeReport(state=NodeState.READY, loaded=LayerRange(0, 8))  # before the split
+    reg.heartbeat(b, stale, {a: 0.7}, now=1.0)
+    state = reg.cluster_state()
+    assert [n.node_id for n in state.nodes] == [a]
+    ready(reg, b, now=2.0)
+    loaded_a = reg.get(a).assignment.range
+    reg.heartbeat(a, NodeReport(state=NodeState.READY, loaded=loaded_a), {b: 0.5}, now=2.0)
+    state = reg.cluster_state()
+    assert sorted(n.node_id for n in state.nodes) == sorted([a, b])
+    assert state.rtt_ms[(a, b)] == 0.5 and state.num_layers == 8
+    assert covers([n.range for n in state.nodes])
+
+
+def test_silent_node_dies_and_survivor_takes_its_layers() -> None:
+    reg = registry()
+    a, _ = reg.join("a", "127.0.0.1:5001", hw(), now=0.0)
+    b, _ = reg.join("b", "127.0.0.1:5002", hw(), now=0.0)
+    epoch_a = reg.get(a).assignment.epoch
+    for t in (1.0, 2.0, 3.0, 4.0, 5.0):
+        ready(reg, a, now=t)
+        assert reg.expire(now=t) == ([b] if t == 5.0 else [])
+    assert reg.get(b).state is NodeState.DEAD
+    asg = reg.get(a).assignment
+    assert asg.range == LayerRange(0, 8) and asg.epoch == epoch_a + 1
+    # A dead node's heartbeat is refused so it re-joins; re-joining replaces its record.
+    assert reg.heartbeat(b, NodeReport(), {}, now=6.0) is None
+    b2, _ = reg.join("b", "127.0.0.1:5002", hw(), now=6.0)
+    assert b2 != b and reg.get(b) is None and len(reg.nodes) == 2
+    assert reg.expire(now=6.0 + reg.forget_after_s) == [a, b2]
+
+
+def test_leave_reallocates_and_unknown_node_is_refused() -> None:
+    reg = registry()
+    a, _ = reg.join("a", "127.0.0.1:5001", hw(), now=0.0)
+    b, _ = reg.join("b", "127.0.0.1:5002", hw(), now=0.0)
+    assert reg.leave(b, now=1.0) and not reg.leave(b, now=1.0)
+    assert reg.get(a).assignment.range == LayerRange(0, 8)
+    assert reg.heartbeat(b, NodeReport(), {}, now=1.0) is None
+    assert reg.heartbeat("nobody-123", NodeReport(), {}, now=1.0) is None
+
+
+def test_too_little_memory_keeps_everyone_on_standby_until_help_arrives() -> None:
+    reg = registry()
+    a, asg = reg.join("a", "127.0.0.1:5001", hw(0.3 * WHOLE), now=0.0)
+    assert asg.standby and asg.epoch == 0
+    assert reg.decisions[-1].kind == "not_covered" and "add nodes" in reg.decisions[-1].message
+    snap = reg.status_snapshot(now=0.5)
+    assert snap["coverage"]["gaps"] == [[0, 8]]
+    b, _ = reg.join("b", "127.0.0.1:5002", hw(0.9 * WHOLE), now=1.0)
+    assert covers([reg.get(a).assignment.range, reg.get(b).assignment.range])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"device": "tpu"}, "device"),
+        ({"flops": 0.0}, "flops"),
+        ({"memory_bytes": float("nan")}, "memory_bytes"),
+        ({"mem_bandwidth": -1.0}, "mem_bandwidth"),
+    ],
+)
+def test_bad_hardware_is_rejected(kwargs: dict, match: str) -> None:
+    fields = {"device": "cpu", "flops": 1.0, "mem_bandwidth": 1.0, "memory_bytes": 1.0} | kwargs
+    with pytest.raises(InvalidArgument, match=match):
+        HardwareInfo(**fields)
+
+
+def test_bad_address_and_report_are_rejected() -> None:
+    reg = registry()
+    with pytest.raises(InvalidArgument, match="HOST:PORT"):
+        reg.join("a", "no-port", hw(), now=0.0)
+    with pytest.raises(InvalidArgument, match="running_requests"):
+        NodeReport(running_requests=-1)
+
+
+def test_snapshot_is_json_and_complete() -> None:
+    reg = registry()
+    a, _ = reg.join("a", "127.0.0.1:5001", hw(), now=0.0)
+    b, _ = reg.join("b", "127.0.0.1:5002", hw(), now=0.0)
+    ready(reg, a, now=1.0)
+    snap = json.loads(json.dumps(reg.status_snapshot(now=3.0)))
+    assert snap["model"] == {"name": "tiny", "num_layers": 8}
+    assert set(snap) == {"time", "model", "nodes", "allocation", "coverage", "decisions"}
+    node = {n["node_id"]: n for n in snap["nodes"]}
+    assert node[a]["state"] == "ready" and node[a]["serving"] is True
+    assert node[a]["heartbeat_age_s"] == 2.0 and node[b]["heartbeat_age_s"] == 3.0
+    assert node[b]["state"] == "joining" and node[b]["loaded"] is None
+    assert node[a]["hardware"]["memory_bytes"] == 4 * WHOLE
+    assert set(node[a]["status"]) >= {"running_requests", "kv_free_tokens", "tokens_per_s"}
+    assert snap["coverage"]["gaps"] == []
+    assert snap["coverage"]["serving_gaps"] == [node[b]["assignment"]["range"]]
+    assert snap["allocation"]["assignments"][a] == node[a]["assignment"]["range"]
+    assert snap["decisions"][0]["kind"] == "allocate"  # newest first
