@@ -1,0 +1,1 @@
+"""The shard engine: paged KV cache, continuous batching, sampling."""

@@ -1,0 +1,128 @@
+"""The local engine loop: schedule, run, postprocess. A pipeline of one shard."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from node.engine.kv_blocks import KVBlockManager
+from node.engine.kv_cache import allocate_kv, blocks_for_budget
+from node.engine.runner import ShardRunner
+from node.engine.sampler import RequestSampler, Sampled, sample
+from node.engine.scheduler import Scheduler, Sequence
+from node.model import ShardModel
+from parallax.config.generate import EngineConfig
+from parallax.errors import ContextOverflow, InvalidArgument
+from parallax.sampling import SamplingParams
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class TokenResult:
+    request_id: str
+    sampled: Sampled
+    finish_reason: str | None  # None while the request goes on
+
+
+def kv_budget_bytes(cfg: EngineConfig) -> float:
+    if cfg.kv_memory_fraction > 0:
+        if cfg.device == "cuda":
+            free, _ = torch.cuda.mem_get_info()
+        else:
+            free = _mem_available_bytes()
+        return free * cfg.kv_memory_fraction
+    return cfg.kv_cache_mb * 2**20
+
+
+def _mem_available_bytes() -> float:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    return 4 * 2**30
+
+
+def make_runner(model: ShardModel, cfg: EngineConfig) -> ShardRunner:
+    spec, dtype = model.spec, next(model.parameters()).dtype
+    blocks = blocks_for_budget(
+        spec, len(model.range), cfg.kv_block_size, dtype, kv_budget_bytes(cfg)
+    )
+    kv = KVBlockManager(blocks, cfg.kv_block_size)
+    caches = allocate_kv(spec, len(model.range), blocks, cfg.kv_block_size, dtype, cfg.device)
+    return ShardRunner(model, kv, caches, cfg.device)
+
+
+class LocalEngine:
+    """The whole model in one process: `step()` = schedule, run, postprocess."""
+
+    def __init__(self, model: ShardModel, cfg: EngineConfig, eos_ids: tuple[int, ...]):
+        if not (model.is_first and model.is_last):
+            raise InvalidArgument("LocalEngine needs a shard holding every layer")
+        self.model, self.cfg, self.eos_ids = model, cfg, frozenset(eos_ids)
+        self.runner = make_runner(model, cfg)
+        self.kv = self.runner.kv
+        self.scheduler = Scheduler(self.kv, cfg.max_batch_tokens, cfg.max_running)
+        self.seqs: dict[str, Sequence] = {}
+        self.max_context = model.rotary.cos.shape[0]
+
+    def add_request(self, request_id: str, prompt_ids: list[int], params: SamplingParams) -> None:
+        if request_id in self.seqs:
+            raise InvalidArgument(f"request id {request_id!r} is already running")
+        if not prompt_ids:
+            raise InvalidArgument("the prompt is empty")
+        params.check_vocab(self.model.spec.vocab_size)
+        if any(not 0 <= t < self.model.spec.vocab_size for t in prompt_ids):
+            raise InvalidArgument("a prompt token id is outside the vocabulary")
+        if len(prompt_ids) >= self.max_context:
+            raise ContextOverflow(
+                f"the prompt has {len(prompt_ids)} tokens; the context holds {self.max_context}"
+            )
+        if len(prompt_ids) + self.kv.block_size > self.kv.total_tokens:
+            raise ContextOverflow(
+                f"the prompt needs {len(prompt_ids)} KV slots; this engine's cache holds "
+                f"{self.kv.total_tokens}: raise --kv-cache-mb"
+            )
+        sampler = RequestSampler(params, list(prompt_ids), self.eos_ids, self.max_context)
+        seq = Sequence(request_id, list(prompt_ids), len(prompt_ids), data={"sampler": sampler})
+        self.seqs[request_id] = seq
+        self.scheduler.add(seq)
+
+    def abort(self, request_id: str) -> None:
+        seq = self.seqs.pop(request_id, None)
+        if seq is not None:
+            self.scheduler.finish(seq)
+
+    def has_work(self) -> bool:
+        return self.scheduler.has_work()
+
+    def step(self) -> list[TokenResult]:
+        chunks = self.scheduler.schedule()
+        if not chunks:
+            return []
+        logits = self.runner.run(chunks)
+        seqs = [self.seqs[c.request_id] for c in chunks if c.sample]
+        sampled = sample(logits, [s.data["sampler"] for s in seqs])
+        return [self._postprocess(seq, s) for seq, s in zip(seqs, sampled, strict=True)]
+
+    def _postprocess(self, seq: Sequence, s: Sampled) -> TokenResult:
+        reason = seq.data["sampler"].finish_reason()
+        self.scheduler.on_token(seq, s.token_id, finished=reason is not None)
+        if reason is not None:
+            del self.seqs[seq.request_id]
+        return TokenResult(seq.request_id, s, reason)
+
+    def generate(
+        self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams]
+    ) -> list[list[int]]:
+        """Run prompts to completion together; returns the generated ids of each."""
+        plist = params if isinstance(params, list) else [params] * len(prompts)
+        out: dict[str, list[int]] = {}
+        for i, (p, sp) in enumerate(zip(prompts, plist, strict=True)):
+            self.add_request(f"gen-{i}", p, sp)
+            out[f"gen-{i}"] = []
+        while self.has_work():
+            for r in self.step():
+                out[r.request_id].append(r.sampled.token_id)
+        return [out[f"gen-{i}"] for i in range(len(prompts))]

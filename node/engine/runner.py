@@ -1,0 +1,119 @@
+"""One forward step of a shard over packed chunks from many requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from node.engine.kv_blocks import KVBlockManager
+from node.kernels import AttentionMeta
+from node.model import ShardModel
+from parallax.errors import CapacityError, InvalidArgument
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Tokens [start, start + n) of one request, computed in this step."""
+
+    request_id: str
+    start: int
+    n: int
+    sample: bool  # the last shard returns logits for this chunk's last token
+    token_ids: tuple[int, ...] = ()  # first shard only
+
+
+class ShardRunner:
+    def __init__(self, model: ShardModel, kv: KVBlockManager, caches, device: str = "cpu"):
+        self.model, self.kv, self.caches, self.device = model, kv, caches, device
+
+    def check(self, chunk: Chunk) -> None:
+        """Raise if the chunk cannot run: it must continue its request's KV exactly."""
+        have = self.kv.length(chunk.request_id)
+        if chunk.start != have:
+            raise InvalidArgument(
+                f"request {chunk.request_id}: chunk starts at {chunk.start} but the node holds "
+                f"{have} tokens of it"
+            )
+        if not self.kv.can_grow(chunk.request_id, chunk.start + chunk.n):
+            raise CapacityError(f"request {chunk.request_id}: KV cache full on this node")
+        if chunk.start + chunk.n > self.model.rotary.cos.shape[0]:
+            raise InvalidArgument(f"request {chunk.request_id}: position beyond the context")
+
+    @torch.inference_mode()
+    def run(self, chunks: list[Chunk], hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden rows in chunk order, or logits [sampled chunks, V] on the last shard."""
+        for c in chunks:
+            self.kv.grow(c.request_id, c.start + c.n)
+        # Decodes (one token) first so attention can batch them; remember the permutation.
+        order = sorted(range(len(chunks)), key=lambda i: chunks[i].n != 1)
+        offsets, at = [], 0
+        for c in chunks:
+            offsets.append(at)
+            at += c.n
+        permuted = order != list(range(len(chunks)))
+        rows = None
+        if permuted:
+            rows = torch.cat([torch.arange(offsets[i], offsets[i] + chunks[i].n) for i in order])
+        ordered = [chunks[i] for i in order]
+        meta, positions = self._meta(ordered)
+        if self.model.is_first:
+            x = torch.tensor([t for i in order for t in chunks[i].token_ids], dtype=torch.long)
+        else:
+            x = hidden.index_select(0, rows) if permuted else hidden
+        logits_rows = None
+        if self.model.is_last:
+            ends, at = {}, 0
+            for i in order:
+                at += chunks[i].n
+                ends[i] = at - 1
+            logits_rows = torch.tensor([ends[i] for i, c in enumerate(chunks) if c.sample])
+        out = self.model(x.to(self.device), positions, self.caches, meta, logits_rows)
+        if self.model.is_last or not permuted:
+            return out
+        restored = torch.empty_like(out)
+        restored[rows] = out
+        return restored
+
+    def _meta(self, chunks: list[Chunk]) -> tuple[AttentionMeta, torch.Tensor]:
+        bs, dev = self.kv.block_size, self.device
+        positions, slots = [], []
+        for c in chunks:
+            positions.extend(range(c.start, c.start + c.n))
+            slots.extend(self.kv.slots(c.request_id, c.start, c.start + c.n))
+        decodes = [c for c in chunks if c.n == 1]
+        decode_slots = decode_mask = None
+        if decodes:
+            lengths = [c.start + 1 for c in decodes]
+            lmax = max(lengths)
+            nblk = -(-lmax // bs)
+            tables = torch.zeros(len(decodes), nblk, dtype=torch.long)
+            for r, c in enumerate(decodes):
+                t = self.kv.table(c.request_id)[:nblk]
+                tables[r, : len(t)] = torch.tensor(t)
+            all_slots = (tables.unsqueeze(-1) * bs + torch.arange(bs)).view(len(decodes), -1)
+            decode_slots = all_slots[:, :lmax].to(dev)
+            lens = torch.tensor(lengths)
+            decode_mask = (
+                (torch.arange(lmax).unsqueeze(0) < lens.unsqueeze(1))
+                .view(len(decodes), 1, 1, lmax)
+                .to(dev)
+            )
+        prefills, row = [], len(decodes)
+        for c in chunks[len(decodes) :]:
+            ctx = c.start + c.n
+            ctx_slots = torch.tensor(self.kv.slots(c.request_id, 0, ctx), device=dev)
+            mask = None
+            if c.start:
+                q_pos = torch.arange(c.start, ctx).unsqueeze(1)
+                mask = (torch.arange(ctx).unsqueeze(0) <= q_pos).to(dev)
+            prefills.append((row, c.n, ctx_slots, mask))
+            row += c.n
+        meta = AttentionMeta(
+            slot_mapping=torch.tensor(slots, device=dev),
+            num_decode=len(decodes),
+            decode_slots=decode_slots,
+            decode_mask=decode_mask,
+            prefills=prefills,
+        )
+        return meta, torch.tensor(positions, device=dev)

@@ -1,0 +1,117 @@
+"""The transformer: packed tokens in, hidden states or last-token logits out."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from node.kernels import AttentionMeta, Kernels, TorchKernels
+from node.model.rope import RotaryTable, apply_rotary
+from parallax.models.spec import ModelSpec
+from parallax.types import LayerRange
+
+
+class Attention(nn.Module):
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        self.nq, self.nkv, self.d = (
+            spec.num_attention_heads,
+            spec.num_key_value_heads,
+            spec.head_dim,
+        )
+        # q, k and v are one fused matmul: fewer kernel launches per layer.
+        out = (self.nq + 2 * self.nkv) * self.d
+        self.qkv = nn.Linear(spec.hidden_size, out, bias=spec.attention_bias)
+        self.o_proj = nn.Linear(self.nq * self.d, spec.hidden_size, bias=False)
+        if spec.qk_norm:
+            self.q_norm = nn.Parameter(torch.ones(self.d))
+            self.k_norm = nn.Parameter(torch.ones(self.d))
+        self.scale = self.d**-0.5
+
+    def forward(self, x, cos, sin, k_cache, v_cache, meta: AttentionMeta, kernels: Kernels):
+        t = x.shape[0]
+        q, k, v = self.qkv(x).split([self.nq * self.d, self.nkv * self.d, self.nkv * self.d], -1)
+        q = q.view(t, self.nq, self.d)
+        k = k.view(t, self.nkv, self.d)
+        v = v.view(t, self.nkv, self.d)
+        if self.spec.qk_norm:
+            q = kernels.rms_norm(q, self.q_norm, self.spec.rms_norm_eps)
+            k = kernels.rms_norm(k, self.k_norm, self.spec.rms_norm_eps)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        o = kernels.attention(q, k, v.contiguous(), k_cache, v_cache, meta, self.scale)
+        return self.o_proj(o.reshape(t, self.nq * self.d))
+
+
+class MLP(nn.Module):
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.inter = spec.intermediate_size
+        self.gate_up = nn.Linear(spec.hidden_size, 2 * spec.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(spec.intermediate_size, spec.hidden_size, bias=False)
+
+    def forward(self, x):
+        gate, up = self.gate_up(x).split(self.inter, -1)
+        return self.down_proj(F.silu(gate) * up)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.eps = spec.rms_norm_eps
+        self.self_attn = Attention(spec)
+        self.mlp = MLP(spec)
+        self.input_layernorm = nn.Parameter(torch.ones(spec.hidden_size))
+        self.post_attention_layernorm = nn.Parameter(torch.ones(spec.hidden_size))
+
+    def forward(self, x, cos, sin, k_cache, v_cache, meta, kernels: Kernels):
+        h = kernels.rms_norm(x, self.input_layernorm, self.eps)
+        x = x + self.self_attn(h, cos, sin, k_cache, v_cache, meta, kernels)
+        h = kernels.rms_norm(x, self.post_attention_layernorm, self.eps)
+        return x + self.mlp(h)
+
+
+class ShardModel(nn.Module):
+    """Layers `[start, end)` of a model; embedding only if first, head only if last."""
+
+    def __init__(self, spec: ModelSpec, layers: LayerRange, kernels: Kernels | None = None):
+        super().__init__()
+        self.spec = spec
+        self.range = layers
+        self.is_first = layers.start == 0
+        self.is_last = layers.end == spec.num_layers
+        self.kernels = kernels or TorchKernels()
+        self.layers = nn.ModuleList(DecoderLayer(spec) for _ in range(len(layers)))
+        self.embed_tokens = (
+            nn.Embedding(spec.vocab_size, spec.hidden_size) if self.is_first else None
+        )
+        if self.is_last:
+            self.norm = nn.Parameter(torch.ones(spec.hidden_size))
+            self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
+        self.rotary: RotaryTable | None = None
+
+    def setup_rotary(self, max_positions: int) -> None:
+        p = next(self.parameters())
+        self.rotary = RotaryTable(self.spec, max_positions, p.dtype, p.device)
+
+    def forward(
+        self,
+        inputs: torch.Tensor,  # [T] token ids if first, else [T, hidden] hidden states
+        positions: torch.Tensor,  # [T]
+        kv: list[tuple[torch.Tensor, torch.Tensor]],  # per local layer (k_cache, v_cache)
+        meta: AttentionMeta,
+        logits_rows: torch.Tensor | None = None,  # rows to compute logits for (last shard)
+    ) -> torch.Tensor:
+        x = self.embed_tokens(inputs) if self.is_first else inputs
+        if self.rotary is None:
+            raise RuntimeError("call setup_rotary() before forward()")
+        cos, sin = self.rotary.lookup(positions)
+        for layer, (k_cache, v_cache) in zip(self.layers, kv, strict=True):
+            x = layer(x, cos, sin, k_cache, v_cache, meta, self.kernels)
+        if not self.is_last:
+            return x
+        if logits_rows is not None:
+            x = x[logits_rows]
+        x = self.kernels.rms_norm(x, self.norm, self.spec.rms_norm_eps)
+        return self.lm_head(x).float()

@@ -1,0 +1,109 @@
+"""Build a `ShardModel` holding only the tensors of its layer range."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import torch
+
+from node.model import ShardModel
+from parallax.errors import ModelFormatError
+from parallax.models.spec import ModelSpec
+from parallax.types import LayerRange
+
+_LAYER = re.compile(r"^model\.layers\.(\d+)\.")
+
+
+def shard_tensor_filter(spec: ModelSpec, layers: LayerRange) -> Callable[[str], bool]:
+    """Which HF tensor names a shard needs: only its own layers, embedding, head."""
+    first, last = layers.start == 0, layers.end == spec.num_layers
+
+    def wanted(name: str) -> bool:
+        m = _LAYER.match(name)
+        if m:
+            return int(m.group(1)) in layers
+        if name == "model.embed_tokens.weight":
+            return first or (last and spec.tie_word_embeddings)
+        if name in ("model.norm.weight", "lm_head.weight"):
+            return last
+        return False
+
+    return wanted
+
+
+def _local_state_dict(
+    spec: ModelSpec, layers: LayerRange, hf: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Map HF names onto ShardModel parameters, fusing qkv and gate_up."""
+
+    def take(name: str) -> torch.Tensor:
+        try:
+            return hf.pop(name)
+        except KeyError:
+            raise ModelFormatError(f"checkpoint lacks tensor {name!r}") from None
+
+    sd: dict[str, torch.Tensor] = {}
+    for local, i in enumerate(range(layers.start, layers.end)):
+        p, a = f"model.layers.{i}.", f"layers.{local}."
+        sd[a + "self_attn.qkv.weight"] = torch.cat(
+            [take(p + f"self_attn.{x}_proj.weight") for x in "qkv"]
+        )
+        if spec.attention_bias:
+            sd[a + "self_attn.qkv.bias"] = torch.cat(
+                [take(p + f"self_attn.{x}_proj.bias") for x in "qkv"]
+            )
+        sd[a + "self_attn.o_proj.weight"] = take(p + "self_attn.o_proj.weight")
+        if spec.qk_norm:
+            sd[a + "self_attn.q_norm"] = take(p + "self_attn.q_norm.weight")
+            sd[a + "self_attn.k_norm"] = take(p + "self_attn.k_norm.weight")
+        sd[a + "mlp.gate_up.weight"] = torch.cat(
+            [take(p + "mlp.gate_proj.weight"), take(p + "mlp.up_proj.weight")]
+        )
+        sd[a + "mlp.down_proj.weight"] = take(p + "mlp.down_proj.weight")
+        sd[a + "input_layernorm"] = take(p + "input_layernorm.weight")
+        sd[a + "post_attention_layernorm"] = take(p + "post_attention_layernorm.weight")
+    if layers.start == 0:
+        sd["embed_tokens.weight"] = hf.get("model.embed_tokens.weight")
+        if sd["embed_tokens.weight"] is None:
+            raise ModelFormatError("checkpoint lacks tensor 'model.embed_tokens.weight'")
+    if layers.end == spec.num_layers:
+        sd["norm"] = take("model.norm.weight")
+        head = hf.get("lm_head.weight")
+        if head is None and spec.tie_word_embeddings:
+            head = hf.get("model.embed_tokens.weight")
+        if head is None:
+            raise ModelFormatError("checkpoint lacks 'lm_head.weight' and is not tied")
+        sd["lm_head.weight"] = head
+    return sd
+
+
+def load_shard_model(
+    resolved,  # parallax.models.registry.ResolvedModel
+    layers: LayerRange,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+    progress: bool = True,
+    max_positions: int | None = None,
+) -> ShardModel:
+    spec: ModelSpec = resolved.spec
+    if layers.end > spec.num_layers:
+        raise ModelFormatError(f"layer range {layers} exceeds the model's {spec.num_layers} layers")
+    wanted = shard_tensor_filter(spec, layers)
+    if resolved.format == "gguf":
+        from node.weights.gguf_loader import load_gguf_tensors
+
+        hf = load_gguf_tensors(resolved.path, spec, wanted, dtype=dtype, progress=progress)
+    else:
+        from node.weights.safetensors_loader import load_safetensors
+
+        hf = load_safetensors(resolved.path, wanted, dtype=dtype, progress=progress)
+    sd = _local_state_dict(spec, layers, hf)
+    # Build on the meta device, then adopt the loaded tensors: memory follows the shard.
+    with torch.device("meta"):
+        model = ShardModel(spec, layers)
+    model.load_state_dict(sd, assign=True, strict=True)
+    model.to(device=device, dtype=dtype).eval()
+    model.requires_grad_(False)
+    model.setup_rotary(max_positions or spec.max_position_embeddings)
+    return model
