@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
+from gguf import GGMLQuantizationType, GGUFWriter
+from gguf.quants import quantize
 
 SMOLLM2_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -34,4 +39,112 @@ def random_file(dst: Path, size: int = 4096, seed: int = 0) -> Path:
 def gguf_magic_then_garbage(dst: Path, size: int = 4096) -> Path:
     """Right magic and version, then random bytes: exercises every bounds check."""
     dst.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + os.urandom(size))
+    return dst
+
+
+def llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """convert_hf_to_gguf's q/k row permutation, copied so tests check our inverse of it."""
+    return (
+        w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(w.shape)
+    )
+
+
+TINY_CFG = {
+    "layers": 2,
+    "hidden": 64,
+    "ffn": 96,
+    "heads": 4,
+    "kv_heads": 2,
+    "vocab": 64,
+}  # dims fit 32-wide blocks
+
+
+def tiny_hf_state(seed: int = 0, tied: bool = False) -> dict[str, np.ndarray]:
+    """Random weights of a tiny llama, under Hugging Face names and shapes."""
+    rng = np.random.default_rng(seed)
+    c = TINY_CFG
+    hd = c["hidden"] // c["heads"]
+    shapes = {
+        "model.embed_tokens.weight": (c["vocab"], c["hidden"]),
+        "model.norm.weight": (c["hidden"],),
+    }
+    if not tied:
+        shapes["lm_head.weight"] = (c["vocab"], c["hidden"])
+    for i in range(c["layers"]):
+        p = f"model.layers.{i}."
+        shapes |= {
+            p + "self_attn.q_proj.weight": (c["heads"] * hd, c["hidden"]),
+            p + "self_attn.k_proj.weight": (c["kv_heads"] * hd, c["hidden"]),
+            p + "self_attn.v_proj.weight": (c["kv_heads"] * hd, c["hidden"]),
+            p + "self_attn.o_proj.weight": (c["hidden"], c["heads"] * hd),
+            p + "mlp.gate_proj.weight": (c["ffn"], c["hidden"]),
+            p + "mlp.up_proj.weight": (c["ffn"], c["hidden"]),
+            p + "mlp.down_proj.weight": (c["hidden"], c["ffn"]),
+            p + "input_layernorm.weight": (c["hidden"],),
+            p + "post_attention_layernorm.weight": (c["hidden"],),
+        }
+    return {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+
+
+def write_tiny_llama_gguf(
+    dst: Path,
+    state: dict[str, np.ndarray],
+    qtype: GGMLQuantizationType = GGMLQuantizationType.F32,
+    arch: str = "llama",
+    tokenizer: Callable[[GGUFWriter], None] | None = None,
+    extra: dict[str, np.ndarray] | None = None,
+) -> Path:
+    """Convert HF-named weights to a GGUF the way llama.cpp's converter does."""
+    c = TINY_CFG
+    to_gguf = {
+        "model.embed_tokens.weight": "token_embd.weight",
+        "model.norm.weight": "output_norm.weight",
+    }
+    to_gguf["lm_head.weight"] = "output.weight"
+    parts = {
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+        "input_layernorm": "attn_norm",
+        "post_attention_layernorm": "ffn_norm",
+    }
+    w = GGUFWriter(str(dst), arch)
+    w.add_block_count(c["layers"])
+    w.add_context_length(256)
+    w.add_embedding_length(c["hidden"])
+    w.add_feed_forward_length(c["ffn"])
+    w.add_head_count(c["heads"])
+    w.add_head_count_kv(c["kv_heads"])
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_vocab_size(c["vocab"])
+    if tokenizer is not None:
+        tokenizer(w)
+    for name, t in state.items():
+        if name.startswith("model.layers."):
+            i, rest = name[len("model.layers.") :].split(".", 1)
+            part = rest.rsplit(".", 1)[0]
+            gname = f"blk.{i}.{parts[part]}.weight"
+            if part == "self_attn.q_proj":
+                t = llama_cpp_permute(t, c["heads"])
+            elif part == "self_attn.k_proj":
+                t = llama_cpp_permute(t, c["kv_heads"])
+        else:
+            gname = to_gguf[name]
+        if t.ndim == 1 or qtype == GGMLQuantizationType.F32:  # llama.cpp keeps norms in F32
+            w.add_tensor(gname, t)
+        else:
+            w.add_tensor(gname, quantize(t, qtype), raw_dtype=qtype)
+    for gname, t in (extra or {}).items():  # written as they are, under GGUF names
+        w.add_tensor(gname, t)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
     return dst
