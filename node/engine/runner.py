@@ -67,7 +67,9 @@ class ShardRunner:
             for i in order:
                 at += chunks[i].n
                 ends[i] = at - 1
-            logits_rows = torch.tensor([ends[i] for i, c in enumerate(chunks) if c.sample])
+            logits_rows = torch.tensor(
+                [ends[i] for i, c in enumerate(chunks) if c.sample], dtype=torch.long
+            )
         out = self.model(x.to(self.device), positions, self.caches, meta, logits_rows)
         if self.model.is_last or not permuted:
             return out
