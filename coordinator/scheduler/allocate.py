@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from coordinator.scheduler.memory import MemoryModel
+from coordinator.scheduler.estimate import estimate
+from coordinator.scheduler.fast import plan_fast
 from coordinator.scheduler.options import AllocateOptions
+from coordinator.scheduler.perf import PerfModel
 from coordinator.scheduler.simple import allocate_simple
 from coordinator.scheduler.types import Allocation, NodeCapacity
 from parallax.errors import InvalidArgument
 from parallax.models.spec import ModelSpec
+from parallax.types import LayerRange, NodeId
+
+# "auto" runs the exact MILP up to this many nodes (it answers in about a second there).
+AUTO_EXACT_MAX_NODES = 0
+
+Assignments = Mapping[NodeId, LayerRange | None]
 
 
 def check_nodes(nodes: Sequence[NodeCapacity]) -> None:
@@ -25,6 +33,63 @@ def check_nodes(nodes: Sequence[NodeCapacity]) -> None:
             )
 
 
+def solve(
+    nodes: Sequence[NodeCapacity], perf: PerfModel
+) -> tuple[dict[NodeId, LayerRange | None], str, str]:
+    """A fresh allocation: (assignments, solver used, note for the reason)."""
+    opts = perf.options
+    solver = opts.solver
+    if solver == "auto":
+        solver = "exact" if len(nodes) <= AUTO_EXACT_MAX_NODES else "fast"
+    out: dict[NodeId, LayerRange | None] = {n.node_id: None for n in nodes}
+    note = ""
+    if solver == "exact":
+        from coordinator.scheduler.exact import solve_exact
+
+        got, note = solve_exact(nodes, perf)
+        if got is not None:
+            out.update(got)
+            return out, "exact", note
+        solver = "fast"  # no incumbent within the time limit
+    if solver == "fast":
+        pipes = plan_fast(nodes, perf, opts.min_stages_when_possible)
+        if pipes:
+            for pipe in pipes:
+                out.update({n.node_id: r for n, r in pipe})
+            return out, "fast", f"{len(pipes)} pipeline(s)"
+    simple = allocate_simple(
+        nodes, perf.mem, min_stages=opts.min_stages_when_possible, max_stages=opts.max_stages
+    )
+    return simple, "simple", "one pipeline by memory"
+
+
+def finish(
+    nodes: Sequence[NodeCapacity],
+    perf: PerfModel,
+    assignments: Mapping[NodeId, LayerRange | None],
+    solver: str,
+    t0: float,
+    reason: str,
+) -> Allocation:
+    est = estimate(assignments, nodes, perf)
+    return Allocation(
+        assignments=dict(sorted(assignments.items())),
+        throughput_tok_s=est.throughput_tok_s,
+        latency_ms_per_token=est.latency_ms_per_token,
+        solver=solver,
+        solve_s=time.perf_counter() - t0,
+        reason=reason,
+    )
+
+
+def describe(assignments: Assignments, est_thr: float, est_lat: float) -> str:
+    used = sum(r is not None for r in assignments.values())
+    return (
+        f"{used} of {len(assignments)} nodes hold layers, {len(assignments) - used} stand by; "
+        f"expect {est_thr:,.0f} tok/s at {est_lat:.1f} ms/token"
+    )
+
+
 def allocate(
     nodes: Sequence[NodeCapacity], model: ModelSpec, options: AllocateOptions | None = None
 ) -> Allocation:
@@ -32,15 +97,18 @@ def allocate(
     opts = options or AllocateOptions()
     check_nodes(nodes)
     t0 = time.perf_counter()
-    mem = MemoryModel.of(model, opts)
-    assignments = allocate_simple(
-        nodes, mem, min_stages=opts.min_stages_when_possible, max_stages=opts.max_stages
+    perf = PerfModel.of(model, opts)
+    previous = opts.previous
+    if previous is None and any(n.current is not None for n in nodes):
+        previous = Allocation({n.node_id: n.current for n in nodes})
+    if previous is not None:
+        from coordinator.scheduler.dynamics import adjust
+
+        assignments, solver, reason = adjust(nodes, perf, previous)
+        return finish(nodes, perf, assignments, solver, t0, reason)
+    assignments, solver, note = solve(nodes, perf)
+    est = estimate(assignments, nodes, perf)
+    reason = f"{solver} allocation ({note}): " + describe(
+        assignments, est.throughput_tok_s, est.latency_ms_per_token
     )
-    used = sorted((r.start, n) for n, r in assignments.items() if r is not None)
-    chain = " -> ".join(f"{n} {assignments[n]}" for _s, n in used)
-    return Allocation(
-        assignments=assignments,
-        solver="simple",
-        solve_s=time.perf_counter() - t0,
-        reason=f"one pipeline over {len(used)} of {len(nodes)} nodes by memory: {chain}",
-    )
+    return finish(nodes, perf, assignments, solver, t0, reason)

@@ -1,0 +1,120 @@
+"""Expected throughput and per-token latency of an allocation, from the performance model.
+
+Nodes are grouped by region: a region whose nodes cover every layer serves on its own
+(chains stay inside it); the other regions pool into one group whose chains cross.
+In a group, the latency-best chain gives the depth D and the token loop time T.
+A node keeping S sequences' KV decodes about S / D of them per step (a deep chain
+needs D batches in flight to keep every stage busy), and a layer's throughput is
+bounded by its holders' compute and by Little's law: resident sequences / T.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from coordinator.scheduler.perf import PerfModel
+from coordinator.scheduler.types import NodeCapacity
+from parallax.types import LayerRange, NodeId
+
+
+@dataclass(frozen=True)
+class Estimate:
+    throughput_tok_s: float
+    latency_ms_per_token: float  # token loop time of the typical chain, at its operating batch
+    depth: int  # hops of that chain
+
+
+Held = list[tuple[NodeCapacity, LayerRange]]
+
+
+def best_chain(held: Held, perf: PerfModel) -> list[tuple[NodeCapacity, LayerRange]] | None:
+    """Latency-best chain (batch 1) covering all layers. Each hop runs a suffix of its
+    node's range, which always suffices to complete a chain; it keeps this O(cuts x nodes)."""
+    L = perf.num_layers
+    by_start = sorted(held, key=lambda nr: (nr[1].start, nr[0].node_id))
+    cuts = sorted({0, L, *(r.end for _n, r in held if r.end <= L)})
+    best: dict[int, tuple[float, list[tuple[NodeCapacity, LayerRange]]]] = {0: (0.0, [])}
+    active: list[tuple[NodeCapacity, LayerRange]] = []
+    k = 0
+    for a in cuts[:-1]:
+        while k < len(by_start) and by_start[k][1].start <= a:
+            active.append(by_start[k])
+            k += 1
+        active = [(n, r) for n, r in active if r.end > a]
+        if a not in best:
+            continue
+        cost, chain = best[a]
+        for n, r in active:
+            hop = perf.hop_s(chain[-1][0], n) if chain else 0.0
+            c = cost + hop + (r.end - a) * perf.layer_s(n, 1.0)
+            if r.end not in best or c < best[r.end][0] - 1e-15:
+                best[r.end] = (c, [*chain, (n, LayerRange(a, r.end))])
+    return best[L][1] if L in best else None
+
+
+def group_estimate(held: Held, perf: PerfModel) -> Estimate:
+    chain = best_chain(held, perf)
+    if chain is None:
+        return Estimate(0.0, math.inf, 0)
+    depth = len(chain)
+    L = perf.num_layers
+    seqs = {n.node_id: perf.resident_seqs(n, r) for n, r in held}
+    batch = {nid: max(min(float(perf.batch_size), s / depth), 1e-9) for nid, s in seqs.items()}
+    loop = sum(len(r) * perf.layer_s(n, batch[n.node_id]) for n, r in chain)
+    if depth > 1:
+        loop += sum(
+            perf.hop_s(a, b) for (a, _), (b, _) in zip(chain, chain[1:] + chain[:1], strict=True)
+        )
+    rate = [0.0] * (L + 1)
+    resident = [0.0] * (L + 1)
+    for n, r in held:
+        x = perf.node_rate(n, len(r), batch[n.node_id]) if seqs[n.node_id] >= 1 else 0.0
+        rate[r.start] += x
+        rate[r.end] -= x
+        resident[r.start] += seqs[n.node_id]
+        resident[r.end] -= seqs[n.node_id]
+    flow, acc_rate, acc_res = math.inf, 0.0, 0.0
+    for layer in range(L):
+        acc_rate += rate[layer]
+        acc_res += resident[layer]
+        flow = min(flow, acc_rate, math.floor(acc_res + 1e-9) / loop)
+    return Estimate(max(flow, 0.0), loop * 1e3, depth)
+
+
+def estimate(
+    assignments: Mapping[NodeId, LayerRange | None],
+    nodes: Sequence[NodeCapacity],
+    perf: PerfModel,
+) -> Estimate:
+    held = [(n, assignments[n.node_id]) for n in nodes if assignments.get(n.node_id) is not None]
+    by_region: dict[str, Held] = {}
+    for n, r in held:
+        by_region.setdefault(n.region, []).append((n, r))  # type: ignore[arg-type]
+    groups: list[Held] = []
+    pooled: Held = []
+    for region in sorted(by_region):
+        part = by_region[region]
+        if covers_all(part, perf.num_layers):
+            groups.append(part)
+        else:
+            pooled.extend(part)
+    if pooled:
+        groups.append(pooled)
+    parts = [group_estimate(g, perf) for g in groups]
+    total = sum(p.throughput_tok_s for p in parts)
+    if total <= 0:
+        return Estimate(0.0, min((p.latency_ms_per_token for p in parts), default=math.inf), 0)
+    latency = sum(p.latency_ms_per_token * p.throughput_tok_s for p in parts) / total
+    depth = max(parts, key=lambda p: p.throughput_tok_s).depth
+    return Estimate(total, latency, depth)
+
+
+def covers_all(held: Held, num_layers: int) -> bool:
+    at = 0
+    for r in sorted(r for _n, r in held):
+        if r.start > at:
+            return False
+        at = max(at, r.end)
+    return at >= num_layers

@@ -1,0 +1,194 @@
+"""The fast heuristic: region-local replicated pipelines, sized by the performance model.
+
+1. Regions that cannot hold a whole model pool with their nearest region; chains never
+   cross a slow link when they do not have to.
+2. In each group, for a handful of pipeline counts k (all up to 16, a geometric ladder
+   beyond, refined around the best), nodes are dealt into k pipelines by memory (LPT),
+   each pipeline split by water-filling on node speed under memory caps, and the whole
+   scored with the performance model (compute, KV room by Little's law, latency).
+3. The best k wins; nodes that only add a hop (less than half a layer's worth of speed)
+   stand by.
+
+Cost is O(k-candidates x nodes): about a second at a thousand nodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from coordinator.scheduler.estimate import Estimate, group_estimate
+from coordinator.scheduler.perf import PerfModel
+from coordinator.scheduler.simple import pipeline_order
+from coordinator.scheduler.split import bounds, water_fill
+from coordinator.scheduler.types import NodeCapacity
+from parallax.types import LayerRange
+
+Pipeline = list[tuple[NodeCapacity, LayerRange]]
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    pipelines: list[Pipeline]
+    throughput: float
+    latency_ms: float
+
+
+def region_groups(nodes: Sequence[NodeCapacity], perf: PerfModel) -> list[list[NodeCapacity]]:
+    """Nodes by region; regions too small for one model pool with the closest big one."""
+    need = perf.mem.total_need()
+    by_region: dict[str, list[NodeCapacity]] = {}
+    for n in nodes:
+        by_region.setdefault(n.region, []).append(n)
+    big = {r: ns for r, ns in by_region.items() if sum(n.memory_bytes for n in ns) >= need}
+    small = sorted(r for r in by_region if r not in big)
+    pool = [n for r in small for n in by_region[r]]
+    groups = {r: list(ns) for r, ns in big.items()}
+    if pool and big and sum(n.memory_bytes for n in pool) < need:
+        anchor = max(small, key=lambda r: (sum(n.memory_bytes for n in by_region[r]), r))
+        nearest = min(big, key=lambda r: (perf.options.link(anchor, r).rtt_ms, r))
+        groups[nearest] = groups[nearest] + pool
+    elif pool:
+        groups["+".join(small)] = pool
+    return [sorted(groups[g], key=lambda n: n.node_id) for g in sorted(groups)]
+
+
+def deal(nodes: Sequence[NodeCapacity], k: int, perf: PerfModel) -> list[list[NodeCapacity]]:
+    """Longest-processing-time dealing by memory: each node joins the emptiest pipeline."""
+    parts: list[list[NodeCapacity]] = [[] for _ in range(k)]
+    load = [0.0] * k
+    for n in sorted(nodes, key=lambda n: (-n.memory_bytes, -perf.speed(n), n.node_id)):
+        i = min(range(k), key=lambda j: (load[j], j))
+        parts[i].append(n)
+        load[i] += n.memory_bytes
+    return parts
+
+
+def split(order: Sequence[NodeCapacity], perf: PerfModel, reserve_tokens: float) -> Pipeline | None:
+    mem = perf.mem
+    per_layer = mem.weight_bytes + mem.kv_bytes_per_token * reserve_tokens
+    k = len(order)
+    caps = []
+    for i, n in enumerate(order):
+        room = n.memory_bytes - mem.extras(i == 0, i == k - 1)
+        caps.append(min(mem.num_layers, int(room // per_layer)) if room > 0 else 0)
+    counts = water_fill(mem.num_layers, [perf.speed(n) for n in order], caps)
+    if counts is None:
+        return None
+    return [(n, LayerRange(a, b)) for n, (a, b) in zip(order, bounds(counts), strict=True)]
+
+
+def build_pipeline(
+    part: Sequence[NodeCapacity], perf: PerfModel
+) -> tuple[Pipeline, Estimate] | None:
+    """Best split of one pipeline's nodes; drops nodes that only add a hop."""
+    opts = perf.options
+    nodes = sorted(part, key=lambda n: (-perf.speed(n), n.node_id))
+    if opts.max_stages is not None:
+        nodes = nodes[: opts.max_stages]
+    best = best_split(nodes, perf)
+    # A node with under half a layer's worth of the pipeline's speed only adds a hop:
+    # stand it by when that costs under 2% of the pipeline's throughput.
+    while best is not None and len(nodes) > max(1, perf.options.min_stages_when_possible):
+        total = sum(perf.speed(n) for n in nodes)
+        if perf.speed(nodes[-1]) / total * perf.num_layers >= 0.5:
+            break
+        without = best_split(nodes[:-1], perf)
+        if without is None or without[1].throughput_tok_s < 0.98 * best[1].throughput_tok_s:
+            break
+        nodes, best = nodes[:-1], without
+    return best
+
+
+def best_split(nodes: Sequence[NodeCapacity], perf: PerfModel) -> tuple[Pipeline, Estimate] | None:
+    target = perf.options.latency_target_ms
+    best: tuple[Pipeline, Estimate] | None = None
+    for cand in candidate_splits(nodes, perf):
+        est = group_estimate(cand, perf)
+        if target and est.latency_ms_per_token > target:
+            continue
+        if best is None or est.throughput_tok_s > best[1].throughput_tok_s * (1 + 1e-9):
+            best = (cand, est)
+    return best
+
+
+def candidate_splits(nodes: Sequence[NodeCapacity], perf: PerfModel) -> list[Pipeline]:
+    by_region = sorted(nodes, key=lambda n: (n.region, n.node_id))
+    orders = [by_region, pipeline_order(nodes)]
+    floor = float(perf.options.reserve_tokens)
+    # KV for a full batch on every stage in flight: what keeps a deep pipeline busy.
+    busy = max(floor, len(nodes) * perf.batch_size * perf.mean_context)
+    out = []
+    for order in orders:
+        for reserve in (floor, busy):
+            got = split(order, perf, reserve)
+            if got is not None:
+                out.append(got)
+        if out:
+            break
+    return out
+
+
+def plan_group(nodes: Sequence[NodeCapacity], perf: PerfModel, min_stages: int) -> GroupPlan | None:
+    need = perf.mem.total_need()
+    kmax = max(1, min(len(nodes), int(sum(n.memory_bytes for n in nodes) // need)))
+    kmax = max(1, min(kmax, len(nodes) // max(1, min(min_stages, len(nodes)))))
+    tried: dict[int, GroupPlan | None] = {}
+
+    def attempt(k: int) -> GroupPlan | None:
+        if k not in tried:
+            tried[k] = plan_k(nodes, k, perf)
+        return tried[k]
+
+    ladder = list(range(1, kmax + 1)) if kmax <= 16 else geometric(kmax)
+    for k in ladder:
+        attempt(k)
+    for _ in range(8):  # refine around the best found so far
+        best_k = best_of(tried)
+        if best_k is None:
+            break
+        fresh = [k for k in (best_k - 1, best_k + 1, (best_k + kmax) // 2) if 1 <= k <= kmax]
+        fresh = [k for k in fresh if k not in tried]
+        if not fresh:
+            break
+        for k in fresh:
+            attempt(k)
+    best_k = best_of(tried)
+    return tried[best_k] if best_k is not None else None
+
+
+def geometric(kmax: int) -> list[int]:
+    ks, k = {1, kmax}, 1.0
+    while k < kmax:
+        ks.add(int(k))
+        k *= 1.5
+    return sorted(ks)
+
+
+def best_of(tried: dict[int, GroupPlan | None]) -> int | None:
+    ok = [(p.throughput, -p.latency_ms, -k) for k, p in tried.items() if p is not None]
+    return -max(ok)[2] if ok else None
+
+
+def plan_k(nodes: Sequence[NodeCapacity], k: int, perf: PerfModel) -> GroupPlan | None:
+    pipes: list[Pipeline] = []
+    thr = lat = 0.0
+    for part in deal(nodes, k, perf):
+        got = build_pipeline(part, perf)
+        if got is None:
+            return None
+        pipes.append(got[0])
+        thr += got[1].throughput_tok_s
+        lat += got[1].latency_ms_per_token * got[1].throughput_tok_s
+    return GroupPlan(pipes, thr, lat / thr if thr > 0 else 0.0)
+
+
+def plan_fast(
+    nodes: Sequence[NodeCapacity], perf: PerfModel, min_stages: int = 1
+) -> list[Pipeline] | None:
+    """Pipelines of the best plan, or None when some group cannot hold the model at all."""
+    eligible = [n for n in nodes if perf.mem.max_layers(n.memory_bytes) >= 1]
+    plans = [plan_group(g, perf, min_stages) for g in region_groups(eligible, perf)]
+    if any(p is None for p in plans) and not any(p is not None for p in plans):
+        return None
+    return [pipe for p in plans if p is not None for pipe in p.pipelines]
