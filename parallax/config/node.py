@@ -9,7 +9,8 @@ from parallax.config.base import opt
 from parallax.config.generate import EngineConfig
 
 
-@dataclass(frozen=True)
+# kw_only: `coordinator` has no default but follows EngineConfig's defaulted fields.
+@dataclass(frozen=True, kw_only=True)
 class NodeConfig(EngineConfig):
     command_help: ClassVar[str] = "join a Parallax cluster and serve the layers it assigns"
 
