@@ -10,7 +10,12 @@ from hypothesis import strategies as st
 from parallax.errors import InvalidArgument, ModelFormatError
 from parallax.models.registry import DEFAULT_MODEL, resolve_model
 from parallax.tokenizer import IncrementalDetokenizer, Tokenizer
-from tests.fixtures_gguf import SMOLLM2_FILENAME, smollm2_path
+from tests.fixtures_gguf import (
+    SMOLLM2_FILENAME,
+    smollm2_path,
+    tiny_hf_state,
+    write_tiny_llama_gguf,
+)
 
 TEXTS = [
     "Hello, world!",
@@ -169,3 +174,102 @@ def test_from_model_dispatches_on_format(ours):
 def test_hf_folder_without_tokenizer_json_is_a_format_error(tmp_path):
     with pytest.raises(ModelFormatError, match="tokenizer.json"):
         Tokenizer.from_hf_dir(tmp_path)
+
+
+# A SentencePiece-style ("llama") vocabulary with byte fallback and no merges
+# list, as older Llama/Mistral GGUFs store it: merges come from the scores.
+_SPM_PIECES = ["\u2581", "h", "e", "l", "o", "w", "r", "d", "t", "\u2581h", "\u2581w", "he", "ll"]
+_SPM_PIECES += ["llo", "\u2581he", "\u2581hello", "\u2581world", "or", "ld", "\u2581wor", "\u2581t"]
+_SPM_PIECES += ["th", "\u2581th", "\u2581the"]
+
+
+def _spm_metadata(w) -> None:
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + _SPM_PIECES
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_types([2, 3, 3] + [6] * 256 + [1] * len(_SPM_PIECES))
+    w.add_token_scores([0.0] * 259 + [-float(i) for i in range(len(_SPM_PIECES))])
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+
+
+def test_sentencepiece_gguf_tokenizer_matches_transformers(tmp_path):
+    from transformers import AutoTokenizer
+
+    path = write_tiny_llama_gguf(tmp_path / "spm.gguf", tiny_hf_state(), tokenizer=_spm_metadata)
+    theirs = AutoTokenizer.from_pretrained(str(tmp_path), gguf_file=path.name)
+    ours = Tokenizer.from_gguf(path)
+    assert (ours.bos_token_id, ours.eos_token_ids) == (1, (2,))
+    for text in [
+        "hello world",
+        " hello  world",
+        "the h\u00e9llo \u4e16\u754c \U0001f389",
+        "",
+        "a\n\tthe",
+        "<s>hi</s>",
+    ]:
+        for special in (False, True):  # llama vocabularies add BOS by default
+            assert ours.encode(text, special) == theirs.encode(text, add_special_tokens=special)
+        ids = theirs.encode(text, add_special_tokens=False)
+        assert ours.decode(ids) == theirs.decode(ids, skip_special_tokens=True)
+        assert "".join(_stream(ours, ids, [])) == ours.decode(ids)
+        # after a prompt, the stream keeps the leading space SentencePiece would strip
+        prompt = ours.encode("hello")
+        whole = ours.decode(prompt + ids)
+        assert "".join(_stream(ours, ids, prompt)) == whole[len(ours.decode(prompt)) :]
+
+
+def test_numeric_characters_are_split_off_as_llama_cpp_does(ours):
+    # llama.cpp (and SmolLM2's tokenizer.json) isolate every \p{N} character
+    # before the GPT-2 split; transformers' GGUF tokenizer does not.
+    assert [ours.id_to_token(i) for i in ours.encode(" ½")] == ["Ġ", "Â½"]
+    assert [ours.id_to_token(i) for i in ours.encode("x 12")] == ["x", "Ġ", "1", "2"]
+
+
+SPM_TEXTS = [
+    "hello world",
+    "the llama is testing",
+    "  two leading spaces",
+    "unknown é and 世 fall back to bytes",
+    "line\nbreak\ttab",
+    "Hello World!",
+    "",
+]
+
+
+@pytest.fixture(scope="module")
+def spm_pair(tmp_path_factory):
+    """A tiny SentencePiece GGUF, read by us and by transformers."""
+    from transformers import AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("spm")
+    path = write_tiny_llama_gguf(folder / "spm.gguf", tiny_hf_state(), tokenizer=write_spm_tokenizer)
+    theirs = AutoTokenizer.from_pretrained(str(folder), gguf_file=path.name)
+    return Tokenizer.from_gguf(path), theirs
+
+
+@pytest.mark.parametrize("text", SPM_TEXTS)
+def test_sentencepiece_gguf_encodes_like_transformers(spm_pair, text):
+    ours, theirs = spm_pair
+    for special in (False, True):
+        assert ours.encode(text, special) == theirs.encode(text, add_special_tokens=special)
+    ids = theirs.encode(text, add_special_tokens=True)
+    assert ours.decode(ids) == theirs.decode(ids, skip_special_tokens=True)
+
+
+def test_sentencepiece_chat_and_streaming(spm_pair):
+    ours, theirs = spm_pair
+    conv = [
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": "world"},
+        {"role": "user", "content": "test"},
+    ]
+    expected = theirs.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+    assert ours.apply_chat_template(conv) == expected
+    assert ours.bos_token_id == 1 and 2 in ours.eos_token_ids
+    ids = ours.encode("hello é world")
+    # the first piece keeps no leading space, a later one does: decoding needs context
+    pieces = _stream(ours, ids, [])
+    assert "".join(pieces) == ours.decode(ids) == "hello é world"
+    assert all("\ufffd" not in p for p in pieces)
