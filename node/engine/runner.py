@@ -10,6 +10,7 @@ from node.engine.kv_blocks import KVBlockManager
 from node.kernels import AttentionMeta
 from node.model import ShardModel
 from parallax.errors import CapacityError, InvalidArgument
+from parallax.types import LayerRange
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,18 @@ class ShardRunner:
             raise InvalidArgument(f"request {chunk.request_id}: position beyond the context")
 
     @torch.inference_mode()
-    def run(self, chunks: list[Chunk], hidden: torch.Tensor | None = None) -> torch.Tensor:
-        """Hidden rows in chunk order, or logits [sampled chunks, V] on the last shard."""
+    def run(
+        self,
+        chunks: list[Chunk],
+        hidden: torch.Tensor | None = None,
+        layers: LayerRange | None = None,
+    ) -> torch.Tensor:
+        """Hidden rows in chunk order, or logits [sampled chunks, V] on the last shard.
+
+        `layers` runs only part of this shard (a hop that uses a prefix or suffix of it).
+        """
+        layers = layers or self.model.range
+        is_first, is_last = layers.start == 0, layers.end == self.model.spec.num_layers
         for c in chunks:
             self.kv.grow(c.request_id, c.start + c.n)
         # Decodes (one token) first so attention can batch them; remember the permutation.
@@ -57,12 +68,12 @@ class ShardRunner:
             rows = torch.cat([torch.arange(offsets[i], offsets[i] + chunks[i].n) for i in order])
         ordered = [chunks[i] for i in order]
         meta, positions = self._meta(ordered)
-        if self.model.is_first:
+        if is_first:
             x = torch.tensor([t for i in order for t in chunks[i].token_ids], dtype=torch.long)
         else:
             x = hidden.index_select(0, rows) if permuted else hidden
         logits_rows = None
-        if self.model.is_last:
+        if is_last:
             ends, at = {}, 0
             for i in order:
                 at += chunks[i].n
@@ -70,8 +81,8 @@ class ShardRunner:
             logits_rows = torch.tensor(
                 [ends[i] for i, c in enumerate(chunks) if c.sample], dtype=torch.long
             )
-        out = self.model(x.to(self.device), positions, self.caches, meta, logits_rows)
-        if self.model.is_last or not permuted:
+        out = self.model(x.to(self.device), positions, self.caches, meta, logits_rows, layers)
+        if is_last or not permuted:
             return out
         restored = torch.empty_like(out)
         restored[rows] = out

@@ -102,14 +102,17 @@ class ShardModel(nn.Module):
         kv: list[tuple[torch.Tensor, torch.Tensor]],  # per local layer (k_cache, v_cache)
         meta: AttentionMeta,
         logits_rows: torch.Tensor | None = None,  # rows to compute logits for (last shard)
+        layers: LayerRange | None = None,  # a sub-range of self.range to run (default: all)
     ) -> torch.Tensor:
-        x = self.embed_tokens(inputs) if self.is_first else inputs
+        layers = layers or self.range
+        a, b = layers.start - self.range.start, layers.end - self.range.start
+        x = self.embed_tokens(inputs) if layers.start == 0 else inputs
         if self.rotary is None:
             raise RuntimeError("call setup_rotary() before forward()")
         cos, sin = self.rotary.lookup(positions)
-        for layer, (k_cache, v_cache) in zip(self.layers, kv, strict=True):
+        for layer, (k_cache, v_cache) in zip(self.layers[a:b], kv[a:b], strict=True):
             x = layer(x, cos, sin, k_cache, v_cache, meta, self.kernels)
-        if not self.is_last:
+        if layers.end != self.spec.num_layers:
             return x
         if logits_rows is not None:
             x = x[logits_rows]

@@ -1,0 +1,121 @@
+"""`parallax generate` (one local process) and `parallax join` (a volunteer node)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import uuid
+
+import torch
+
+from parallax.cli import Command
+from parallax.config.generate import GenerateConfig
+from parallax.config.node import NodeConfig
+from parallax.errors import ParallaxError
+from parallax.sampling import SamplingParams
+from parallax.types import LayerRange
+
+log = logging.getLogger(__name__)
+
+
+def generate(cfg: GenerateConfig) -> int:
+    from node.engine.engine import DTYPES, LocalEngine
+    from node.weights import load_shard_model
+    from parallax.models.registry import resolve_model
+    from parallax.tokenizer import IncrementalDetokenizer, Tokenizer
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    resolved = resolve_model(cfg.model)
+    tok = Tokenizer.from_model(resolved)
+    model = load_shard_model(
+        resolved, LayerRange(0, resolved.spec.num_layers), DTYPES[cfg.dtype], cfg.device
+    )
+    engine = LocalEngine(model, cfg, tok.eos_token_ids)
+    if cfg.raw:
+        prompt = tok.encode(cfg.prompt, add_special_tokens=True)
+    else:
+        prompt = tok.encode_chat([{"role": "user", "content": cfg.prompt}])
+    params = SamplingParams(
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        top_k=cfg.top_k,
+        seed=cfg.seed,
+        max_tokens=cfg.max_tokens,
+    )
+    engine.add_request("cli", prompt, params)
+    detok = IncrementalDetokenizer(tok, prompt)
+    while engine.has_work():
+        for r in engine.step():
+            finished_by_eos = r.finish_reason == "stop" and r.sampled.token_id in tok.eos_token_ids
+            if not finished_by_eos:
+                sys.stdout.write(detok.add(r.sampled.token_id))
+                sys.stdout.flush()
+    sys.stdout.write(detok.flush() + "\n")
+    return 0
+
+
+async def run_node(cfg: NodeConfig) -> int:
+    from node.control import ControlClient
+    from node.hardware import measure_hardware
+    from node.server import NodeServer
+    from parallax.models.registry import resolve_model
+    from parallax.tokenizer import Tokenizer
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    hardware = await asyncio.to_thread(measure_hardware, cfg.device, 1.5, cfg.memory_gb)
+    server = NodeServer(cfg, name=cfg.name, wire_dtype=cfg.wire_dtype)
+    port = await server.start(cfg.host, cfg.port)
+    address = f"{cfg.advertise_host or cfg.host}:{port}"
+    print(f"node grpc listening on {address}", flush=True)
+    client = ControlClient(cfg.coordinator)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        node_id, assignment, _ = await client.join(cfg, address, hardware)
+        server.node_id = node_id
+        resolved = resolve_model(cfg.model or assignment.model)
+        server.set_model(resolved, Tokenizer.from_model(resolved).eos_token_ids)
+        print(f"node {node_id} joined; serving {resolved.name}", flush=True)
+
+        async def on_assignment(a) -> None:
+            layers = None if a.standby or a.end <= a.start else LayerRange(a.start, a.end)
+            await server.load(layers)
+            if server.pipeline is not None:
+                server.pipeline.node_id = node_id
+            print(f"node {node_id} state {server.state} layers {layers}", flush=True)
+
+        await on_assignment(assignment)
+        beat = asyncio.create_task(client.heartbeat_loop(server.status, on_assignment))
+        await stop.wait()
+        server.state = "leaving"
+        beat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beat
+        await client.leave()
+    finally:
+        await client.close()
+        await server.stop()
+    return 0
+
+
+def join(cfg: NodeConfig) -> int:
+    try:
+        return asyncio.run(run_node(cfg))
+    except ParallaxError as e:
+        print(f"parallax join: error: {e}", file=sys.stderr)
+        return 2
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+generate_command = Command("generate", GenerateConfig, generate, GenerateConfig.command_help)
+join_command = Command("join", NodeConfig, join, NodeConfig.command_help)

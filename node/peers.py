@@ -1,0 +1,83 @@
+"""Outbound RPCs to other nodes and gateways: cached channels, one ordered queue per peer.
+
+Messages to one peer are sent in order (a request's chunks must arrive in
+sequence), and a slow peer never blocks the engine loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import grpc
+
+from parallax.rpc import deadlines
+from parallax.rpc import parallax_pb2 as pb
+from parallax.rpc import parallax_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 256 * 2**20
+CHANNEL_OPTIONS = (
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+)
+
+# kind -> (stub class, method name, deadline)
+KINDS = {
+    "forward": (pb_grpc.NodeStub, "Forward", deadlines.FORWARD_S),
+    "push": (pb_grpc.NodeStub, "PushTokens", deadlines.PUSH_TOKENS_S),
+    "release": (pb_grpc.NodeStub, "Release", deadlines.RELEASE_S),
+    "deliver": (pb_grpc.GatewayStub, "Deliver", deadlines.DELIVER_S),
+}
+
+
+class Peers:
+    def __init__(self, on_failure: Callable[[str, str, object, Exception], None]):
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._queues: dict[str, asyncio.Queue] = {}
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._on_failure = on_failure
+
+    def channel(self, address: str) -> grpc.aio.Channel:
+        ch = self._channels.get(address)
+        if ch is None:
+            ch = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            self._channels[address] = ch
+        return ch
+
+    def send(self, address: str, kind: str, message) -> None:
+        q = self._queues.get(address)
+        if q is None:
+            q = self._queues[address] = asyncio.Queue()
+            self._tasks[address] = asyncio.create_task(self._drain(address, q))
+        q.put_nowait((kind, message))
+
+    async def _drain(self, address: str, q: asyncio.Queue) -> None:
+        stubs = {}
+        while True:
+            kind, message = await q.get()
+            stub_cls, method, deadline = KINDS[kind]
+            stub = stubs.get(stub_cls)
+            if stub is None:
+                stub = stubs[stub_cls] = stub_cls(self.channel(address))
+            try:
+                await getattr(stub, method)(message, timeout=deadline)
+            except grpc.aio.AioRpcError as e:
+                log.warning(
+                    "send failed",
+                    extra={"peer": address, "kind": kind, "code": e.code().name},
+                )
+                self._on_failure(address, kind, message, e)
+
+    async def health(self, address: str) -> pb.NodeStatus:
+        stub = pb_grpc.NodeStub(self.channel(address))
+        return await stub.Health(pb.HealthRequest(), timeout=deadlines.HEALTH_S)
+
+    async def close(self) -> None:
+        for t in self._tasks.values():
+            t.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        for ch in self._channels.values():
+            await ch.close()

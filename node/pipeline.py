@@ -1,0 +1,254 @@
+"""A node's part of the pipeline: what one step computes and where results go.
+
+Synchronous and free of gRPC: `step()` returns an `Outbox` of messages for the
+server to send. Requests this node starts (first hop) are scheduled here; the
+rest arrive as hidden states from the previous hop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict, defaultdict, deque
+from dataclasses import dataclass, field
+
+import torch
+
+from node.engine.runner import Chunk, ShardRunner
+from node.engine.sampler import RequestSampler, sample
+from node.engine.scheduler import Scheduler, Sequence
+from parallax.errors import InvalidArgument, ParallaxError
+from parallax.rpc import parallax_pb2 as pb
+from parallax.sampling import SamplingParams
+from parallax.types import LayerRange
+from parallax.wire.codec import encode_tensor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReqInfo:
+    request: pb.SubmitRequest
+    hop: int  # index of this node in the route
+    layers: LayerRange  # the layers this node runs for the request
+
+    @property
+    def hops(self):
+        return self.request.route.hops
+
+
+@dataclass
+class Outbox:
+    forwards: dict[str, pb.ForwardRequest] = field(default_factory=dict)
+    pushes: dict[str, pb.TokenBatch] = field(default_factory=lambda: defaultdict(pb.TokenBatch))
+    delivers: dict[str, pb.TokenBatch] = field(default_factory=lambda: defaultdict(pb.TokenBatch))
+    releases: dict[str, pb.ReleaseRequest] = field(
+        default_factory=lambda: defaultdict(pb.ReleaseRequest)
+    )
+
+    def empty(self) -> bool:
+        return not (self.forwards or self.pushes or self.delivers or self.releases)
+
+
+class NodePipeline:
+    def __init__(self, node_id: str, runner: ShardRunner, cfg, eos_ids, wire_dtype=None):
+        self.node_id, self.runner, self.kv = node_id, runner, runner.kv
+        self.spec = runner.model.spec
+        self.eos_ids, self.wire_dtype = frozenset(eos_ids), wire_dtype
+        self.scheduler = Scheduler(self.kv, cfg.max_batch_tokens, cfg.max_running)
+        self.reqs: dict[str, ReqInfo] = {}
+        self.seqs: dict[str, Sequence] = {}
+        self.samplers: dict[str, RequestSampler] = {}
+        self.incoming: deque[tuple[list[pb.SeqChunk], torch.Tensor]] = deque()
+        self.max_context = runner.model.rotary.cos.shape[0]
+        # Ids released recently: a chunk still in flight for one must not re-allocate KV.
+        self.released: OrderedDict[str, None] = OrderedDict()
+
+    # ---- inputs (called from RPC handlers, between steps) ----
+    def _register(self, request: pb.SubmitRequest) -> ReqInfo:
+        hops = request.route.hops
+        idx = next((i for i, h in enumerate(hops) if h.node_id == self.node_id), None)
+        if idx is None:
+            raise InvalidArgument(f"request {request.request_id}: this node is not on its route")
+        h = hops[idx]
+        layers = LayerRange(h.start, h.end)
+        if not self.runner.model.range.covers(layers):
+            raise InvalidArgument(
+                f"request {request.request_id}: hop {layers} is outside this node's layers "
+                f"{self.runner.model.range}; the route is stale"
+            )
+        info = ReqInfo(request, idx, layers)
+        self.reqs[request.request_id] = info
+        return info
+
+    def submit(self, request: pb.SubmitRequest) -> None:
+        rid = request.request_id
+        if not rid or rid in self.reqs:
+            raise InvalidArgument(f"request id {rid!r} is empty or already running here")
+        params = SamplingParams.from_proto(request.sampling)
+        params.check_vocab(self.spec.vocab_size)
+        ids = list(request.prompt_ids)
+        if not ids or any(not 0 <= t < self.spec.vocab_size for t in ids):
+            raise InvalidArgument("the prompt is empty or has a token id outside the vocabulary")
+        if len(ids) >= self.max_context:
+            raise InvalidArgument(
+                f"the prompt has {len(ids)} tokens; context is {self.max_context}"
+            )
+        info = self._register(request)
+        if info.hop != 0 or info.layers.start != 0:
+            del self.reqs[rid]
+            raise InvalidArgument("Submit must go to the first hop of the route")
+        seq = Sequence(rid, ids, len(ids))
+        self.seqs[rid] = seq
+        self.scheduler.add(seq)
+
+    def enqueue(self, msg: pb.ForwardRequest, hidden: torch.Tensor) -> None:
+        if any(c.request_id in self.released for c in msg.chunks):
+            keep = [c.request_id not in self.released for c in msg.chunks]
+            rows = [k for c, k in zip(msg.chunks, keep, strict=True) for _ in range(c.num_tokens)]
+            hidden = hidden[torch.tensor(rows, dtype=torch.bool)]
+            chunks = [c for c, k in zip(msg.chunks, keep, strict=True) if k]
+            msg = pb.ForwardRequest(chunks=chunks, hidden=msg.hidden, sender_id=msg.sender_id)
+            if not chunks:
+                return
+        for c in msg.chunks:
+            if c.HasField("request") and c.request_id not in self.reqs:
+                self._register(c.request)
+            elif c.request_id not in self.reqs:
+                raise InvalidArgument(f"request {c.request_id}: unknown here and no request info")
+        self.incoming.append((list(msg.chunks), hidden))
+
+    def on_tokens(self, batch: pb.TokenBatch) -> None:
+        for ev in batch.events:
+            seq = self.seqs.get(ev.request_id)
+            if seq is not None:
+                self.scheduler.on_token(seq, ev.token_id, finished=ev.finished)
+                if ev.finished:
+                    self._forget(ev.request_id)
+
+    def release(self, request_ids) -> None:
+        for rid in request_ids:
+            seq = self.seqs.get(rid)
+            if seq is not None:
+                self.scheduler.finish(seq)
+            self._forget(rid)
+        drop = set(request_ids)
+        self.incoming = deque(
+            (cs, h) for cs, h in self.incoming if not any(c.request_id in drop for c in cs)
+        )
+
+    def _forget(self, rid: str) -> None:
+        self.released[rid] = None
+        while len(self.released) > 10_000:
+            self.released.popitem(last=False)
+        self.kv.free(rid)
+        self.reqs.pop(rid, None)
+        self.seqs.pop(rid, None)
+        self.samplers.pop(rid, None)
+
+    def has_work(self) -> bool:
+        return bool(self.incoming) or self.scheduler.has_work()
+
+    # ---- one step ----
+    def step(self) -> Outbox:
+        out = Outbox()
+        work: dict[LayerRange, list[tuple[Chunk, torch.Tensor | None]]] = defaultdict(list)
+        for chunk in self.scheduler.schedule():
+            work[self.reqs[chunk.request_id].layers].append((chunk, None))
+        while self.incoming:
+            chunks, hidden = self.incoming.popleft()
+            row = 0
+            for c in chunks:
+                rows = hidden[row : row + c.num_tokens]
+                row += c.num_tokens
+                if c.request_id in self.reqs:  # released meanwhile: skip
+                    chunk = Chunk(c.request_id, c.start_pos, c.num_tokens, c.sample)
+                    work[self.reqs[c.request_id].layers].append((chunk, rows))
+        for layers, items in work.items():
+            self._run_group(layers, items, out)
+        return out
+
+    def _run_group(self, layers: LayerRange, items, out: Outbox) -> None:
+        ok = []
+        for chunk, rows in items:
+            try:
+                self.runner.check(chunk)
+                ok.append((chunk, rows))
+            except ParallaxError as e:
+                self._fail(chunk.request_id, str(e), out)
+        if not ok:
+            return
+        chunks = [c for c, _ in ok]
+        hidden = None if layers.start == 0 else torch.cat([r for _, r in ok])
+        result = self.runner.run(chunks, hidden, layers)
+        if layers.end == self.spec.num_layers:
+            self._sample(chunks, result, out)
+        else:
+            self._forward(chunks, result, out)
+
+    def _forward(self, chunks: list[Chunk], hidden: torch.Tensor, out: Outbox) -> None:
+        by_next: dict[str, list[tuple[Chunk, torch.Tensor]]] = defaultdict(list)
+        row = 0
+        for c in chunks:
+            info = self.reqs[c.request_id]
+            by_next[info.hops[info.hop + 1].address].append((c, hidden[row : row + c.n]))
+            row += c.n
+        for addr, items in by_next.items():
+            msg = pb.ForwardRequest(sender_id=self.node_id)
+            for c, _ in items:
+                sc = msg.chunks.add(
+                    request_id=c.request_id, start_pos=c.start, num_tokens=c.n, sample=c.sample
+                )
+                if c.start == 0:  # the request's first chunk carries what downstream needs
+                    sc.request.CopyFrom(self.reqs[c.request_id].request)
+            msg.hidden.CopyFrom(encode_tensor(torch.cat([h for _, h in items]), self.wire_dtype))
+            out.forwards[addr] = msg
+
+    def _sample(self, chunks: list[Chunk], logits: torch.Tensor, out: Outbox) -> None:
+        sampled_chunks = [c for c in chunks if c.sample]
+        samplers = [self._sampler(c.request_id) for c in sampled_chunks]
+        for c, s, res in zip(sampled_chunks, samplers, sample(logits, samplers), strict=True):
+            info = self.reqs[c.request_id]
+            reason = s.finish_reason()
+            ev = pb.TokenEvent(
+                request_id=c.request_id,
+                token_id=res.token_id,
+                finished=reason is not None,
+                finish_reason=reason or "",
+                logprob=res.logprob,
+                index=len(s.generated) - 1,
+            )
+            for tok, lp in res.top:
+                ev.top_logprobs.add(token_id=tok, logprob=lp)
+            out.delivers[info.request.reply_to].events.append(ev)
+            if reason is not None:
+                self._finish(c.request_id, "finished", out)
+            elif info.hop == 0:
+                self.scheduler.on_token(self.seqs[c.request_id], res.token_id, finished=False)
+            else:
+                out.pushes[info.hops[0].address].events.append(ev)
+
+    def _sampler(self, rid: str) -> RequestSampler:
+        s = self.samplers.get(rid)
+        if s is None:
+            req = self.reqs[rid].request
+            params = SamplingParams.from_proto(req.sampling)
+            s = RequestSampler(params, list(req.prompt_ids), self.eos_ids, self.max_context)
+            self.samplers[rid] = s
+        return s
+
+    def _fail(self, rid: str, why: str, out: Outbox) -> None:
+        log.warning("request failed on this node", extra={"request_id": rid, "error": why})
+        info = self.reqs.get(rid)
+        if info is not None:
+            ev = pb.TokenEvent(request_id=rid, finished=True, finish_reason="error", error=why)
+            out.delivers[info.request.reply_to].events.append(ev)
+        self._finish(rid, "error", out)
+
+    def _finish(self, rid: str, reason: str, out: Outbox) -> None:
+        info = self.reqs.get(rid)
+        if info is not None:
+            for h in info.hops:
+                if h.node_id != self.node_id:
+                    out.releases[h.address].request_ids.append(rid)
+                    out.releases[h.address].reason = reason
+        self.release([rid])

@@ -1,0 +1,260 @@
+"""The shard server: gRPC handlers feed an inbox; one loop applies it and steps the engine.
+
+Only the loop touches the pipeline, so handlers never race with a running step:
+they validate what they can, queue the operation, and return at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+
+import grpc
+import torch
+
+from node.engine.engine import DTYPES, make_runner
+from node.peers import CHANNEL_OPTIONS, Peers
+from node.pipeline import NodePipeline, Outbox
+from node.weights import load_shard_model
+from parallax.config.generate import EngineConfig
+from parallax.errors import ParallaxError
+from parallax.rpc import parallax_pb2 as pb
+from parallax.rpc import parallax_pb2_grpc as pb_grpc
+from parallax.sampling import SamplingParams
+from parallax.types import LayerRange
+from parallax.wire.codec import decode_tensor
+
+log = logging.getLogger(__name__)
+
+
+class NodeServer(pb_grpc.NodeServicer):
+    def __init__(self, cfg: EngineConfig, name: str = "", wire_dtype: str = ""):
+        self.cfg, self.name = cfg, name
+        self.resolved = self.spec = None
+        self.eos_ids: tuple[int, ...] = ()
+        self.dtype = DTYPES[cfg.dtype]
+        self.wire_dtype = DTYPES[wire_dtype] if wire_dtype else None
+        self.node_id = ""
+        self.state = "joining"
+        self.pipeline: NodePipeline | None = None
+        self.inbox: deque = deque()
+        self.wake = asyncio.Event()
+        self.peers = Peers(self._send_failed)
+        self.max_bytes = 0
+        self.step_ms_ema = 0.0
+        self.tokens_per_s = 0.0
+        self._tokens_window: deque[tuple[float, int]] = deque()
+        self._loop_task: asyncio.Task | None = None
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+
+    def set_model(self, resolved, eos_ids) -> None:
+        """The model comes from the coordinator's join reply, after the server started."""
+        self.resolved, self.spec, self.eos_ids = resolved, resolved.spec, tuple(eos_ids)
+        # Largest legal Forward: a full step of fp32 rows, with headroom.
+        self.max_bytes = self.cfg.max_batch_tokens * self.spec.hidden_size * 4 * 2
+
+    # ---- lifecycle ----
+    async def start(self, host: str, port: int) -> int:
+        self.server = grpc.aio.server(options=CHANNEL_OPTIONS)
+        pb_grpc.add_NodeServicer_to_server(self, self.server)
+        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        if self.port == 0:
+            raise ParallaxError(f"cannot bind the node's gRPC server to {host}:{port}: in use?")
+        await self.server.start()
+        self._loop_task = asyncio.create_task(self._loop())
+        return self.port
+
+    async def stop(self) -> None:
+        if self._loop_task:
+            self._loop_task.cancel()
+        if self.server:
+            await self.server.stop(grace=1.0)
+        await self.peers.close()
+
+    async def load(self, layers: LayerRange | None) -> None:
+        """Serve `layers` (None = standby). Requests on the old range are failed."""
+        current = self.pipeline.runner.model.range if self.pipeline else None
+        if layers == current:
+            self.state = "ready" if layers else "standby"
+            return
+        self.state = "loading"
+        old, self.pipeline = self.pipeline, None
+        if old is not None:
+            self._fail_all(old, "the node was reassigned; retry the request")
+        if layers is None:
+            self.state = "standby"
+            return
+        log.info("loading layers", extra={"start": layers.start, "end": layers.end})
+        model = await asyncio.to_thread(
+            load_shard_model, self.resolved, layers, self.dtype, self.cfg.device
+        )
+        runner = make_runner(model, self.cfg)
+        self.pipeline = NodePipeline(self.node_id, runner, self.cfg, self.eos_ids, self.wire_dtype)
+        self.state = "ready"
+        log.info("layers ready", extra={"start": layers.start, "end": layers.end})
+
+    # ---- the loop ----
+    async def _loop(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            pipe = self.pipeline
+            if pipe is None:
+                self.inbox.clear()
+                continue
+            out = Outbox()
+            self._apply_inbox(pipe, out)
+            if pipe.has_work():
+                t0 = time.perf_counter()
+                step_out = await asyncio.to_thread(pipe.step)
+                self._account(pipe, time.perf_counter() - t0, step_out)
+                self._merge(out, step_out)
+                self.wake.set()  # more to do while anything is queued or running
+            self._send(out)
+            if pipe.has_work() or self.inbox:
+                self.wake.set()
+
+    def _apply_inbox(self, pipe: NodePipeline, out: Outbox) -> None:
+        while self.inbox:
+            op, arg = self.inbox.popleft()
+            try:
+                if op == "submit":
+                    pipe.submit(arg)
+                elif op == "forward":
+                    pipe.enqueue(*arg)
+                elif op == "tokens":
+                    pipe.on_tokens(arg)
+                elif op == "release":
+                    pipe.release(list(arg.request_ids))
+            except ParallaxError as e:
+                rid = arg.request_id if op == "submit" else ""
+                log.warning("operation rejected", extra={"op": op, "error": str(e)})
+                if op == "submit":
+                    ev = pb.TokenEvent(
+                        request_id=rid, finished=True, finish_reason="error", error=str(e)
+                    )
+                    out.delivers[arg.reply_to].events.append(ev)
+
+    def _merge(self, a: Outbox, b: Outbox) -> None:
+        a.forwards.update(b.forwards)
+        for addr, batch in b.pushes.items():
+            a.pushes[addr].events.extend(batch.events)
+        for addr, batch in b.delivers.items():
+            a.delivers[addr].events.extend(batch.events)
+        for addr, rel in b.releases.items():
+            a.releases[addr].request_ids.extend(rel.request_ids)
+            a.releases[addr].reason = rel.reason
+
+    def _send(self, out: Outbox) -> None:
+        for addr, batch in out.delivers.items():
+            batch.sender_id = self.node_id
+            self.peers.send(addr, "deliver", batch)
+        for addr, msg in out.forwards.items():
+            self.peers.send(addr, "forward", msg)
+        for addr, batch in out.pushes.items():
+            batch.sender_id = self.node_id
+            self.peers.send(addr, "push", batch)
+        for addr, rel in out.releases.items():
+            self.peers.send(addr, "release", rel)
+
+    def _account(self, pipe: NodePipeline, seconds: float, out: Outbox) -> None:
+        per_layer = seconds * 1000 / max(1, len(pipe.runner.model.range))
+        self.step_ms_ema = (
+            per_layer if not self.step_ms_ema else 0.9 * self.step_ms_ema + 0.1 * per_layer
+        )
+        now = time.monotonic()
+        n = sum(len(b.events) for b in out.delivers.values()) + sum(
+            len(m.chunks) for m in out.forwards.values()
+        )
+        self._tokens_window.append((now, n))
+        while self._tokens_window and now - self._tokens_window[0][0] > 5.0:
+            self._tokens_window.popleft()
+        span = max(1.0, now - self._tokens_window[0][0])
+        self.tokens_per_s = sum(k for _, k in self._tokens_window) / span
+
+    def _fail_all(self, pipe: NodePipeline, why: str) -> None:
+        out = Outbox()
+        for rid in list(pipe.reqs):
+            pipe._fail(rid, why, out)
+        self._send(out)
+
+    def _send_failed(self, address: str, kind: str, message, error: Exception) -> None:
+        """A hop is unreachable: fail the requests whose data was lost."""
+        if kind != "forward" or self.pipeline is None:
+            return
+        pipe, out = self.pipeline, Outbox()
+        for c in message.chunks:
+            if c.request_id in pipe.reqs:
+                pipe._fail(c.request_id, f"next hop {address} unreachable: {error}", out)
+        self._send(out)
+
+    # ---- RPC handlers ----
+    def _queue(self, op: str, arg) -> pb.Ack:
+        self.inbox.append((op, arg))
+        self.wake.set()
+        return pb.Ack(ok=True)
+
+    async def _ready(self, context) -> NodePipeline:
+        if self.pipeline is None:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, f"node is {self.state}; it serves no layers yet"
+            )
+        return self.pipeline
+
+    async def Submit(self, request, context):
+        await self._ready(context)
+        try:
+            SamplingParams.from_proto(request.sampling).check_vocab(self.spec.vocab_size)
+            if not request.request_id or not request.prompt_ids or not request.reply_to:
+                raise ParallaxError("Submit needs request_id, prompt_ids and reply_to")
+        except (ParallaxError, ValueError) as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        return self._queue("submit", request)
+
+    async def Forward(self, request, context):
+        await self._ready(context)
+        try:
+            rows = sum(c.num_tokens for c in request.chunks)
+            if any(c.num_tokens <= 0 or c.start_pos < 0 for c in request.chunks):
+                raise ParallaxError("every chunk needs num_tokens > 0 and start_pos >= 0")
+            hidden = decode_tensor(
+                request.hidden,
+                hidden_size=self.spec.hidden_size,
+                rows=rows,
+                max_bytes=self.max_bytes,
+                out_dtype=self.dtype,
+            )
+        except (ParallaxError, ValueError) as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        return self._queue("forward", (request, hidden.clone()))
+
+    async def PushTokens(self, request, context):
+        await self._ready(context)
+        return self._queue("tokens", request)
+
+    async def Release(self, request, context):
+        return self._queue("release", request)
+
+    async def Health(self, request, context):
+        return self.status()
+
+    def status(self) -> pb.NodeStatus:
+        st = pb.NodeStatus(node_id=self.node_id, name=self.name, state=self.state)
+        st.model = self.resolved.name if self.resolved else ""
+        if self.pipeline is not None:
+            p = self.pipeline
+            st.start, st.end = p.runner.model.range.start, p.runner.model.range.end
+            st.running_requests = len(p.kv.requests()) + len(p.scheduler.waiting)
+            st.kv_free_tokens = p.kv.free_tokens
+            st.kv_total_tokens = p.kv.total_tokens
+        st.layer_latency_ms = self.step_ms_ema
+        st.tokens_per_s = self.tokens_per_s
+        return st
+
+
+def torch_threads(cfg: EngineConfig) -> None:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
