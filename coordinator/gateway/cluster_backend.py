@@ -1,0 +1,146 @@
+"""`ClusterBackend`: runs requests on a chain of nodes picked by the scheduler.
+
+gateway --Submit--> first node ... last node --Deliver--> gateway. Each request
+has a queue that `Deliver` fills; when the request ends in any way (finished,
+client gone, stalled) every hop of its route is told to `Release` it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from coordinator.gateway.backend import GenerationRequest, TokenOut
+from coordinator.gateway.deliver import DeliverServicer, DeliveryBoard, event_to_token
+from coordinator.gateway.upstream import NodeClients, route_to_proto
+from coordinator.scheduler import route as schedule_route
+from coordinator.scheduler.types import ClusterState, Route, RouteRequest
+from parallax.rpc import parallax_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+RouteFn = Callable[[RouteRequest, ClusterState], Route]
+DEFAULT_STALL_S = 60.0
+
+
+@dataclass
+class _Flight:
+    """A request in flight. Prompt plus generated ids are kept so it can be replayed."""
+
+    request: GenerationRequest
+    route: Route
+    generated: list[int] = field(default_factory=list)
+    finished: bool = False
+
+
+class ClusterBackend:
+    def __init__(
+        self,
+        state_fn: Callable[[], ClusterState],
+        num_layers: int,
+        self_address: str,
+        route_fn: RouteFn = schedule_route,
+        *,
+        stall_s: float = DEFAULT_STALL_S,
+    ) -> None:
+        self._state_fn = state_fn
+        self._num_layers = num_layers
+        self._self_address = self_address
+        self._route_fn = route_fn
+        self._stall_s = stall_s
+        self._board = DeliveryBoard()
+        self._clients = NodeClients()
+        self._releases: set[asyncio.Task[None]] = set()
+        self.servicer = DeliverServicer(self._board)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._board)
+
+    def check_ready(self) -> None:
+        # A probe request through the real router: raises NotCovered naming the gaps.
+        self._route_fn(RouteRequest("readiness-probe", 1, 1), self._state_fn())
+
+    async def generate(self, req: GenerationRequest) -> AsyncIterator[TokenOut]:
+        route = self._route_fn(
+            RouteRequest(req.request_id, len(req.prompt_ids), req.sampling.max_tokens),
+            self._state_fn(),
+        )
+        if not route.covers(self._num_layers):
+            raise ValueError(f"router returned a route that does not cover {self._num_layers}")
+        flight = _Flight(req, route)
+        # Open the queue before Submit: the first token may arrive before its Ack.
+        queue = self._board.open(req.request_id)
+        log.info(
+            "request routed",
+            extra={
+                "request_id": req.request_id,
+                "prompt_tokens": len(req.prompt_ids),
+                "max_tokens": req.sampling.max_tokens,
+                "route": [h.node_id for h in route.hops],
+            },
+        )
+        try:
+            await self._clients.submit(route, self._submit_message(flight))
+            with_logprobs = req.sampling.logprobs >= 0
+            while True:
+                try:
+                    ev = await asyncio.wait_for(queue.get(), self._stall_s)
+                except TimeoutError:
+                    flight.finished = True
+                    yield self._stalled(flight)
+                    return
+                token = event_to_token(ev, with_logprobs)
+                if token.carries_token:
+                    flight.generated.append(token.token_id)
+                flight.finished = token.finished
+                yield token
+                if token.finished:
+                    return
+        finally:
+            self._board.close(req.request_id)
+            reason = "finished" if flight.finished else "abort"
+            # A task, not an await: this may run while the caller is being cancelled.
+            self._spawn(self._clients.release(route, req.request_id, reason))
+
+    def _submit_message(self, flight: _Flight) -> pb.SubmitRequest:
+        req = flight.request
+        return pb.SubmitRequest(
+            request_id=req.request_id,
+            prompt_ids=[*req.prompt_ids, *flight.generated],
+            sampling=req.sampling.to_proto(),
+            route=route_to_proto(flight.route),
+            reply_to=self._self_address,
+            generated_offset=len(flight.generated),
+        )
+
+    def _stalled(self, flight: _Flight) -> TokenOut:
+        log.warning(
+            "request stalled",
+            extra={
+                "request_id": flight.request.request_id,
+                "stall_s": self._stall_s,
+                "generated": len(flight.generated),
+                "route": [h.node_id for h in flight.route.hops],
+            },
+        )
+        return TokenOut(
+            token_id=0,
+            finished=True,
+            finish_reason="error",
+            error=f"no token from the cluster for {self._stall_s:g} s",
+        )
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    async def close(self) -> None:
+        """Wait for pending releases, then close the node channels."""
+        if self._releases:
+            await asyncio.gather(*self._releases, return_exceptions=True)
+        await self._clients.close()

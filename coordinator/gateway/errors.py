@@ -1,0 +1,143 @@
+"""OpenAI-shaped error responses and the exception handlers that produce them.
+
+Every error leaves as `{"error": {"message", "type", "param", "code"}}`; bad
+input is always a 4xx, never a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from coordinator.gateway.backend import UpstreamError
+from parallax.errors import (
+    CapacityError,
+    ContextOverflow,
+    InvalidArgument,
+    ModelNotFound,
+    NotCovered,
+    ParallaxError,
+)
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 1
+
+
+class ApiError(Exception):
+    """An error with its HTTP status and OpenAI fields, raised by route handlers."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def bad_request(message: str, param: str | None = None) -> ApiError:
+    return ApiError(400, message, param=param, code="invalid_value" if param else None)
+
+
+def from_parallax_error(exc: ParallaxError) -> ApiError:
+    """The one mapping from typed errors to HTTP statuses."""
+    if isinstance(exc, ContextOverflow):
+        return ApiError(400, str(exc), code="context_length_exceeded")
+    if isinstance(exc, InvalidArgument):
+        return ApiError(400, str(exc), code="invalid_value")
+    if isinstance(exc, ModelNotFound):
+        return ApiError(404, str(exc), param="model", code="model_not_found")
+    if isinstance(exc, CapacityError):
+        return ApiError(
+            429,
+            f"the cluster is saturated, retry shortly: {exc}",
+            type="rate_limit_error",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+    if isinstance(exc, NotCovered):
+        return ApiError(503, str(exc), type="service_unavailable", code="layers_not_covered")
+    if isinstance(exc, UpstreamError):
+        return ApiError(503, str(exc), type="service_unavailable", code="upstream_error")
+    return ApiError(500, f"internal error: {type(exc).__name__}", type="server_error")
+
+
+def _validation_param(loc: tuple[Any, ...]) -> str | None:
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(parts) or None
+
+
+async def _on_validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    loc = tuple(first.get("loc", ()))
+    param = _validation_param(loc)
+    kind = first.get("type", "")
+    if kind == "json_invalid":
+        return ApiError(400, "request body is not valid JSON", code="invalid_json").response()
+    if kind == "extra_forbidden":
+        msg = f"unknown parameter {param!r}: this server does not support it"
+        return ApiError(400, msg, param=param, code="unknown_parameter").response()
+    msg = first.get("msg", "invalid request")
+    text = f"invalid parameter {param}: {msg}" if param else f"invalid request: {msg}"
+    return ApiError(400, text, param=param, code="invalid_value").response()
+
+
+async def _on_http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+    status = exc.status_code
+    kind = "not_found_error" if status == 404 else "invalid_request_error"
+    err = ApiError(status, str(exc.detail), type=kind, headers=dict(exc.headers or {}))
+    return err.response()
+
+
+async def _on_api_error(_req: Request, exc: ApiError) -> JSONResponse:
+    return exc.response()
+
+
+async def _on_parallax_error(_req: Request, exc: ParallaxError) -> JSONResponse:
+    err = from_parallax_error(exc)
+    if err.status >= 500:
+        log.warning("request failed", extra={"error": type(exc).__name__, "status": err.status})
+    return err.response()
+
+
+async def _on_unexpected(_req: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error in the gateway", extra={"error": type(exc).__name__})
+    return ApiError(500, "internal server error", type="server_error").response()
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(ApiError, _on_api_error)
+    app.add_exception_handler(ParallaxError, _on_parallax_error)
+    app.add_exception_handler(Exception, _on_unexpected)

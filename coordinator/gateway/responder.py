@@ -1,0 +1,91 @@
+"""Turn a `Generation` into an HTTP response: one JSON body, or an SSE stream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from fastapi import Request, Response
+from fastapi.responses import JSONResponse
+
+from coordinator.gateway.errors import ApiError
+from coordinator.gateway.formats import Envelope
+from coordinator.gateway.generation import ChoiceResult, Generation, unless_disconnected
+from coordinator.gateway.sse import DONE, SSEResponse, sse_event
+from coordinator.gateway.textstream import Piece
+
+# nginx's "client closed request": logged only, the client is gone.
+CLIENT_CLOSED = 499
+
+
+class Format(Protocol):
+    """How one endpoint spells its choices."""
+
+    def opening(self, index: int) -> dict[str, Any] | None: ...
+
+    def delta(self, index: int, piece: Piece) -> dict[str, Any]: ...
+
+    def finish(self, index: int, finish_reason: str) -> dict[str, Any]: ...
+
+    def whole(self, index: int, result: ChoiceResult) -> dict[str, Any]: ...
+
+
+async def respond(
+    request: Request,
+    gen: Generation,
+    env: Envelope,
+    fmt: Format,
+    *,
+    stream: bool,
+    include_usage: bool,
+    n_choices: int,
+) -> Response:
+    if stream:
+        # Started before the 200 goes out, so a request that cannot run gets its status.
+        await gen.start()
+        body = _sse_body(gen, env, fmt, include_usage, n_choices)
+        return SSEResponse(body, on_close=gen.close)
+
+    async def run() -> list[ChoiceResult]:
+        await gen.start()
+        return await gen.collect()
+
+    try:
+        results = await unless_disconnected(request, run())
+    finally:
+        gen.close()
+    if results is None:
+        return Response(status_code=CLIENT_CLOSED)
+    choices = [fmt.whole(i, r) for i, r in enumerate(results)]
+    return JSONResponse(env.wrap(choices, usage=gen.usage()))
+
+
+async def _sse_body(
+    gen: Generation, env: Envelope, fmt: Format, include_usage: bool, n_choices: int
+) -> AsyncIterator[bytes]:
+    # With include_usage, OpenAI sends "usage": null on every chunk but the last.
+    extra: dict[str, Any] = {"usage": None} if include_usage else {}
+    try:
+        for index in range(n_choices):
+            opening = fmt.opening(index)
+            if opening is not None:
+                yield sse_event(env.wrap([opening], **extra))
+        async for index, piece in gen.pieces():
+            if piece.finish_reason == "error":
+                err = ApiError(
+                    503,
+                    f"generation failed on the cluster: {piece.error}",
+                    type="service_unavailable",
+                    code="upstream_error",
+                )
+                yield sse_event(err.body())
+                return
+            if piece.text or piece.logprobs:
+                yield sse_event(env.wrap([fmt.delta(index, piece)], **extra))
+            if piece.finish_reason is not None:
+                yield sse_event(env.wrap([fmt.finish(index, piece.finish_reason)], **extra))
+        if include_usage:
+            yield sse_event(env.wrap([], usage=gen.usage()))
+        yield DONE
+    finally:
+        gen.close()
