@@ -166,8 +166,13 @@ def geometric(kmax: int) -> list[int]:
 
 
 def best_of(tried: dict[int, GroupPlan | None]) -> int | None:
-    ok = [(p.throughput, -p.latency_ms, -k) for k, p in tried.items() if p is not None]
-    return -max(ok)[2] if ok else None
+    """Highest throughput; within 2% of it, the lowest latency (fewest stages)."""
+    ok = {k: p for k, p in tried.items() if p is not None and p.throughput > 0}
+    if not ok:
+        return None
+    top = max(p.throughput for p in ok.values())
+    near = [k for k, p in ok.items() if p.throughput >= 0.98 * top]
+    return min(near, key=lambda k: (ok[k].latency_ms, -ok[k].throughput, k))
 
 
 def plan_k(nodes: Sequence[NodeCapacity], k: int, perf: PerfModel) -> GroupPlan | None:
