@@ -148,3 +148,40 @@ def write_tiny_llama_gguf(
     w.write_tensors_to_file()
     w.close()
     return dst
+
+
+SPM_WORDS = ("the", "hello", "world", "token", "piece", "llama", "a", "is", "test", "ing", "er")
+SPM_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}"
+    "{{ '[INST] ' + m['content'] + ' [/INST]' }}{% else %}{{ ' ' + m['content'] + eos_token }}"
+    "{% endif %}{% endfor %}"
+)
+
+
+def write_spm_tokenizer(w: GGUFWriter) -> None:
+    """A small SentencePiece-style vocabulary as llama.cpp stores it: no merges,
+    scores rank the pieces, 256 byte tokens for byte fallback."""
+    tokens, scores, types = ["<unk>", "<s>", "</s>"], [0.0, 0.0, 0.0], [2, 3, 3]
+    tokens += [f"<0x{b:02X}>" for b in range(256)]
+    scores += [0.0] * 256
+    types += [6] * 256  # BYTE
+    pieces: dict[str, None] = {}
+    for word in SPM_WORDS:
+        for text in (word, "\u2581" + word):
+            for end in range(1, len(text) + 1):
+                pieces.setdefault(text[:end])
+    for c in "abcdefghijklmnopqrstuvwxyz\u2581.,!?'":
+        pieces.setdefault(c)
+    ordered = sorted(pieces, key=lambda p: (-len(p), p))
+    tokens += ordered
+    scores += [-float(i) for i in range(len(ordered))]
+    types += [1] * len(ordered)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.add_add_bos_token(True)
+    w.add_chat_template(SPM_CHAT_TEMPLATE)

@@ -22,7 +22,7 @@ from parallax.errors import ModelFormatError
 _CONTROL, _USER_DEFINED = 3, 4
 
 # How text is split before BPE, by `tokenizer.ggml.pre`. Unlisted names (like
-# SmolLM2's "smollm" or "gpt-2") use the GPT-2 split built into ByteLevel.
+# "gpt-2") use the GPT-2 split built into ByteLevel.
 _LLAMA3_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -40,6 +40,12 @@ _PRE_SPLITS = {
     "qwen2": _QWEN2_SPLIT,
     "deepseek-r1-qwen": _QWEN2_SPLIT,
 }
+# GPT-2's split after isolating every numeric character, as llama.cpp does for
+# these names and as SmolLM2's own tokenizer.json does (Digits + ByteLevel).
+# transformers' GGUF loader skips the digit step, which differs on " ½" or " ①".
+_DIGITS_FIRST = frozenset(
+    {"smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva"}
+)
 
 
 @dataclass(frozen=True)
@@ -143,7 +149,14 @@ def _byte_level(tokens: Sequence[str], merges: Any, pre: Any, where: str) -> Tok
     }
     backend = Tokenizer(models.BPE(vocab, _split_merges(merges, where), ignore_merges=False))
     split = _PRE_SPLITS.get(pre) if isinstance(pre, str) else None
-    if split is None:
+    if pre in _DIGITS_FIRST:
+        backend.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Digits(individual_digits=True),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+            ]
+        )
+    elif split is None:
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     else:
         backend.pre_tokenizer = pre_tokenizers.Sequence(
