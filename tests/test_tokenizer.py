@@ -9,11 +9,12 @@ from hypothesis import strategies as st
 
 from parallax.errors import InvalidArgument, ModelFormatError
 from parallax.models.registry import DEFAULT_MODEL, resolve_model
-from parallax.tokenizer import IncrementalDetokenizer, Tokenizer
+from parallax.tokenizer import ChatTemplate, IncrementalDetokenizer, Tokenizer
 from tests.fixtures_gguf import (
     SMOLLM2_FILENAME,
     smollm2_path,
     tiny_hf_state,
+    write_spm_tokenizer,
     write_tiny_llama_gguf,
 )
 
@@ -126,6 +127,24 @@ def test_out_of_range_ids_are_invalid_arguments(ours):
         ours.decode([5, 49152])
     with pytest.raises(InvalidArgument):
         ours.id_to_token(-1)
+
+
+def test_template_environment_is_transformers_like():
+    src = (
+        "{% if messages[0]['role'] != 'user' %}{{ raise_exception('user first') }}{% endif %}"
+        "{{ bos_token }}{% if tools is not none %}T{% endif %}"
+        "{% for m in messages %}{% generation %}{{ m['content'] | tojson }}{% endgeneration %}"
+        "{% endfor %}"
+    )
+    chat = ChatTemplate(src, {"bos_token": "<s>"})
+    assert chat.render([{"role": "user", "content": "é<"}]) == '<s>"é<"'
+    with pytest.raises(InvalidArgument, match="user first"):
+        chat.render([{"role": "system", "content": "x"}])
+    with pytest.raises(ModelFormatError, match="not valid jinja"):
+        ChatTemplate("{% for %}")
+    sandboxed = ChatTemplate("{{ messages.__class__.__mro__ }}")
+    with pytest.raises(InvalidArgument):
+        sandboxed.render([{"role": "user", "content": "x"}])
 
 
 def _stream(tok: Tokenizer, ids: list[int], prompt: list[int], skip: bool = True) -> list[str]:
@@ -244,7 +263,9 @@ def spm_pair(tmp_path_factory):
     from transformers import AutoTokenizer
 
     folder = tmp_path_factory.mktemp("spm")
-    path = write_tiny_llama_gguf(folder / "spm.gguf", tiny_hf_state(), tokenizer=write_spm_tokenizer)
+    path = write_tiny_llama_gguf(
+        folder / "spm.gguf", tiny_hf_state(), tokenizer=write_spm_tokenizer
+    )
     theirs = AutoTokenizer.from_pretrained(str(folder), gguf_file=path.name)
     return Tokenizer.from_gguf(path), theirs
 
