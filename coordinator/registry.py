@@ -1,8 +1,12 @@
 """The node registry: who is in the cluster, what each node holds, and why.
 
 A plain state machine with no I/O and no clock of its own: every method that
-depends on time takes `now` (seconds, any monotonic origin). The gRPC servicer
-(coordinator/control.py) and the expiry task drive it from one asyncio loop.
+depends on time takes `now` (seconds, any origin, the same for every call).
+
+Thread-safe, so that membership changes can run off the event loop: an exact
+allocation may take seconds, and heartbeats, routing and status reads must not
+wait for it. Two locks: `_membership` serializes join/leave/expire (held while
+the allocator runs), `_lock` guards the records and is only ever held briefly.
 
 Membership changes (join, leave, death) re-run phase-1 allocation with the
 previous allocation as a hint; a node whose range changes gets its epoch bumped,
@@ -14,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
+import threading
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -65,6 +70,8 @@ class Registry:
         self.allocation = Allocation(assignments={}, reason="no nodes yet")
         self._nodes: dict[NodeId, NodeRecord] = {}
         self._decisions: deque[Decision] = deque(maxlen=MAX_DECISIONS)
+        self._membership = threading.Lock()
+        self._lock = threading.RLock()
 
     # ---- membership ----
     def join(
@@ -72,89 +79,107 @@ class Registry:
     ) -> tuple[NodeId, Assignment]:
         check_address(address)
         name = check_name(name) or address
-        for old in [r for r in self._nodes.values() if r.address == address]:
-            # Same address: the same node restarted (or the coordinator forgot it).
-            del self._nodes[old.node_id]
-            self._decide(now, "leave", f"{old.node_id} replaced by a re-join from {address}")
-        node_id = NodeId(f"{_slug(name)}-{secrets.token_hex(3)}")
-        self._nodes[node_id] = NodeRecord(
-            node_id=node_id,
-            name=name,
-            address=address,
-            hardware=hardware,
-            assignment=Assignment(self.model_name, None, 0),
-            joined_at=now,
-            last_heartbeat=now,
-        )
-        self._decide(
-            now,
-            "join",
-            f"{node_id} joined from {address} offering {hardware.memory_bytes / 2**30:.2f} GiB, "
-            f"{hardware.flops / 1e9:.0f} GFLOP/s on {hardware.device}",
-        )
-        self._reallocate(now)
-        return node_id, self._nodes[node_id].assignment
+        with self._membership:
+            with self._lock:
+                for old in [r for r in self._nodes.values() if r.address == address]:
+                    # Same address: the same node restarted (or the coordinator forgot it).
+                    del self._nodes[old.node_id]
+                    self._decide(now, "leave", f"{old.node_id} replaced by a re-join")
+                node_id = NodeId(f"{_slug(name)}-{secrets.token_hex(3)}")
+                self._nodes[node_id] = NodeRecord(
+                    node_id=node_id,
+                    name=name,
+                    address=address,
+                    hardware=hardware,
+                    assignment=Assignment(self.model_name, None, 0),
+                    joined_at=now,
+                    last_heartbeat=now,
+                )
+                self._decide(
+                    now,
+                    "join",
+                    f"{node_id} joined from {address} offering "
+                    f"{hardware.memory_bytes / 2**30:.2f} GiB, "
+                    f"{hardware.flops / 1e9:.0f} GFLOP/s on {hardware.device}",
+                )
+            self._reallocate(now)
+            with self._lock:
+                return node_id, self._nodes[node_id].assignment
 
     def heartbeat(
         self, node_id: NodeId, report: NodeReport, rtts: Mapping[NodeId, float], now: float
     ) -> Assignment | None:
         """The node's assignment, or None if unknown or declared dead: it must re-join."""
-        rec = self._nodes.get(node_id)
-        if rec is None or rec.state is NodeState.DEAD:
-            return None
-        self._nodes[node_id] = dataclasses.replace(
-            rec,
-            last_heartbeat=now,
-            state=report.state if report.state is not NodeState.JOINING else rec.state,
-            report=report,
-            rtt_ms=tuple(sorted((p, float(ms)) for p, ms in rtts.items() if p in self._nodes)),
-        )
-        return rec.assignment
+        with self._lock:
+            rec = self._nodes.get(node_id)
+            if rec is None or rec.state is NodeState.DEAD:
+                return None
+            known = tuple(sorted((p, float(ms)) for p, ms in rtts.items() if p in self._nodes))
+            self._nodes[node_id] = dataclasses.replace(
+                rec,
+                last_heartbeat=now,
+                state=report.state if report.state is not NodeState.JOINING else rec.state,
+                report=report,
+                rtt_ms=known,
+            )
+            return rec.assignment
 
     def leave(self, node_id: NodeId, now: float) -> bool:
-        rec = self._nodes.pop(node_id, None)
-        if rec is None:
-            return False
-        self._decide(now, "leave", f"{node_id} left; it held {_range_text(rec)}")
-        self._reallocate(now)
-        return True
+        with self._membership:
+            with self._lock:
+                rec = self._nodes.pop(node_id, None)
+                if rec is None:
+                    return False
+                self._decide(now, "leave", f"{node_id} left; it held {_range_text(rec)}")
+            self._reallocate(now)
+            return True
 
     def expire(self, now: float) -> list[NodeId]:
         """Mark nodes silent for `dead_after_s` dead, re-allocate; forget long-dead ones."""
-        died = [
-            r.node_id
-            for r in self._nodes.values()
-            if r.state is not NodeState.DEAD and now - r.last_heartbeat > self.dead_after_s
-        ]
-        for node_id in died:
-            rec = self._nodes[node_id]
-            self._nodes[node_id] = dataclasses.replace(rec, state=NodeState.DEAD)
-            self._decide(
-                now,
-                "dead",
-                f"{node_id} silent for {now - rec.last_heartbeat:.1f} s "
-                f"(limit {self.dead_after_s:g} s); it held {_range_text(rec)}",
-            )
-        for rec in list(self._nodes.values()):
-            if rec.state is NodeState.DEAD and now - rec.last_heartbeat > self.forget_after_s:
-                del self._nodes[rec.node_id]
-        if died:
-            self._reallocate(now)
-        return died
+        with self._membership:
+            with self._lock:
+                died = [
+                    r.node_id
+                    for r in self._nodes.values()
+                    if r.state is not NodeState.DEAD and now - r.last_heartbeat > self.dead_after_s
+                ]
+                for node_id in died:
+                    rec = self._nodes[node_id]
+                    self._nodes[node_id] = dataclasses.replace(rec, state=NodeState.DEAD)
+                    self._decide(
+                        now,
+                        "dead",
+                        f"{node_id} silent for {now - rec.last_heartbeat:.1f} s "
+                        f"(limit {self.dead_after_s:g} s); it held {_range_text(rec)}",
+                    )
+                for rec in list(self._nodes.values()):
+                    if (
+                        rec.state is NodeState.DEAD
+                        and now - rec.last_heartbeat > self.forget_after_s
+                    ):
+                        del self._nodes[rec.node_id]
+            if died:
+                self._reallocate(now)
+            return died
 
     # ---- views ----
     def get(self, node_id: NodeId) -> NodeRecord | None:
-        return self._nodes.get(node_id)
+        with self._lock:
+            return self._nodes.get(node_id)
 
     @property
     def nodes(self) -> tuple[NodeRecord, ...]:
-        return tuple(self._nodes.values())
+        with self._lock:
+            return tuple(self._nodes.values())
 
     @property
     def decisions(self) -> tuple[Decision, ...]:
-        return tuple(self._decisions)
+        with self._lock:
+            return tuple(self._decisions)
 
     def node_capacities(self) -> list[NodeCapacity]:
+        with self._lock:
+            records = list(self._nodes.values())
         return [
             NodeCapacity(
                 node_id=r.node_id,
@@ -165,13 +190,13 @@ class Registry:
                 layer_latency_ms=r.report.layer_latency_ms or None,
                 current=r.assignment.range,
             )
-            for r in self._nodes.values()
+            for r in records
             if r.alive
         ]
 
     def cluster_state(self) -> ClusterState:
         """Routable nodes only: ready, with the assigned range loaded."""
-        serving = [r for r in self._nodes.values() if r.serving]
+        serving = [r for r in self.nodes if r.serving]
         ids = {r.node_id for r in serving}
         loads = tuple(
             NodeLoad(
@@ -191,21 +216,24 @@ class Registry:
 
     def peers_of(self, node_id: NodeId) -> list[NodeRecord]:
         """Other live nodes this one should measure RTT to, closest in the pipeline first."""
-        me = self._nodes.get(node_id)
+        records = self.nodes
+        me = next((r for r in records if r.node_id == node_id), None)
         start = me.assignment.range.start if me and me.assignment.range else 0
-        others = [r for r in self._nodes.values() if r.alive and r.node_id != node_id]
+        others = [r for r in records if r.alive and r.node_id != node_id]
         others.sort(
             key=lambda r: abs((r.assignment.range.start if r.assignment.range else 0) - start)
         )
         return others[:MAX_PEERS]
 
     def status_snapshot(self, now: float) -> dict[str, Any]:
+        with self._lock:
+            nodes, allocation, decisions = self.nodes, self.allocation, self.decisions
         return build_snapshot(
             model_name=self.model_name,
             num_layers=self.spec.num_layers,
-            nodes=self.nodes,
-            allocation=self.allocation,
-            decisions=self.decisions,
+            nodes=nodes,
+            allocation=allocation,
+            decisions=decisions,
             now=now,
         )
 
@@ -215,28 +243,31 @@ class Registry:
         log.info("scheduler decision", extra={"kind": kind, "decision": message})
 
     def _reallocate(self, now: float) -> None:
+        """Re-run allocation; the caller holds `_membership`, so membership cannot change."""
         capacities = self.node_capacities()
         if not capacities:
-            self.allocation = Allocation(assignments={}, reason="no live nodes")
+            with self._lock:
+                self.allocation = Allocation(assignments={}, reason="no live nodes")
             return
         options = dataclasses.replace(self.options, previous=self.allocation)
+        kind = "allocate"
         try:
-            alloc = allocate(capacities, self.spec, options)
+            alloc = allocate(capacities, self.spec, options)  # may take seconds: no `_lock`
         except NotCovered as e:
             # Keep what survivors hold (they need not reload when help arrives);
             # newcomers stand by until the cluster can hold the whole model.
             kept = {c.node_id: c.current for c in capacities}
             alloc = Allocation(assignments=kept, reason=f"waiting for more nodes: {e}")
-            self._decide(now, "not_covered", alloc.reason)
-        else:
-            self._decide(now, "allocate", alloc.reason)
-        self.allocation = alloc
-        for c in capacities:
-            rec = self._nodes[c.node_id]
-            new = alloc.assignments.get(c.node_id)
-            if new != rec.assignment.range:
-                assignment = Assignment(self.model_name, new, rec.assignment.epoch + 1)
-                self._nodes[c.node_id] = dataclasses.replace(rec, assignment=assignment)
+            kind = "not_covered"
+        with self._lock:
+            self._decide(now, kind, alloc.reason)
+            self.allocation = alloc
+            for c in capacities:
+                rec = self._nodes[c.node_id]
+                new = alloc.assignments.get(c.node_id)
+                if new != rec.assignment.range:
+                    assignment = Assignment(self.model_name, new, rec.assignment.epoch + 1)
+                    self._nodes[c.node_id] = dataclasses.replace(rec, assignment=assignment)
 
 
 def _slug(name: str) -> str:

@@ -24,7 +24,8 @@ SPEC = ModelSpec(
     head_dim=16,
     vocab_size=100,
 )
-OPTS = AllocateOptions(context_tokens=64, min_stages_when_possible=2)
+# The fast solver keeps these tests quick and independent of the exact solver's time limit.
+OPTS = AllocateOptions(context_tokens=64, solver="fast")
 MEM = MemoryModel.of(SPEC, OPTS)
 WHOLE = MEM.total_need()  # bytes one node needs to hold the whole model
 
@@ -53,17 +54,20 @@ def covers(ranges) -> bool:
     return at == SPEC.num_layers
 
 
-def test_first_node_gets_every_layer_second_splits_the_model() -> None:
+HALF = 0.6 * WHOLE  # no node of this size holds the model alone; any two do
+
+
+def test_join_allocates_once_the_model_fits_and_bumps_epochs() -> None:
     reg = registry()
-    a, asg = reg.join("a", "127.0.0.1:5001", hw(), now=0.0)
-    assert asg.range == LayerRange(0, 8) and asg.epoch == 1 and asg.model == "tiny"
-    b, asg_b = reg.join("b", "127.0.0.1:5002", hw(), now=1.0)
+    a, asg = reg.join("a", "127.0.0.1:5001", hw(HALF), now=0.0)
+    assert asg.standby and asg.epoch == 0 and asg.model == "tiny"
+    b, asg_b = reg.join("b", "127.0.0.1:5002", hw(HALF), now=1.0)
     ra, rb = reg.get(a).assignment, reg.get(b).assignment
-    assert ra.epoch == 2, "a's range changed, so its epoch is bumped"
+    assert ra.epoch == 1, "a's range changed, so its epoch is bumped"
     assert covers([ra.range, rb.range]) and len(ra.range) + len(rb.range) == 8
-    assert asg_b == rb
+    assert asg_b == rb and asg_b.epoch == 1
     assert a.startswith("a-") and b.startswith("b-") and a != b
-    assert [d.kind for d in reg.decisions] == ["join", "allocate", "join", "allocate"]
+    assert [d.kind for d in reg.decisions] == ["join", "not_covered", "join", "allocate"]
 
 
 def test_smaller_memory_gets_fewer_layers() -> None:
@@ -77,11 +81,11 @@ def test_smaller_memory_gets_fewer_layers() -> None:
 
 def test_cluster_state_lists_only_ready_nodes_that_loaded_their_assignment() -> None:
     reg = registry()
-    a, _ = reg.join("a", "127.0.0.1:5001", hw(), now=0.0)
-    b, _ = reg.join("b", "127.0.0.1:5002", hw(), now=0.0)
+    a, _ = reg.join("a", "127.0.0.1:5001", hw(HALF), now=0.0)
+    b, _ = reg.join("b", "127.0.0.1:5002", hw(HALF), now=0.0)
     assert reg.cluster_state().nodes == ()
     ready(reg, a, now=1.0)
-    stale = NodeReport(state=NodeState.READY, loaded=LayerRange(0, 8))  # before the split
+    stale = NodeReport(state=NodeState.READY, loaded=LayerRange(0, 8))  # not what b was given
     reg.heartbeat(b, stale, {a: 0.7}, now=1.0)
     state = reg.cluster_state()
     assert [n.node_id for n in state.nodes] == [a]
@@ -94,30 +98,37 @@ def test_cluster_state_lists_only_ready_nodes_that_loaded_their_assignment() -> 
     assert covers([n.range for n in state.nodes])
 
 
-def test_silent_node_dies_and_survivor_takes_its_layers() -> None:
+def test_silent_node_dies_and_the_others_take_its_layers() -> None:
     reg = registry()
-    a, _ = reg.join("a", "127.0.0.1:5001", hw(), now=0.0)
-    b, _ = reg.join("b", "127.0.0.1:5002", hw(), now=0.0)
-    epoch_a = reg.get(a).assignment.epoch
+    ids = [reg.join(n, f"127.0.0.1:500{i}", hw(HALF), now=0.0)[0] for i, n in enumerate("abc")]
+    holder = next(i for i in ids if reg.get(i).assignment.range is not None)
+    others = [i for i in ids if i != holder]
+    before = {i: reg.get(i).assignment for i in others}
     for t in (1.0, 2.0, 3.0, 4.0, 5.0):
-        ready(reg, a, now=t)
-        assert reg.expire(now=t) == ([b] if t == 5.0 else [])
-    assert reg.get(b).state is NodeState.DEAD
-    asg = reg.get(a).assignment
-    assert asg.range == LayerRange(0, 8) and asg.epoch == epoch_a + 1
+        for i in others:
+            ready(reg, i, now=t)
+        assert reg.expire(now=t) == ([holder] if t == 5.0 else [])
+    assert reg.get(holder).state is NodeState.DEAD
+    after = {i: reg.get(i).assignment for i in others}
+    assert covers([a.range for a in after.values()])
+    moved = [i for i in others if after[i].range != before[i].range]
+    assert moved and all(after[i].epoch == before[i].epoch + 1 for i in moved)
+    assert reg.decisions[-2].kind == "dead" and holder in reg.decisions[-2].message
     # A dead node's heartbeat is refused so it re-joins; re-joining replaces its record.
-    assert reg.heartbeat(b, NodeReport(), {}, now=6.0) is None
-    b2, _ = reg.join("b", "127.0.0.1:5002", hw(), now=6.0)
-    assert b2 != b and reg.get(b) is None and len(reg.nodes) == 2
-    assert reg.expire(now=6.0 + reg.forget_after_s) == [a, b2]
+    assert reg.heartbeat(holder, NodeReport(), {}, now=6.0) is None
+    again, _ = reg.join("x", reg.get(holder).address, hw(HALF), now=6.0)
+    assert again != holder and reg.get(holder) is None and len(reg.nodes) == 3
+    assert sorted(reg.expire(now=6.0 + reg.forget_after_s)) == sorted([*others, again])
 
 
 def test_leave_reallocates_and_unknown_node_is_refused() -> None:
     reg = registry()
     a, _ = reg.join("a", "127.0.0.1:5001", hw(), now=0.0)
-    b, _ = reg.join("b", "127.0.0.1:5002", hw(), now=0.0)
+    b, _ = reg.join("b", "127.0.0.1:5002", hw(HALF), now=0.0)
+    c, _ = reg.join("c", "127.0.0.1:5003", hw(HALF), now=0.0)
     assert reg.leave(b, now=1.0) and not reg.leave(b, now=1.0)
-    assert reg.get(a).assignment.range == LayerRange(0, 8)
+    assert reg.decisions[-2].kind == "leave" and b in reg.decisions[-2].message
+    assert covers([reg.get(a).assignment.range, reg.get(c).assignment.range])
     assert reg.heartbeat(b, NodeReport(), {}, now=1.0) is None
     assert reg.heartbeat("nobody-123", NodeReport(), {}, now=1.0) is None
 
@@ -158,8 +169,8 @@ def test_bad_address_and_report_are_rejected() -> None:
 
 def test_snapshot_is_json_and_complete() -> None:
     reg = registry()
-    a, _ = reg.join("a", "127.0.0.1:5001", hw(), now=0.0)
-    b, _ = reg.join("b", "127.0.0.1:5002", hw(), now=0.0)
+    a, _ = reg.join("a", "127.0.0.1:5001", hw(HALF), now=0.0)
+    b, _ = reg.join("b", "127.0.0.1:5002", hw(HALF), now=0.0)
     ready(reg, a, now=1.0)
     snap = json.loads(json.dumps(reg.status_snapshot(now=3.0)))
     assert snap["model"] == {"name": "tiny", "num_layers": 8}
@@ -168,7 +179,7 @@ def test_snapshot_is_json_and_complete() -> None:
     assert node[a]["state"] == "ready" and node[a]["serving"] is True
     assert node[a]["heartbeat_age_s"] == 2.0 and node[b]["heartbeat_age_s"] == 3.0
     assert node[b]["state"] == "joining" and node[b]["loaded"] is None
-    assert node[a]["hardware"]["memory_bytes"] == 4 * WHOLE
+    assert node[a]["hardware"]["memory_bytes"] == HALF
     assert set(node[a]["status"]) >= {"running_requests", "kv_free_tokens", "tokens_per_s"}
     assert snap["coverage"]["gaps"] == []
     assert snap["coverage"]["serving_gaps"] == [node[b]["assignment"]["range"]]

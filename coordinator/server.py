@@ -1,0 +1,170 @@
+"""`parallax run`: one asyncio process with the coordinator's gRPC service, the node
+expiry task and the HTTP gateway.
+
+Prints one stable line per listener (`coordinator grpc listening on HOST:PORT`,
+`gateway http listening on http://HOST:PORT`), which tests and `parallax demo`
+parse. SIGINT and SIGTERM stop everything and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import grpc
+import uvicorn
+from fastapi import FastAPI
+
+from coordinator.control import CoordinatorService
+from coordinator.http import bind_http_socket, build_app
+from coordinator.registry import Registry
+from coordinator.scheduler import AllocateOptions
+from parallax.config.coordinator import CoordinatorConfig
+from parallax.errors import ConfigError
+from parallax.models.registry import ResolvedModel, resolve_model
+from parallax.models.spec import DTYPE_BYTES
+from parallax.rpc import parallax_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+# Never share a port with another process: a second coordinator must fail, not split traffic.
+GRPC_SERVER_OPTIONS = (("grpc.so_reuseport", 0),)
+SHUTDOWN_GRACE_S = 2.0
+
+
+def allocate_options(config: CoordinatorConfig, resolved: ResolvedModel) -> AllocateOptions:
+    wire = config.wire_dtype or resolved.spec.torch_dtype
+    return AllocateOptions(
+        wire_dtype_bytes=DTYPE_BYTES.get(wire, 2),
+        solver=config.solver,
+        min_stages_when_possible=config.min_stages,
+        # Allocation runs on the event loop: keep it well inside the time a node may be silent.
+        time_limit_s=min(10.0, config.dead_after_s / 2),
+    )
+
+
+def advertised(host: str, port: int) -> str:
+    # Nodes dial this address back (Deliver); a wildcard bind is not dialable.
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def bind_grpc(server: grpc.aio.Server, host: str, port: int) -> int:
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(target)
+    except RuntimeError:
+        bound = 0
+    if bound == 0:
+        raise ConfigError(
+            f"--grpc-port={port}: cannot listen on {target} (address in use, or not an "
+            "interface of this machine); choose another --grpc-port (0 picks a free one) "
+            "or fix --grpc-host"
+        )
+    return bound
+
+
+class _Http(uvicorn.Server):
+    """uvicorn without its own signal handlers: this process handles SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _expire_loop(registry: Registry, period_s: float, clock: Callable[[], float]) -> None:
+    while True:
+        await asyncio.sleep(period_s)
+        # A death re-runs the allocator: off the loop, like Join and Leave.
+        await asyncio.to_thread(registry.expire, clock())
+
+
+@dataclass
+class Listeners:
+    grpc_address: str
+    http_url: str
+
+
+async def serve(
+    config: CoordinatorConfig,
+    *,
+    make_gateway: Callable[[Registry, grpc.aio.Server, str], FastAPI] | None = None,
+    on_listening: Callable[[Listeners], None] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> int:
+    resolved = resolve_model(config.model)
+    registry = Registry(
+        resolved.name,
+        resolved.spec,
+        dead_after_s=config.dead_after_s,
+        options=allocate_options(config, resolved),
+    )
+    server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
+    service = CoordinatorService(
+        registry, join_token=config.join_token, heartbeat_s=config.heartbeat_s, clock=clock
+    )
+    pb_grpc.add_CoordinatorServicer_to_server(service, server)
+    grpc_port = bind_grpc(server, config.grpc_host, config.grpc_port)
+    sock = bind_http_socket(config.http_host, config.port)
+    grpc_address = advertised(config.grpc_host, grpc_port)
+
+    def snapshot() -> dict:
+        return registry.status_snapshot(clock())
+
+    gateway = None
+    if make_gateway is not None:
+        gateway = lambda: make_gateway(registry, server, grpc_address)  # noqa: E731
+    app = build_app(config, snapshot, gateway)
+    await server.start()
+    http = _Http(
+        uvicorn.Config(
+            app, log_config=None, access_log=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_S
+        )
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    http_task = asyncio.create_task(http.serve(sockets=[sock]))
+    expire_task = asyncio.create_task(_expire_loop(registry, config.heartbeat_s, clock))
+    host, port = sock.getsockname()[:2]
+    listeners = Listeners(grpc_address, f"http://{advertised(host, port)}")
+    # The HTTP socket already listens, so clients may connect as soon as this is printed.
+    print(f"coordinator grpc listening on {config.grpc_host}:{grpc_port}", flush=True)
+    print(f"gateway http listening on {listeners.http_url}", flush=True)
+    log.info(
+        "coordinator started",
+        extra={"model": resolved.name, "grpc": grpc_address, "http": listeners.http_url},
+    )
+    if on_listening is not None:
+        on_listening(listeners)
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({stopper, http_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        log.info("coordinator stopping")
+        http.should_exit = True
+        expire_task.cancel()
+        stopper.cancel()
+        await asyncio.gather(http_task, expire_task, stopper, return_exceptions=True)
+        await server.stop(SHUTDOWN_GRACE_S)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        sock.close()
+    if not stop.is_set():
+        log.error("http server stopped on its own; shutting down")
+        return 1
+    return 0
+
+
+def run(config: CoordinatorConfig) -> int:
+    from coordinator.gateway_wiring import gateway_factory
+
+    return asyncio.run(serve(config, make_gateway=gateway_factory(config)))

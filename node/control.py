@@ -1,0 +1,195 @@
+"""The node's side of the control plane: join, heartbeat (with peer RTTs), leave.
+
+The heartbeat loop outlives coordinator restarts: failed heartbeats are retried
+every interval, and a coordinator that no longer knows this node (it restarted)
+gets a fresh Join. Assignment changes are applied by a separate task, so a slow
+weight load never delays the heartbeats that keep this node alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+
+import grpc
+
+from node.hardware import Hardware
+from node.peer_rtt import RttProber
+from parallax.config.node import NodeConfig
+from parallax.errors import ParallaxError
+from parallax.rpc import deadlines
+from parallax.rpc import parallax_pb2 as pb
+from parallax.rpc import parallax_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+# Reconnect quickly after a coordinator restart instead of gRPC's default backoff (up to
+# 120 s). Not grpc.min_reconnect_backoff_ms: it also caps each connection attempt, which
+# would fail handshakes over slow links.
+CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
+
+
+class CoordinatorUnreachable(ParallaxError):
+    """No coordinator answers at the configured address."""
+
+
+class JoinRefused(ParallaxError):
+    """The coordinator answered but refused this node (token, model, bad hardware)."""
+
+
+class ControlClient:
+    def __init__(self, coordinator: str, *, connect_timeout_s: float = 3.0) -> None:
+        self.coordinator = coordinator
+        self.connect_timeout_s = connect_timeout_s
+        self._channel = grpc.aio.insecure_channel(coordinator, options=CHANNEL_OPTIONS)
+        self._stub = pb_grpc.CoordinatorStub(self._channel)
+        self._join_request: pb.JoinRequest | None = None
+        self.node_id = ""
+        self.assignment = pb.Assignment()
+        self.interval_s = 1.0
+        self._prober = RttProber()
+
+    def _unreachable(self, why: str) -> CoordinatorUnreachable:
+        return CoordinatorUnreachable(
+            f"cannot reach coordinator at {self.coordinator} ({why}): is `parallax run` "
+            "running there? (check --coordinator)"
+        )
+
+    async def join(
+        self, config: NodeConfig, address: str, hardware: Hardware
+    ) -> tuple[str, pb.Assignment, float]:
+        """Join the cluster: (node id, assignment, heartbeat interval in seconds)."""
+        name = config.name or f"{socket.gethostname()}-{address.rpartition(':')[2]}"
+        self._join_request = pb.JoinRequest(
+            name=name,
+            address=address,
+            hardware=hardware.to_pb(),
+            model=config.model,
+            join_token=config.join_token,
+        )
+        self.interval_s = config.heartbeat_s
+        await self._connect()
+        return await self._join()
+
+    async def _connect(self) -> None:
+        """Wait until connected: fail at once when refused, after the timeout when silent."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.connect_timeout_s
+        state = self._channel.get_state(try_to_connect=True)
+        while state is not grpc.ChannelConnectivity.READY:
+            if state is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                raise self._unreachable("connection failed: refused, or unknown host")
+            try:
+                change = self._channel.wait_for_state_change(state)
+                await asyncio.wait_for(change, max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise self._unreachable(f"no answer within {self.connect_timeout_s:g} s") from None
+            state = self._channel.get_state(try_to_connect=True)
+
+    async def _join(self) -> tuple[str, pb.Assignment, float]:
+        if self._join_request is None:
+            raise ParallaxError("ControlClient.join must be called before heartbeats")
+        try:
+            reply = await self._stub.Join(self._join_request, timeout=deadlines.JOIN_S)
+        except grpc.aio.AioRpcError as e:
+            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise self._unreachable(e.code().name.lower()) from None
+            raise JoinRefused(f"coordinator refused to join: {e.details()}") from None
+        self.node_id = reply.node_id
+        self.assignment = reply.assignment
+        if reply.heartbeat_interval_s > 0:
+            self.interval_s = reply.heartbeat_interval_s
+        log.info(
+            "joined cluster",
+            extra={
+                "node_id": self.node_id,
+                "coordinator": self.coordinator,
+                "start": reply.assignment.start,
+                "end": reply.assignment.end,
+                "standby": reply.assignment.standby,
+                "epoch": reply.assignment.epoch,
+            },
+        )
+        return self.node_id, self.assignment, self.interval_s
+
+    async def heartbeat_loop(
+        self,
+        status_fn: Callable[[], pb.NodeStatus],
+        on_assignment: Callable[[pb.Assignment], Awaitable[None]],
+    ) -> None:
+        """Heartbeat every interval until cancelled; hand assignment changes to `on_assignment`."""
+        changed = asyncio.Event()
+        applier = asyncio.create_task(self._apply_changes(changed, on_assignment))
+        failing = False
+        try:
+            while True:
+                tick = time.monotonic()
+                try:
+                    if await self._beat(status_fn()):
+                        changed.set()
+                    if failing:
+                        log.info("coordinator reachable again", extra={"node_id": self.node_id})
+                    failing = False
+                except (grpc.aio.AioRpcError, ParallaxError) as e:
+                    if not failing:  # one line per outage, not one per beat
+                        log.warning(
+                            "heartbeat failed; retrying every interval",
+                            extra={"coordinator": self.coordinator, "error": str(e)},
+                        )
+                    failing = True
+                await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - tick)))
+        finally:
+            applier.cancel()
+            await asyncio.gather(applier, return_exceptions=True)
+            await self._prober.close()
+
+    async def _beat(self, status: pb.NodeStatus) -> bool:
+        """One heartbeat; True when the assignment changed."""
+        status.node_id = self.node_id
+        request = pb.HeartbeatRequest(
+            node_id=self.node_id, status=status, rtts=self._prober.results()
+        )
+        reply = await self._stub.Heartbeat(request, timeout=deadlines.HEARTBEAT_S)
+        if reply.unknown_node:
+            log.warning(
+                "coordinator does not know this node; joining again",
+                extra={"node_id": self.node_id},
+            )
+            await self._join()
+            return True
+        self._prober.probe(list(reply.peers))
+        if reply.assignment.epoch != self.assignment.epoch:
+            self.assignment = reply.assignment
+            return True
+        return False
+
+    async def _apply_changes(
+        self, changed: asyncio.Event, on_assignment: Callable[[pb.Assignment], Awaitable[None]]
+    ) -> None:
+        # Only the newest assignment matters: changes arriving during a load coalesce.
+        while True:
+            await changed.wait()
+            changed.clear()
+            try:
+                await on_assignment(self.assignment)
+            except Exception:
+                log.exception("applying assignment failed", extra={"node_id": self.node_id})
+
+    async def leave(self) -> None:
+        if self.node_id:
+            try:
+                await self._stub.Leave(
+                    pb.LeaveRequest(node_id=self.node_id), timeout=deadlines.LEAVE_S
+                )
+            except grpc.aio.AioRpcError as e:
+                log.warning("leave not delivered", extra={"error": e.code().name})
+
+    async def close(self) -> None:
+        await self._prober.close()
+        await self._channel.close()
