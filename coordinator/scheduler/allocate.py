@@ -41,6 +41,8 @@ def solve(
     solver = opts.solver
     if solver == "auto":
         solver = "exact" if len(nodes) <= AUTO_EXACT_MAX_NODES else "fast"
+    if solver == "exact" and opts.min_stages_when_possible > 1:
+        solver = "fast"  # the MILP does not model a minimum depth; the heuristic does
     out: dict[NodeId, LayerRange | None] = {n.node_id: None for n in nodes}
     note = ""
     if solver == "exact":
@@ -90,6 +92,16 @@ def describe(assignments: Assignments, est_thr: float, est_lat: float) -> str:
     )
 
 
+def _depth_unmet(previous: Allocation, nodes: Sequence[NodeCapacity], perf: PerfModel) -> bool:
+    want = perf.options.min_stages_when_possible
+    if want <= 1 or len(nodes) < want:
+        return False
+    return any(
+        r is not None and r.start == 0 and r.end == perf.num_layers
+        for r in previous.assignments.values()
+    )
+
+
 def allocate(
     nodes: Sequence[NodeCapacity], model: ModelSpec, options: AllocateOptions | None = None
 ) -> Allocation:
@@ -101,6 +113,9 @@ def allocate(
     previous = opts.previous
     if previous is None and any(n.current is not None for n in nodes):
         previous = Allocation({n.node_id: n.current for n in nodes})
+    if previous is not None and _depth_unmet(previous, nodes, perf):
+        # An explicit minimum pipeline depth overrides minimal movement until it is met.
+        previous = None
     if previous is not None:
         from coordinator.scheduler.dynamics import adjust
 

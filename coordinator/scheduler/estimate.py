@@ -67,20 +67,49 @@ def group_estimate(held: Held, perf: PerfModel) -> Estimate:
         loop += sum(
             perf.hop_s(a, b) for (a, _), (b, _) in zip(chain, chain[1:] + chain[:1], strict=True)
         )
-    rate = [0.0] * (L + 1)
-    resident = [0.0] * (L + 1)
-    for n, r in held:
-        x = perf.node_rate(n, len(r), batch[n.node_id]) if seqs[n.node_id] >= 1 else 0.0
-        rate[r.start] += x
-        rate[r.end] -= x
-        resident[r.start] += seqs[n.node_id]
-        resident[r.end] -= seqs[n.node_id]
-    flow, acc_rate, acc_res = math.inf, 0.0, 0.0
-    for layer in range(L):
-        acc_rate += rate[layer]
-        acc_res += resident[layer]
-        flow = min(flow, acc_rate, math.floor(acc_res + 1e-9) / loop)
+    rates = [
+        (r, perf.node_rate(n, 1, batch[n.node_id]) if seqs[n.node_id] >= 1 else 0.0)
+        for n, r in held
+    ]
+    kv_seqs = [(r, seqs[n.node_id] * len(r)) for n, r in held]  # in layer-sequences
+    flow = min(window_flow(rates, L), window_flow(kv_seqs, L) / loop)
     return Estimate(max(flow, 0.0), loop * 1e3, depth)
+
+
+# Windows longer than this many cuts are not checked: bounded cost at a thousand nodes.
+MAX_WINDOW_CUTS = 48
+
+
+def window_flow(supply: Sequence[tuple[LayerRange, float]], num_layers: int) -> float:
+    """Most flow every layer can carry when each holder spreads its supply (per-layer
+    units) over its layers as routing likes: the Hall bound, min over windows W of
+    (supply of the holders meeting W) / |W|. Windows start and end at cuts, where the
+    bound is tightest; with disjoint ranges this is min over nodes of supply / layers."""
+    cuts = sorted(
+        {0, num_layers, *(r.start for r, _ in supply), *(min(r.end, num_layers) for r, _ in supply)}
+    )
+    index = {c: j for j, c in enumerate(cuts)}
+    ends_by = [0.0] * len(cuts)  # supply of holders ending at cut j
+    starts_by = [0.0] * len(cuts)
+    total = 0.0
+    for r, x in supply:
+        ends_by[index[min(r.end, num_layers)]] += x
+        starts_by[index[r.start]] += x
+        total += x
+    ended = [0.0] * len(cuts)  # holders with end <= cut j
+    acc = 0.0
+    for j in range(len(cuts)):
+        acc += ends_by[j]
+        ended[j] = acc
+    started_after = [0.0] * (len(cuts) + 1)  # holders with start >= cut j
+    for j in range(len(cuts) - 1, -1, -1):
+        started_after[j] = started_after[j + 1] + starts_by[j]
+    best = math.inf
+    for a in range(len(cuts) - 1):
+        for b in range(a + 1, min(len(cuts), a + 1 + MAX_WINDOW_CUTS)):
+            meet = total - ended[a] - started_after[b]
+            best = min(best, meet / (cuts[b] - cuts[a]))
+    return max(best, 0.0)
 
 
 def estimate(
