@@ -1,22 +1,22 @@
-"""The coordinator's HTTP side: the gateway app plus `GET /cluster/status`.
-
-The OpenAI gateway (`coordinator.gateway.app.create_app`) is used when it is
-installed; until then a minimal app serves health and status only.
-"""
+"""The coordinator's HTTP side: the OpenAI gateway plus `GET /cluster/status`."""
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 from collections.abc import Callable
 from typing import Any
 
+import grpc
 from fastapi import FastAPI
 
+from coordinator.gateway.app import create_app
+from coordinator.gateway.cluster_backend import ClusterBackend
+from coordinator.registry import Registry
 from parallax.config.coordinator import CoordinatorConfig
 from parallax.errors import ConfigError
-
-GATEWAY_APP = "coordinator.gateway.app"
+from parallax.models.registry import ResolvedModel
+from parallax.rpc import parallax_pb2_grpc as pb_grpc
+from parallax.tokenizer.tokenizer import Tokenizer
 
 
 def add_status_route(app: FastAPI, snapshot: Callable[[], dict[str, Any]]) -> FastAPI:
@@ -27,31 +27,32 @@ def add_status_route(app: FastAPI, snapshot: Callable[[], dict[str, Any]]) -> Fa
         "/cluster/status",
         cluster_status,
         methods=["GET"],
+        tags=["cluster"],
         summary="Nodes, their layers and load, the allocation, coverage gaps and decisions",
     )
     return app
 
 
-def minimal_app(snapshot: Callable[[], dict[str, Any]]) -> FastAPI:
-    app = FastAPI(title="Parallax coordinator")
-
-    async def health() -> dict[str, Any]:
-        coverage = snapshot()["coverage"]
-        return {"status": "ok", "serving": coverage["serving"]}
-
-    app.add_api_route("/health", health, methods=["GET"])
-    return add_status_route(app, snapshot)
-
-
-def build_app(
+def build_gateway(
     config: CoordinatorConfig,
+    resolved: ResolvedModel,
+    registry: Registry,
+    server: grpc.aio.Server,
+    self_address: str,
+    context_length: int,
     snapshot: Callable[[], dict[str, Any]],
-    make_gateway: Callable[[], FastAPI] | None,
-) -> FastAPI:
-    """The gateway's app (if given) with the status route added, else the minimal app."""
-    if make_gateway is None or importlib.util.find_spec(GATEWAY_APP) is None:
-        return minimal_app(snapshot)
-    return add_status_route(make_gateway(), snapshot)
+) -> tuple[FastAPI, ClusterBackend]:
+    """The gateway app over the cluster. Call before `server.start()`: it adds Deliver."""
+    backend = ClusterBackend(registry.cluster_state, resolved.spec.num_layers, self_address)
+    pb_grpc.add_GatewayServicer_to_server(backend.servicer, server)
+    app = create_app(
+        backend,
+        config,
+        Tokenizer.from_model(resolved),
+        model_id=resolved.name,
+        context_length=context_length,
+    )
+    return add_status_route(app, snapshot), backend
 
 
 def bind_http_socket(host: str, port: int) -> socket.socket:
@@ -68,5 +69,4 @@ def bind_http_socket(host: str, port: int) -> socket.socket:
             "choose another --port, or 0 to pick a free one"
         ) from None
     sock.listen(512)
-    sock.set_inheritable(True)
     return sock

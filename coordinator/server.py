@@ -19,10 +19,9 @@ from dataclasses import dataclass
 
 import grpc
 import uvicorn
-from fastapi import FastAPI
 
 from coordinator.control import CoordinatorService
-from coordinator.http import bind_http_socket, build_app
+from coordinator.http import bind_http_socket, build_gateway
 from coordinator.registry import Registry
 from coordinator.scheduler import AllocateOptions
 from parallax.config.coordinator import CoordinatorConfig
@@ -95,16 +94,13 @@ class Listeners:
 async def serve(
     config: CoordinatorConfig,
     *,
-    make_gateway: Callable[[Registry, grpc.aio.Server, str], FastAPI] | None = None,
     on_listening: Callable[[Listeners], None] | None = None,
     clock: Callable[[], float] = time.time,
 ) -> int:
     resolved = resolve_model(config.model)
+    options = allocate_options(config, resolved)
     registry = Registry(
-        resolved.name,
-        resolved.spec,
-        dead_after_s=config.dead_after_s,
-        options=allocate_options(config, resolved),
+        resolved.name, resolved.spec, dead_after_s=config.dead_after_s, options=options
     )
     server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
     service = CoordinatorService(
@@ -118,10 +114,11 @@ async def serve(
     def snapshot() -> dict:
         return registry.status_snapshot(clock())
 
-    gateway = None
-    if make_gateway is not None:
-        gateway = lambda: make_gateway(registry, server, grpc_address)  # noqa: E731
-    app = build_app(config, snapshot, gateway)
+    # Requests may only be as long as the KV every node reserves per layer.
+    context = min(resolved.spec.max_position_embeddings, options.context_tokens)
+    app, backend = build_gateway(
+        config, resolved, registry, server, grpc_address, context, snapshot
+    )
     await server.start()
     http = _Http(
         uvicorn.Config(
@@ -154,6 +151,7 @@ async def serve(
         expire_task.cancel()
         stopper.cancel()
         await asyncio.gather(http_task, expire_task, stopper, return_exceptions=True)
+        await backend.close()
         await server.stop(SHUTDOWN_GRACE_S)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -165,6 +163,4 @@ async def serve(
 
 
 def run(config: CoordinatorConfig) -> int:
-    from coordinator.gateway_wiring import gateway_factory
-
-    return asyncio.run(serve(config, make_gateway=gateway_factory(config)))
+    return asyncio.run(serve(config))
