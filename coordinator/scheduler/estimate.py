@@ -83,8 +83,10 @@ MAX_WINDOW_CUTS = 48
 def window_flow(supply: Sequence[tuple[LayerRange, float]], num_layers: int) -> float:
     """Most flow every layer can carry when each holder spreads its supply (per-layer
     units) over its layers as routing likes: the Hall bound, min over windows W of
-    (supply of the holders meeting W) / |W|. Windows start and end at cuts, where the
-    bound is tightest; with disjoint ranges this is min over nodes of supply / layers."""
+    (supply of the holders meeting W) / |W|, over contiguous windows only. Windows start
+    and end at cuts, where the bound is tightest. Exact for pipelines and for replicas
+    of them; with odd overlaps it can overestimate (the full bound checks every set of
+    layers, exponential), which routing then shows up as queueing in the simulator."""
     cuts = sorted(
         {0, num_layers, *(r.start for r, _ in supply), *(min(r.end, num_layers) for r, _ in supply)}
     )

@@ -23,7 +23,6 @@ from parallax.types import LayerRange, NodeId
 
 # Flows are integers: this many of them fit in the largest node's speed.
 FLOW_RESOLUTION = 100_000
-MEMORY_UNIT = 1 << 20  # bytes per integer unit of memory (MiB)
 
 
 def layer_flow_bound(
@@ -48,15 +47,22 @@ def solve_group(
     speed = {n.node_id: perf.speed(n) for n in nodes}
     unit = max(speed.values()) / FLOW_RESOLUTION
     V = {nid: max(1, int(v / unit)) for nid, v in speed.items()}
-    layer_cost = math.ceil(mem.layer_bytes / MEMORY_UNIT)
-    emb = math.ceil(mem.embedding_bytes / MEMORY_UNIT)
-    head = math.ceil(mem.head_bytes / MEMORY_UNIT)
+    # KV room for a full batch on every held layer, so the flow is not starved of
+    # resident sequences (the model itself has no Little's law).
+    reserve = max(float(mem.reserve_tokens), perf.batch_size * perf.mean_context)
+    # Memory in integer units of a thousandth of a layer: costs round up, capacities down,
+    # so rounding can only make the model stricter, by at most 0.1% of a layer each.
+    per_layer = mem.weight_bytes + mem.kv_bytes_per_token * reserve
+    mem_unit = per_layer / 1000
+    layer_cost = 1000
+    emb = math.ceil(mem.embedding_bytes / mem_unit)
+    head = math.ceil(mem.head_bytes / mem_unit)
     m = cp_model.CpModel()
     F = m.new_int_var(0, sum(V.values()), "F")
     hold, start, flows = {}, {}, {}
     for n in nodes:
         i = n.node_id
-        cap = int(n.memory_bytes // MEMORY_UNIT)
+        cap = int(n.memory_bytes // mem_unit)
         y = [m.new_bool_var(f"y_{i}_{x}") for x in range(L)]
         s = [m.new_bool_var(f"s_{i}_{x}") for x in range(L)]
         f = [m.new_int_var(0, V[i], f"f_{i}_{x}") for x in range(L)]
