@@ -11,12 +11,15 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import uvicorn
 
+from coordinator.gateway.app import create_app
 from coordinator.gateway.backend import GenerationRequest, TokenOut
+from parallax.config.coordinator import CoordinatorConfig
 from parallax.tokenizer.tokenizer import Tokenizer
 
 SCRIPT_TEXT = "Hello, café — 日本語 🙂 done."
@@ -71,9 +74,10 @@ class ScriptedBackend:
                     reason = "length" if len(ids) == req.sampling.max_tokens else "stop"
                     if tok in self.tokenizer.eos_token_ids:
                         reason = "stop"
+                # Set before the yield: the consumer may close us right after the last token.
+                finished_ok = last
                 yield self._token(req, k, tok, reason)
                 if last:
-                    finished_ok = True
                     return
             await asyncio.Event().wait()  # hang: only a close ends this request
         finally:
@@ -142,3 +146,22 @@ class RunningGateway:
         return openai.OpenAI(
             api_key=api_key, base_url=self.base_url + "/v1", max_retries=0, **kwargs
         )
+
+
+def load_tokenizer(gguf_path: object) -> Tokenizer:
+    """The real SmolLM2 tokenizer: byte-level BPE with multi-token characters."""
+    return Tokenizer.from_gguf(gguf_path)  # type: ignore[arg-type]
+
+
+@contextmanager
+def running_gateway(
+    tokenizer: Tokenizer,
+    backend: ScriptedBackend | None = None,
+    api_keys: tuple[str, ...] = (),
+    context_length: int = TEST_CONTEXT,
+) -> Iterator[RunningGateway]:
+    backend = backend or ScriptedBackend(tokenizer)
+    config = CoordinatorConfig(api_key=api_keys)
+    app = create_app(backend, config, tokenizer, MODEL_ID, context_length)
+    with ServerThread(app) as server:
+        yield RunningGateway(backend, server)

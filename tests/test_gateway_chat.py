@@ -6,32 +6,27 @@ from collections.abc import Iterator
 
 import pytest
 
-from coordinator.gateway.app import create_app
-from parallax.config.coordinator import CoordinatorConfig
-from parallax.tokenizer.tokenizer import Tokenizer
 from tests.gateway_fakes import (
     MODEL_ID,
     SCRIPT_TEXT,
     TEST_CONTEXT,
     RunningGateway,
-    ScriptedBackend,
-    ServerThread,
+    load_tokenizer,
+    running_gateway,
 )
 
 USER = [{"role": "user", "content": "Say hello."}]
 
 
 @pytest.fixture(scope="module")
-def tokenizer(smollm2_path) -> Tokenizer:
-    return Tokenizer.from_gguf(smollm2_path)
+def tokenizer(smollm2_path):
+    return load_tokenizer(smollm2_path)
 
 
 @pytest.fixture
 def gateway(tokenizer) -> Iterator[RunningGateway]:
-    backend = ScriptedBackend(tokenizer)
-    app = create_app(backend, CoordinatorConfig(), tokenizer, MODEL_ID, TEST_CONTEXT)
-    with ServerThread(app) as server:
-        yield RunningGateway(backend, server)
+    with running_gateway(tokenizer) as gw:
+        yield gw
 
 
 def test_non_streaming_chat_has_the_openai_shape(gateway, tokenizer):

@@ -90,13 +90,13 @@ class ClusterBackend:
                 try:
                     ev = await asyncio.wait_for(queue.get(), self._stall_s)
                 except TimeoutError:
-                    flight.finished = True
                     yield self._stalled(flight)
                     return
                 token = event_to_token(ev, with_logprobs)
                 if token.carries_token:
                     flight.generated.append(token.token_id)
-                flight.finished = token.finished
+                # Only a clean end is "finished"; after an error the hops are told to abort.
+                flight.finished = token.finished and token.carries_token
                 yield token
                 if token.finished:
                     return

@@ -91,23 +91,38 @@ def from_parallax_error(exc: ParallaxError) -> ApiError:
     return ApiError(500, f"internal error: {type(exc).__name__}", type="server_error")
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "none", "null"}
+
+
 def _validation_param(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(p) for p in loc if p != "body"]
+    """`body.stop.list[str].3` -> `stop.3`: drop pydantic's union-branch tags."""
+    parts = [
+        str(p)
+        for p in loc
+        if p != "body" and not (isinstance(p, str) and ("[" in p or p in _TYPE_TAGS))
+    ]
     return ".".join(parts) or None
 
 
+def _most_telling(errors: list[Any]) -> dict[str, Any]:
+    """Of a union's per-branch errors, one that is not a plain type mismatch, if any.
+
+    `stop=["a"] * 5` fails both as a string (wrong type) and as a list (too
+    long): the second is the one that helps the caller.
+    """
+    return min(errors, key=lambda e: str(e.get("type", "")).endswith("_type"), default={})
+
+
 async def _on_validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = exc.errors()
-    first = errors[0] if errors else {}
-    loc = tuple(first.get("loc", ()))
-    param = _validation_param(loc)
+    first = _most_telling(list(exc.errors()))
+    param = _validation_param(tuple(first.get("loc", ())))
     kind = first.get("type", "")
     if kind == "json_invalid":
         return ApiError(400, "request body is not valid JSON", code="invalid_json").response()
     if kind == "extra_forbidden":
-        msg = f"unknown parameter {param!r}: this server does not support it"
-        return ApiError(400, msg, param=param, code="unknown_parameter").response()
-    msg = first.get("msg", "invalid request")
+        msg = f"unsupported parameter {param!r}: this server does not implement it"
+        return ApiError(400, msg, param=param, code="unsupported_parameter").response()
+    msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
     text = f"invalid parameter {param}: {msg}" if param else f"invalid request: {msg}"
     return ApiError(400, text, param=param, code="invalid_value").response()
 

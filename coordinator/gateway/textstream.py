@@ -72,7 +72,7 @@ class ChoiceStream:
         if token.finished:
             text += self._detok.flush()
         self._produced += len(text)
-        if token.logprob is not None:
+        if token.logprob is not None and not ends_on_it:
             self._pending.append(
                 LogprobEntry(token.token_id, token.logprob, token.top_logprobs, start)
             )

@@ -1,0 +1,120 @@
+"""Fake `Node` gRPC servers for ClusterBackend tests.
+
+A fake node takes `Submit`, then calls the gateway's `Deliver` back with a
+scripted token stream (as a last node would), stops when it gets `Release`,
+and records every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from coordinator.scheduler.types import Hop, Route
+from parallax.rpc import deadlines
+from parallax.rpc import parallax_pb2 as pb
+from parallax.rpc import parallax_pb2_grpc as pb_grpc
+from parallax.types import LayerRange, NodeId
+
+
+@dataclass
+class FakeNode(pb_grpc.NodeServicer):
+    node_id: str
+    script: tuple[int, ...] = (10, 11, 12, 13, 14)
+    delay_s: float = 0.01
+    refuse: grpc.StatusCode | None = None  # Submit fails with this code
+    silent: bool = False  # accept Submit, never deliver
+    hang: bool = False  # deliver the script, then never finish
+    address: str = ""
+    submits: list[pb.SubmitRequest] = field(default_factory=list)
+    releases: list[tuple[tuple[str, ...], str]] = field(default_factory=list)
+    released: set[str] = field(default_factory=set)
+    delivered: list[str] = field(default_factory=list)  # request id per delivered token
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def Submit(self, request: pb.SubmitRequest, context: Any) -> pb.Ack:
+        self.submits.append(request)
+        if self.refuse is not None:
+            await context.abort(self.refuse, f"{self.node_id} refuses")
+        if not self.silent:
+            task = asyncio.get_running_loop().create_task(self._deliver(request))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        return pb.Ack(ok=True)
+
+    async def _deliver(self, req: pb.SubmitRequest) -> None:
+        async with grpc.aio.insecure_channel(req.reply_to) as channel:
+            stub = pb_grpc.GatewayStub(channel)
+            ids = self.script[: req.sampling.max_tokens]
+            for k, tok in enumerate(ids):
+                await asyncio.sleep(self.delay_s)
+                if req.request_id in self.released:
+                    return
+                last = k == len(ids) - 1 and not self.hang
+                reason = ""
+                if last:
+                    reason = "length" if len(ids) == req.sampling.max_tokens else "stop"
+                ev = pb.TokenEvent(
+                    request_id=req.request_id,
+                    token_id=tok,
+                    finished=last,
+                    finish_reason=reason,
+                    logprob=-0.5,
+                    index=k,
+                )
+                self.delivered.append(req.request_id)
+                await stub.Deliver(
+                    pb.TokenBatch(events=[ev], sender_id=self.node_id),
+                    timeout=deadlines.DELIVER_S,
+                )
+
+    async def Release(self, request: pb.ReleaseRequest, context: Any) -> pb.Ack:
+        self.releases.append((tuple(request.request_ids), request.reason))
+        self.released.update(request.request_ids)
+        return pb.Ack(ok=True)
+
+
+async def start_nodes(nodes: Sequence[FakeNode]) -> list[grpc.aio.Server]:
+    servers = []
+    for node in nodes:
+        server = grpc.aio.server()
+        pb_grpc.add_NodeServicer_to_server(node, server)
+        node.address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+        await server.start()
+        servers.append(server)
+    return servers
+
+
+def chain(nodes: Sequence[FakeNode], num_layers: int) -> Route:
+    """A route through `nodes` in order, splitting the layers evenly."""
+    cuts = [num_layers * i // len(nodes) for i in range(len(nodes) + 1)]
+    return Route(
+        tuple(
+            Hop(NodeId(n.node_id), n.address, LayerRange(a, b))
+            for n, a, b in zip(nodes, cuts, cuts[1:], strict=False)
+        )
+    )
+
+
+class LoopThread:
+    """An asyncio loop in a background thread, for servers the test talks to from outside."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 10.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def __enter__(self) -> LoopThread:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)

@@ -1,0 +1,190 @@
+"""ClusterBackend against real grpc.aio servers: fake nodes, the real Deliver servicer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import grpc
+import pytest
+
+from coordinator.gateway.backend import GenerationRequest, UpstreamError
+from coordinator.gateway.cluster_backend import ClusterBackend
+from coordinator.scheduler.types import ClusterState, NodeLoad
+from parallax.errors import CapacityError, NotCovered
+from parallax.rpc import parallax_pb2 as pb
+from parallax.rpc import parallax_pb2_grpc as pb_grpc
+from parallax.sampling import SamplingParams
+from parallax.types import LayerRange, NodeId
+from tests.gateway_fake_nodes import FakeNode, chain, start_nodes
+
+LAYERS = 30
+PROMPT = (1, 2, 3)
+
+
+def _request(rid: str = "r1", max_tokens: int = 16, logprobs: int = -1) -> GenerationRequest:
+    return GenerationRequest(rid, PROMPT, SamplingParams(max_tokens=max_tokens, logprobs=logprobs))
+
+
+async def _with_cluster(
+    nodes: list[FakeNode],
+    body: Callable[[ClusterBackend], Awaitable[None]],
+    stall_s: float = 60.0,
+) -> None:
+    servers = await start_nodes(nodes)
+    gateway = grpc.aio.server()
+    port = gateway.add_insecure_port("127.0.0.1:0")
+    route = chain(nodes, LAYERS)
+    backend = ClusterBackend(
+        state_fn=lambda: ClusterState(LAYERS, ()),
+        num_layers=LAYERS,
+        self_address=f"127.0.0.1:{port}",
+        route_fn=lambda _req, _state: route,
+        stall_s=stall_s,
+    )
+    pb_grpc.add_GatewayServicer_to_server(backend.servicer, gateway)
+    await gateway.start()
+    try:
+        await body(backend)
+    finally:
+        await backend.close()
+        await gateway.stop(None)
+        for s in servers:
+            await s.stop(None)
+
+
+def _three() -> list[FakeNode]:
+    return [FakeNode("a"), FakeNode("b"), FakeNode("c")]
+
+
+def test_a_request_streams_and_is_released_on_every_hop():
+    nodes = _three()
+
+    async def body(backend: ClusterBackend) -> None:
+        tokens = [t async for t in backend.generate(_request(logprobs=0))]
+        assert [t.token_id for t in tokens] == [10, 11, 12, 13, 14]
+        assert tokens[-1].finished and tokens[-1].finish_reason == "stop"
+        assert all(t.logprob == -0.5 for t in tokens)
+        (submit,) = nodes[0].submits
+        assert list(submit.prompt_ids) == list(PROMPT)
+        assert [(h.node_id, h.start, h.end) for h in submit.route.hops] == [
+            ("a", 0, 10),
+            ("b", 10, 20),
+            ("c", 20, 30),
+        ]
+        assert submit.reply_to == backend._self_address
+        assert not nodes[1].submits and not nodes[2].submits
+        assert backend.in_flight == 0
+
+    asyncio.run(_with_cluster(nodes, body))
+    for node in nodes:
+        assert node.releases == [(("r1",), "finished")]
+
+
+def test_length_finish_and_no_logprobs_unless_asked():
+    async def body(backend: ClusterBackend) -> None:
+        tokens = [t async for t in backend.generate(_request(max_tokens=2))]
+        assert [(t.token_id, t.finish_reason) for t in tokens] == [(10, None), (11, "length")]
+        assert all(t.logprob is None for t in tokens)
+
+    asyncio.run(_with_cluster(_three(), body))
+
+
+def test_closing_the_iterator_releases_every_hop_at_once():
+    nodes = [FakeNode(n, hang=True) for n in "abc"]
+
+    async def body(backend: ClusterBackend) -> None:
+        stream = backend.generate(_request())
+        got = [await anext(stream), await anext(stream)]
+        assert [t.token_id for t in got] == [10, 11]
+        await stream.aclose()
+        await asyncio.sleep(0.2)  # the release is sent in the background
+
+    asyncio.run(_with_cluster(nodes, body))
+    for node in nodes:
+        assert node.releases == [(("r1",), "abort")]
+    # The node stopped delivering once released.
+    assert nodes[0].delivered.count("r1") <= 5
+
+
+def test_cancelling_the_consumer_task_releases_too():
+    nodes = [FakeNode(n, hang=True) for n in "abc"]
+
+    async def body(backend: ClusterBackend) -> None:
+        async def consume() -> None:
+            async for _ in backend.generate(_request()):
+                pass
+
+        task = asyncio.ensure_future(consume())
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(_with_cluster(nodes, body))
+    assert all(n.releases == [(("r1",), "abort")] for n in nodes)
+
+
+def test_concurrent_requests_are_dispatched_by_id():
+    async def body(backend: ClusterBackend) -> None:
+        async def run(rid: str) -> list[int]:
+            return [t.token_id async for t in backend.generate(_request(rid))]
+
+        outs = await asyncio.gather(*(run(f"r{i}") for i in range(8)))
+        assert all(o == [10, 11, 12, 13, 14] for o in outs)
+
+    asyncio.run(_with_cluster(_three(), body))
+
+
+def test_submit_refused_for_capacity_is_a_capacity_error():
+    nodes = [FakeNode("a", refuse=grpc.StatusCode.RESOURCE_EXHAUSTED), FakeNode("b")]
+
+    async def body(backend: ClusterBackend) -> None:
+        with pytest.raises(CapacityError):
+            await anext(backend.generate(_request()))
+
+    asyncio.run(_with_cluster(nodes, body))
+    # Whatever the first node did keep is freed on every hop.
+    assert all(n.releases == [(("r1",), "abort")] for n in nodes)
+
+
+def test_unreachable_first_node_is_an_upstream_error():
+    nodes = [FakeNode("a", refuse=grpc.StatusCode.UNAVAILABLE)]
+
+    async def body(backend: ClusterBackend) -> None:
+        with pytest.raises(UpstreamError, match="first node a"):
+            await anext(backend.generate(_request()))
+
+    asyncio.run(_with_cluster(nodes, body))
+
+
+def test_a_stalled_request_ends_with_an_error_and_is_released():
+    nodes = [FakeNode("a", silent=True), FakeNode("b")]
+
+    async def body(backend: ClusterBackend) -> None:
+        tokens = [t async for t in backend.generate(_request())]
+        assert len(tokens) == 1 and tokens[0].finish_reason == "error"
+        assert "no token" in (tokens[0].error or "")
+
+    asyncio.run(_with_cluster(nodes, body, stall_s=0.3))
+    assert all(n.releases == [(("r1",), "abort")] for n in nodes)
+
+
+def test_deliver_drops_tokens_of_unknown_requests():
+    async def body(backend: ClusterBackend) -> None:
+        ev = pb.TokenEvent(request_id="ghost", token_id=1)
+        ack = await backend.servicer.Deliver(pb.TokenBatch(events=[ev]), None)
+        assert ack.ok and backend.in_flight == 0
+
+    asyncio.run(_with_cluster(_three(), body))
+
+
+def test_check_ready_uses_the_router_over_live_state():
+    half = ClusterState(
+        LAYERS, (NodeLoad(NodeId("a"), "127.0.0.1:1", LayerRange(0, 10), kv_free_tokens=100),)
+    )
+    backend = ClusterBackend(lambda: half, LAYERS, "127.0.0.1:2")
+    with pytest.raises(NotCovered, match=r"\[10,30\)"):
+        backend.check_ready()
+    full = ClusterState(LAYERS, (*half.nodes, NodeLoad(NodeId("b"), "x:1", LayerRange(10, 30))))
+    ClusterBackend(lambda: full, LAYERS, "127.0.0.1:2").check_ready()
