@@ -84,15 +84,19 @@ async def run_node(cfg: NodeConfig) -> int:
         server.set_model(resolved, Tokenizer.from_model(resolved).eos_token_ids)
         print(f"node {node_id} joined; serving {resolved.name}", flush=True)
 
+        loading = asyncio.Lock()  # the first load and a heartbeat's change must not overlap
+
         async def on_assignment(a) -> None:
             layers = None if a.standby or a.end <= a.start else LayerRange(a.start, a.end)
-            await server.load(layers)
+            async with loading:
+                await server.load(layers)
             if server.pipeline is not None:
                 server.pipeline.node_id = node_id
             print(f"node {node_id} state {server.state} layers {layers}", flush=True)
 
-        await on_assignment(assignment)
+        # Heartbeats start before the first load: a slow load must not look like a crash.
         beat = asyncio.create_task(client.heartbeat_loop(server.status, on_assignment))
+        await on_assignment(assignment)
         await stop.wait()
         server.state = "leaving"
         beat.cancel()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import os
 import sys
 import typing
@@ -147,5 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig()
-    sys.exit(main())
+    # Run through the package so `Command` has one identity (not a second `__main__` copy).
+    from parallax.cli import main as package_main
+
+    sys.exit(package_main())

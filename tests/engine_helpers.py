@@ -12,10 +12,11 @@ from parallax.models.registry import resolve_model
 from parallax.types import LayerRange
 
 
-def local_engine(path, **cfg) -> LocalEngine:
+def local_engine(path, eos_ids=None, **cfg) -> LocalEngine:
     r = resolve_model(str(path))
     model = load_shard_model(r, LayerRange(0, r.spec.num_layers), progress=False)
-    return LocalEngine(model, EngineConfig(**cfg), r.spec.eos_token_ids)
+    eos = r.spec.eos_token_ids if eos_ids is None else eos_ids
+    return LocalEngine(model, EngineConfig(**cfg), eos)
 
 
 def shard_runners(path, cuts: list[int], **cfg) -> list[ShardRunner]:

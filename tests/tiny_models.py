@@ -7,13 +7,43 @@ from pathlib import Path
 import torch
 
 FAMILIES = ("llama", "qwen2", "qwen3", "mistral")
+VOCAB = 260  # 256 byte-level symbols + 3 special tokens + 1 spare
+EOS_ID = 258  # <|im_end|>
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def save_tiny_tokenizer(path: Path) -> None:
+    """A byte-level tokenizer (no merges) with ChatML special tokens."""
+    import json
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    tok.save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "chat_template": CHAT_TEMPLATE,
+                "eos_token": "<|im_end|>",
+                "bos_token": None,
+                "model_max_length": 512,
+            }
+        )
+    )
 
 
 def hf_config(family: str, num_layers: int = 4, **overrides):
     import transformers as tf
 
     common = dict(
-        vocab_size=256,
+        vocab_size=VOCAB,
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=num_layers,
@@ -22,8 +52,8 @@ def hf_config(family: str, num_layers: int = 4, **overrides):
         max_position_embeddings=512,
         rms_norm_eps=1e-6,
         tie_word_embeddings=False,
-        bos_token_id=1,
-        eos_token_id=2,
+        bos_token_id=None,
+        eos_token_id=EOS_ID,
     )
     common.update(overrides)
     if family == "llama":
@@ -63,6 +93,7 @@ def make_tiny_model(path: Path, family: str = "llama", seed: int = 0, **override
             elif "bias" in name:
                 p.normal_(0.0, 0.05)
     model.save_pretrained(path, safe_serialization=True)
+    save_tiny_tokenizer(path)
     return path
 
 

@@ -26,6 +26,9 @@ class CoordinatorConfig(ConfigBase):
     join_token: str = opt("", help="secret nodes must present to join", env="PARALLAX_JOIN_TOKEN")
     heartbeat_s: float = opt(1.0, help="heartbeat period asked of nodes", unit="s")
     dead_after_s: float = opt(4.0, help="a node silent this long is dead", unit="s")
+    min_stages: int = opt(
+        1, help="split the model over at least this many nodes when they can hold it"
+    )
     solver: str = opt("auto", help="layer allocation solver", choices=("auto", "exact", "fast"))
     wire_dtype: str = opt(
         "",
@@ -34,6 +37,7 @@ class CoordinatorConfig(ConfigBase):
     )
 
     def validate(self) -> None:
+        self.require(self.min_stages >= 1, "min_stages", "must be >= 1")
         for name in ("grpc_port", "port"):
             self.require(0 <= getattr(self, name) < 65536, name, "must be 0..65535")
         self.require(

@@ -1,0 +1,140 @@
+"""Start a real cluster for tests: `parallax run` plus N `parallax join` processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+PARALLAX = [sys.executable, "-m", "parallax"]
+
+
+def _reader(proc: subprocess.Popen, lines: list[str]) -> None:
+    for line in proc.stdout:
+        lines.append(line.rstrip("\n"))
+
+
+@dataclass
+class Proc:
+    popen: subprocess.Popen
+    lines: list[str] = field(default_factory=list)
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match:
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            for line in self.lines[seen:]:
+                m = rx.search(line)
+                if m:
+                    return m
+            seen = len(self.lines)
+            if self.popen.poll() is not None:
+                break
+            time.sleep(0.05)
+        tail = "\n".join(self.lines[-30:])
+        raise TimeoutError(f"no line matching {pattern!r} (exit {self.popen.poll()}):\n{tail}")
+
+
+def start(args: list[str], env: dict | None = None) -> Proc:
+    e = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    p = subprocess.Popen(
+        PARALLAX + args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=e,
+        start_new_session=True,
+    )
+    proc = Proc(p)
+    threading.Thread(target=_reader, args=(p, proc.lines), daemon=True).start()
+    return proc
+
+
+@dataclass
+class Cluster:
+    model: str
+    nodes: int = 3
+    min_stages: int = 3
+    node_args: tuple[str, ...] = ()
+    coordinator: Proc | None = None
+    workers: list[Proc] = field(default_factory=list)
+    grpc_address: str = ""
+    http_url: str = ""
+
+    def __enter__(self) -> Cluster:
+        self.coordinator = start(
+            [
+                "run",
+                "--model",
+                self.model,
+                "--grpc-port",
+                "0",
+                "--port",
+                "0",
+                "--min-stages",
+                str(self.min_stages),
+            ]
+        )
+        m = self.coordinator.wait_for(r"coordinator grpc listening on (\S+)", 60)
+        self.grpc_address = m.group(1)
+        self.http_url = self.coordinator.wait_for(r"gateway http listening on (\S+)", 30).group(1)
+        for i in range(self.nodes):
+            self.add_node(f"node{i}")
+        self.wait_ready(self.nodes)
+        return self
+
+    def add_node(self, name: str, *extra: str) -> Proc:
+        p = start(
+            [
+                "join",
+                "--coordinator",
+                self.grpc_address,
+                "--name",
+                name,
+                "--threads",
+                "1",
+                "--kv-cache-mb",
+                "64",
+                *self.node_args,
+                *extra,
+            ]
+        )
+        self.workers.append(p)
+        return p
+
+    def status(self) -> dict:
+        return httpx.get(f"{self.http_url}/cluster/status", timeout=5).json()
+
+    def wait_ready(self, n: int, timeout: float = 180) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.status()
+            serving = [x for x in st["nodes"] if x.get("serving")]
+            if len(serving) >= n and st["coverage"]["serving"]:
+                return st
+            time.sleep(0.3)
+        raise TimeoutError(f"cluster not ready: {self.status()}")
+
+    def __exit__(self, *exc) -> None:
+        for p in [*self.workers, self.coordinator]:
+            if p and p.popen.poll() is None:
+                os.killpg(p.popen.pid, signal.SIGTERM)
+        for p in [*self.workers, self.coordinator]:
+            if p:
+                try:
+                    p.popen.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.popen.pid, signal.SIGKILL)
+
+
+def model_path_str(p: Path) -> str:
+    return str(p)
