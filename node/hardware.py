@@ -54,8 +54,9 @@ def _timed(fn: Callable[[], object], budget_s: float, sync: Callable[[], None]) 
 
 
 def measure_flops(device: torch.device, budget_s: float, sync: Callable[[], None]) -> float:
-    n = 2048 if device.type == "cuda" else 512
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    # Big enough that a GPU is compute-bound rather than launch-bound.
+    n = 8192 if device.type == "cuda" else 512
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     out = torch.empty(n, n, device=device, dtype=dtype)
