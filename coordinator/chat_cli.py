@@ -6,6 +6,7 @@ Commands: `/reset` forgets the conversation, `/quit` (or Ctrl-D) leaves.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from typing import TextIO
@@ -115,6 +116,9 @@ def _reply(
 
 
 def run(config: ChatConfig) -> int:
+    # Per-request HTTP log lines would interleave with the conversation.
+    for noisy in ("httpx", "openai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     interactive = sys.stdin.isatty()
     return chat_loop(config, _lines("> " if interactive else ""), sys.stdout)
 
