@@ -1,0 +1,51 @@
+"""`parallax demo` starts a working cluster and Ctrl-C stops every process."""
+
+from __future__ import annotations
+
+import signal
+
+import httpx
+import psutil
+
+from tests.cluster_harness import start
+
+
+def test_demo_serves_and_stops_cleanly_on_ctrl_c(tiny_models):
+    demo = start(
+        [
+            "demo",
+            "--model",
+            str(tiny_models["qwen2"]),
+            "--nodes",
+            "2",
+            "--grpc-port",
+            "0",
+            "--port",
+            "0",
+            "--kv-cache-mb",
+            "16",
+        ]
+    )
+    try:
+        url = demo.wait_for(r"API:\s+(\S+)/v1", 240).group(1)
+        demo.wait_for(r"parallax join --coordinator \S+", 5)
+        curl = demo.wait_for(r"Try:\s+curl ", 5)
+        assert curl
+        children = psutil.Process(demo.popen.pid).children(recursive=True)
+        assert len(children) >= 3  # coordinator + 2 nodes
+        mid = httpx.get(f"{url}/v1/models", timeout=10).json()["data"][0]["id"]
+        r = httpx.post(
+            f"{url}/v1/chat/completions",
+            json={"model": mid, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5},
+            timeout=60,
+        )
+        assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] in (
+            "stop",
+            "length",
+        )
+    finally:
+        demo.popen.send_signal(signal.SIGINT)
+        rc = demo.popen.wait(30)
+    assert rc == 0
+    gone, alive = psutil.wait_procs(children, timeout=15)
+    assert not alive, f"left running: {alive}"
