@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -96,15 +97,11 @@ def test_run_serves_status_accepts_a_node_and_stops_on_sigterm() -> None:
 
 
 def test_taken_grpc_port_is_a_clear_error() -> None:
-    first = start("--grpc-port", "0", "--port", "0")
-    try:
-        grpc_address, _ = listeners(first)
-        port = grpc_address.rpartition(":")[2]
-        second = start("--grpc-port", port, "--port", "0")
-        _, err = second.communicate(timeout=30)
-        assert second.returncode == 2
-        assert f"--grpc-port={port}" in err and "choose another --grpc-port" in err
-        assert stop(first) == 0
-    finally:
-        first.kill()
-        first.wait()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = str(taken.getsockname()[1])
+        proc = start("--grpc-port", port, "--port", "0")
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert f"--grpc-port={port}" in err and "choose another --grpc-port" in err
