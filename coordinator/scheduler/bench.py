@@ -1,0 +1,240 @@
+"""`parallax bench schedule`: our scheduler vs Parallax, Petals, exo and Helix, simulated.
+
+For each generated cluster every design allocates layers and routes the same Poisson
+workload through the discrete-event simulator; we report throughput, p50/p99 time per
+output token, TTFT and solve time, plus the MILP bound on small pools, allocation and
+routing time at a thousand nodes, and layers reloaded under churn.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from coordinator.scheduler.allocate import allocate
+from coordinator.scheduler.dynamics import layers_reloaded
+from coordinator.scheduler.estimate import estimate
+from coordinator.scheduler.exact import solve_group
+from coordinator.scheduler.perf import PerfModel
+from coordinator.scheduler.route import Router
+from coordinator.scheduler.sim import designs
+from coordinator.scheduler.sim.engine import simulate
+from coordinator.scheduler.sim.scenarios import Scenario, make_scenario, with_solver
+from coordinator.scheduler.sim.workload import poisson_requests
+from coordinator.scheduler.types import ClusterState, NodeLoad, RouteRequest
+from parallax.config.bench import BenchConfig
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def allocations(s: Scenario, perf: PerfModel, milp_s: float, with_exact: bool) -> dict[str, Any]:
+    """design -> (assignments, policy, solve seconds)."""
+    out: dict[str, Any] = {}
+    t = time.perf_counter()
+    ours = allocate(s.nodes, s.model, with_solver(s, "fast", milp_s))
+    out["ours"] = (dict(ours.assignments), designs.ours_policy(), time.perf_counter() - t)
+    if with_exact:
+        t = time.perf_counter()
+        ex = allocate(s.nodes, s.model, with_solver(s, "exact", milp_s))
+        out["ours-exact"] = (dict(ex.assignments), designs.ours_policy(), time.perf_counter() - t)
+    t = time.perf_counter()
+    px, pipes = designs.parallax_allocation(s.nodes, perf)
+    out["parallax"] = (px, designs.round_robin_policy(pipes), time.perf_counter() - t)
+    t = time.perf_counter()
+    pt = designs.petals_allocation(s.nodes, perf)
+    out["petals"] = (pt, designs.dijkstra_policy(0), time.perf_counter() - t)
+    t = time.perf_counter()
+    exo, ring = designs.exo_allocation(s.nodes, perf)
+    out["exo"] = (exo, designs.round_robin_policy([ring]), time.perf_counter() - t)
+    t = time.perf_counter()
+    hx = designs.helix_allocation(s.nodes, perf, milp_s)
+    out["helix"] = (hx, designs.flow_weighted_policy(0), time.perf_counter() - t)
+    return out
+
+
+def run_scenario(s: Scenario, requests: int, milp_s: float, with_exact: bool, seed: int) -> dict:
+    perf = PerfModel.of(s.model, s.options)
+    allocs = allocations(s, perf, milp_s, with_exact)
+    est = estimate(allocs["ours"][0], s.nodes, perf).throughput_tok_s
+    mean_out = (32 + 256) / 2
+    # Offered load a little above our expected capacity, so every design is pushed.
+    reqs = poisson_requests(requests, max(est * 1.2 / mean_out, 0.1), seed)
+    row: dict[str, Any] = {"nodes": len(s.nodes), "designs": {}}
+    for name, (assign, policy, solve_s) in allocs.items():
+        if not any(r is not None for r in assign.values()):
+            row["designs"][name] = {"error": "no allocation"}
+            continue
+        res = simulate(s.nodes, assign, perf, reqs, policy)
+        row["designs"][name] = {
+            **asdict(res),
+            "solve_s": solve_s,
+            "nodes_used": sum(r is not None for r in assign.values()),
+            "estimate_tok_s": estimate(assign, s.nodes, perf).throughput_tok_s,
+        }
+        say(
+            f"  {s.name:<16} {name:<11} {res.throughput_tok_s:9.0f} tok/s  "
+            f"tpot p50 {res.tpot_p50_ms:7.1f} ms p99 {res.tpot_p99_ms:7.1f}  "
+            f"ttft p50 {res.ttft_p50_ms / 1e3:6.2f} s  solve {solve_s:6.3f} s"
+        )
+    if len(s.nodes) <= 64:
+        eligible = [n for n in s.nodes if perf.mem.max_layers(n.memory_bytes) >= 1]
+        _g, obj, bound, status = solve_group(eligible, perf, milp_s)
+        from coordinator.scheduler.estimate import window_flow
+
+        ours = allocs["ours"][0]
+        fast_flow = window_flow(
+            [(r, perf.speed(n)) for n in s.nodes if (r := ours[n.node_id])], perf.num_layers
+        )
+        row["milp"] = {"flow": obj, "bound": bound, "status": status, "ours_flow": fast_flow}
+        say(
+            f"  {s.name:<16} MILP flow bound {bound:,.0f}; ours {fast_flow:,.0f} ({fast_flow / bound:.1%})"
+        )
+    return row
+
+
+def scale(sizes: list[int], seed: int) -> dict:
+    out = {}
+    for n in sizes:
+        s = make_scenario(f"scale-{n}", n, 3, seed + n)
+        t = time.perf_counter()
+        alloc = allocate(s.nodes, s.model, with_solver(s, "fast", 1.0))
+        t_alloc = time.perf_counter() - t
+        loads = tuple(
+            NodeLoad(
+                nid,
+                "",
+                r,
+                running=random.Random(i).randint(0, 30),
+                layer_latency_ms=1.0,
+                region=nid.split("-")[0],
+            )
+            for i, (nid, r) in enumerate(sorted(alloc.assignments.items()))
+            if r is not None
+        )
+        state = ClusterState(s.model.num_layers, loads)
+        t = time.perf_counter()
+        router = Router(state)
+        t_index = time.perf_counter() - t
+        reps = 200
+        t = time.perf_counter()
+        for i in range(reps):
+            router.route(RouteRequest(str(i), 100, 100))
+        t_route = (time.perf_counter() - t) / reps
+        out[n] = {
+            "allocate_s": t_alloc,
+            "router_index_s": t_index,
+            "route_ms": t_route * 1e3,
+            "throughput_tok_s": alloc.throughput_tok_s,
+            "nodes_used": sum(r is not None for r in alloc.assignments.values()),
+        }
+        say(
+            f"  scale {n:5d} nodes: allocate {t_alloc:.3f} s, route {t_route * 1e3:.3f} ms (+{t_index * 1e3:.1f} ms index)"
+        )
+    return out
+
+
+def churn(s: Scenario, events: int, seed: int) -> dict:
+    """Alternate leaves and joins; count layers reloaded by each way of reacting."""
+    rng = random.Random(seed)
+    perf = PerfModel.of(s.model, s.options)
+    opts = with_solver(s, "fast", 1.0)
+    pool = list(s.nodes[: len(s.nodes) * 3 // 4])
+    spare = list(s.nodes[len(s.nodes) * 3 // 4 :])
+    prev = allocate(pool, s.model, opts)
+    prev_px, _ = designs.parallax_allocation(pool, perf)
+    totals = {"ours-incremental": 0, "ours-global": 0, "parallax-global": 0}
+    thr = {"ours-incremental": [], "ours-global": []}
+    for e in range(events):
+        if e % 2 == 0 and len(pool) > 2:
+            pool.remove(rng.choice(sorted(pool, key=lambda n: n.node_id)))
+        elif spare:
+            pool.append(spare.pop())
+        inc = allocate(pool, s.model, replace(opts, previous=prev))
+        fresh = allocate(pool, s.model, opts)
+        px, _ = designs.parallax_allocation(pool, perf)
+        totals["ours-incremental"] += layers_reloaded(prev.assignments, inc.assignments)
+        totals["ours-global"] += layers_reloaded(prev.assignments, fresh.assignments)
+        totals["parallax-global"] += layers_reloaded(prev_px, px)
+        thr["ours-incremental"].append(inc.throughput_tok_s)
+        thr["ours-global"].append(fresh.throughput_tok_s)
+        prev, prev_px = inc, px
+    mean = {k: sum(v) / len(v) for k, v in thr.items()}
+    say(f"  churn {events} events: layers reloaded {totals}; mean est. tok/s {mean}")
+    return {"layers_reloaded": totals, "mean_throughput_tok_s": mean, "events": events}
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scen = list(result["scenarios"])
+    names = ["ours", "ours-exact", "parallax", "petals", "exo", "helix"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    width = 0.8 / len(names)
+    for i, d in enumerate(names):
+        xs, thr, tpot = [], [], []
+        for j, sc in enumerate(scen):
+            r = result["scenarios"][sc]["designs"].get(d)
+            if r and "throughput_tok_s" in r:
+                xs.append(j + i * width)
+                thr.append(r["throughput_tok_s"])
+                tpot.append(r["tpot_p50_ms"])
+        axes[0].bar(xs, thr, width, label=d)
+        axes[1].bar(xs, tpot, width, label=d)
+    for ax, title in zip(
+        axes, ("throughput (tok/s)", "p50 time per output token (ms)"), strict=True
+    ):
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(scen))], scen, rotation=15)
+        ax.set_title(title)
+        ax.set_yscale("log")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Simulated serving, llama3-70b bf16 on mixed volunteer GPUs")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def bench_schedule(config: BenchConfig) -> dict:
+    quick = config.quick
+    seed = config.seed
+    plan = (
+        [("mixed-8", 8, 1, True), ("mixed-16-2reg", 16, 2, False), ("mixed-24", 24, 1, False)]
+        if quick
+        else [
+            ("mixed-8", 8, 1, True),
+            ("mixed-16", 16, 1, True),
+            ("mixed-32-2reg", 32, 2, True),
+            ("mixed-64", 64, 1, True),
+            ("mixed-64-3reg", 64, 3, False),
+            ("mixed-128-3reg", 128, 3, False),
+        ]
+    )
+    requests = 60 if quick else 300
+    milp_s = 2.0 if quick else 20.0
+    result: dict[str, Any] = {"quick": quick, "seed": seed, "scenarios": {}}
+    t0 = time.perf_counter()
+    for name, size, regions, with_exact in plan:
+        say(f"[{time.perf_counter() - t0:6.1f} s] scenario {name}")
+        s = make_scenario(name, size, regions, seed + size)
+        result["scenarios"][name] = run_scenario(
+            s, requests, milp_s, with_exact and size <= 64, seed
+        )
+    say(f"[{time.perf_counter() - t0:6.1f} s] scale")
+    result["scale"] = scale([1000] if quick else [100, 300, 1000], seed)
+    say(f"[{time.perf_counter() - t0:6.1f} s] churn")
+    result["churn"] = churn(
+        make_scenario("churn", 24 if quick else 48, 2, seed + 7), 6 if quick else 16, seed
+    )
+    png = Path("bench-output/schedule-quick.png" if quick else "docs/plots/schedule.png")
+    plot(result, png)
+    result["plot"] = str(png)
+    say(f"[{time.perf_counter() - t0:6.1f} s] done; plot {png}")
+    return result

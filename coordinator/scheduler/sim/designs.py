@@ -1,0 +1,219 @@
+"""The designs compared in the benchmark: ours and four re-implemented from their papers.
+
+Each design is an allocation (who holds which layers) plus a routing policy for the
+simulator. The baselines follow their published descriptions, simplified:
+- parallax: GradientHQ Parallax. Nodes in join order; k pipelines maximising
+  k^2 / total stages; weights capped at 65% of memory; layers by water-filling on
+  TFLOPS; round-robin over the fixed pipelines; regions ignored; the rest idle.
+- petals: each server in join order takes the span of blocks with the least total
+  throughput so far, as many blocks as fit; clients route by Dijkstra over RTT plus
+  per-block compute, without live load.
+- exo: one ring over every node, layers in proportion to memory.
+- helix: MILP maximising the layer flow (our CP-SAT model over all nodes, regions
+  ignored); requests routed by weighted random choice per layer span along the flow.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Sequence
+
+from coordinator.scheduler.exact import solve_group
+from coordinator.scheduler.perf import PerfModel
+from coordinator.scheduler.route import Router
+from coordinator.scheduler.sim.engine import Chain, Policy, SimView
+from coordinator.scheduler.sim.workload import SimRequest
+from coordinator.scheduler.split import bounds, water_fill
+from coordinator.scheduler.types import ClusterState, NodeCapacity, NodeLoad, RouteRequest
+from parallax.types import LayerRange, NodeId
+
+Assign = dict[NodeId, LayerRange | None]
+
+
+# ---- routing policies ----
+def ours_policy() -> Policy:
+    def pick(req: SimRequest, view: SimView) -> Chain:
+        loads, regions = [], {}
+        for nid, s in view.nodes.items():
+            k = len(s.range)
+            loads.append(
+                NodeLoad(
+                    node_id=nid,
+                    address="",
+                    range=s.range,
+                    running=s.running,
+                    kv_free_tokens=int((s.kv_capacity - s.kv_used) / k),
+                    kv_capacity_tokens=int(s.kv_capacity / k),
+                    layer_latency_ms=view.perf.layer_s(s.node, 1.0) * 1e3,
+                    region=s.node.region,
+                )
+            )
+            regions.setdefault(s.node.region, nid)
+        rtt = {}
+        for (ra, a), (rb, b) in itertools.product(regions.items(), repeat=2):
+            if a != b:
+                rtt[(a, b)] = view.perf.options.link(ra, rb).rtt_ms
+        state = ClusterState(view.perf.num_layers, tuple(loads), rtt)
+        request = RouteRequest(str(req.request_id), req.prompt_tokens, req.output_tokens)
+        return [(h.node_id, h.range) for h in Router(state).route(request).hops]
+
+    return pick
+
+
+def round_robin_policy(pipelines: list[Chain]) -> Policy:
+    counter = itertools.count()
+
+    def pick(req: SimRequest, view: SimView) -> Chain:
+        return pipelines[next(counter) % len(pipelines)]
+
+    return pick
+
+
+def dijkstra_policy(seed: int) -> Policy:
+    """Petals' min-latency route: RTT plus per-block compute, no live load; a little
+    jitter as Petals' client adds, so ties do not all land on one server."""
+    rng = random.Random(seed)
+
+    def pick(req: SimRequest, view: SimView) -> Chain:
+        perf = view.perf
+        L = perf.num_layers
+        best: dict[int, tuple[float, Chain]] = {0: (0.0, [])}
+        for a in range(L):
+            if a not in best:
+                continue
+            cost, chain = best[a]
+            for nid, s in view.nodes.items():
+                if not (s.range.start <= a < s.range.end):
+                    continue
+                prev = view.nodes[chain[-1][0]].node if chain else s.node
+                hop = perf.hop_s(prev, s.node) if chain else 0.0
+                per = perf.layer_s(s.node, 1.0) * rng.uniform(0.9, 1.1)
+                b = s.range.end
+                c = cost + hop + (b - a) * per
+                if b not in best or c < best[b][0]:
+                    best[b] = (c, [*chain, (nid, LayerRange(a, b))])
+        return best[L][1]
+
+    return pick
+
+
+def flow_weighted_policy(seed: int) -> Policy:
+    """Helix-style: at each position pick a holder with probability ∝ its flow share."""
+    rng = random.Random(seed)
+
+    def pick(req: SimRequest, view: SimView) -> Chain:
+        perf, L, at, chain = view.perf, view.perf.num_layers, 0, []
+        while at < L:
+            cands = [
+                (nid, s)
+                for nid, s in sorted(view.nodes.items())
+                if s.range.start <= at < s.range.end
+            ]
+            weights = [perf.speed(s.node) / len(s.range) for _n, s in cands]
+            nid, s = rng.choices(cands, weights)[0]
+            chain.append((nid, LayerRange(at, s.range.end)))
+            at = s.range.end
+        return chain
+
+    return pick
+
+
+# ---- baseline allocations ----
+def parallax_allocation(
+    nodes: Sequence[NodeCapacity], perf: PerfModel
+) -> tuple[Assign, list[Chain]]:
+    mem, L = perf.mem, perf.num_layers
+    frac = 0.65
+
+    def cap(n: NodeCapacity, first: bool, last: bool) -> int:
+        room = n.memory_bytes * frac - mem.extras(first, last)
+        return max(0, min(L, int(room // mem.weight_bytes)))
+
+    def pipeline(group: list[NodeCapacity]) -> Chain | None:
+        caps = [cap(n, i == 0, i == len(group) - 1) for i, n in enumerate(group)]
+        counts = water_fill(L, [n.flops for n in group], caps)
+        if counts is None:
+            return None
+        return [
+            (n.node_id, LayerRange(a, b)) for n, (a, b) in zip(group, bounds(counts), strict=True)
+        ]
+
+    def build(k: int) -> list[Chain] | None:
+        pipes, group = [], []
+        for n in nodes:  # join order
+            group.append(n)
+            got = pipeline(group)
+            if got is not None:
+                pipes.append(got)
+                group = []
+                if len(pipes) == k:
+                    return pipes
+        return None
+
+    best: tuple[float, list[Chain]] | None = None
+    for k in range(1, len(nodes) + 1):
+        pipes = build(k)
+        if pipes is None:
+            break
+        score = k * k / sum(len(p) for p in pipes)
+        if best is None or score > best[0]:
+            best = (score, pipes)
+    out: Assign = {n.node_id: None for n in nodes}
+    if best is None:
+        return out, []
+    for p in best[1]:
+        out.update(dict(p))
+    return out, best[1]
+
+
+def petals_allocation(nodes: Sequence[NodeCapacity], perf: PerfModel) -> Assign:
+    L = perf.num_layers
+    thr = [0.0] * L
+    out: Assign = {}
+    for n in nodes:  # join order
+        k = perf.mem.max_layers(n.memory_bytes, first=True, last=True) or perf.mem.max_layers(
+            n.memory_bytes
+        )
+        if k < 1:
+            out[n.node_id] = None
+            continue
+        windows = []
+        for a in range(0, L - k + 1):
+            r = LayerRange(a, a + k)
+            if perf.mem.fits(n.memory_bytes, r):
+                windows.append((sum(thr[a : a + k]), a, r))
+        if not windows:
+            out[n.node_id] = None
+            continue
+        _t, _a, r = min(windows)
+        out[n.node_id] = r
+        for x in range(r.start, r.end):
+            thr[x] += perf.speed(n) / len(r)
+    return out
+
+
+def exo_allocation(nodes: Sequence[NodeCapacity], perf: PerfModel) -> tuple[Assign, Chain]:
+    ring = sorted(nodes, key=lambda n: (-n.memory_bytes, n.node_id))
+    L = perf.num_layers
+    caps = [
+        perf.mem.max_layers(n.memory_bytes, i == 0, i == len(ring) - 1) for i, n in enumerate(ring)
+    ]
+    use = [(n, c) for n, c in zip(ring, caps, strict=True) if c > 0][:L]
+    counts = water_fill(L, [n.memory_bytes for n, _c in use], [c for _n, c in use])
+    out: Assign = {n.node_id: None for n in nodes}
+    if counts is None:
+        return out, []
+    chain = [
+        (n.node_id, LayerRange(a, b)) for (n, _c), (a, b) in zip(use, bounds(counts), strict=True)
+    ]
+    out.update(dict(chain))
+    return out, chain
+
+
+def helix_allocation(nodes: Sequence[NodeCapacity], perf: PerfModel, time_limit_s: float) -> Assign:
+    eligible = [n for n in nodes if perf.mem.max_layers(n.memory_bytes) >= 1]
+    got, _obj, _bound, _status = solve_group(eligible, perf, time_limit_s)
+    out: Assign = {n.node_id: None for n in nodes}
+    out.update(got or {})
+    return out

@@ -1,0 +1,192 @@
+"""Discrete-event simulation of a cluster serving requests over chains of nodes.
+
+Each node runs continuous batching: when idle with work queued it takes everything
+queued (up to its batch limit) as one step, whose time follows the performance model
+(the longest hop's layers x one layer's time at that batch and token count). A finished
+item travels to the next hop after half the link RTT plus its serialisation; the last
+hop's output is a token, and the next decode step starts again at the first hop. KV for
+prompt + output is reserved on every hop at admission; a request waits at the gateway
+until all its hops have room (no preemption).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from statistics import median
+
+from coordinator.scheduler.perf import PerfModel
+from coordinator.scheduler.sim.workload import SimRequest
+from coordinator.scheduler.types import NodeCapacity
+from parallax.types import LayerRange, NodeId
+
+Chain = list[tuple[NodeId, LayerRange]]
+# (request, live view) -> chain; the view exposes running counts and KV room.
+Policy = Callable[[SimRequest, "SimView"], Chain]
+MAX_BATCH_TOKENS = 4096  # prefill tokens one step may take
+
+
+@dataclass
+class NodeSim:
+    node: NodeCapacity
+    range: LayerRange
+    kv_capacity: float  # tokens x layers that fit
+    kv_used: float = 0.0
+    running: int = 0
+    busy: bool = False
+    queue: list = field(default_factory=list)
+
+
+@dataclass
+class SimView:
+    nodes: dict[NodeId, NodeSim]
+    perf: PerfModel
+
+
+@dataclass
+class SimResult:
+    throughput_tok_s: float
+    tpot_p50_ms: float
+    tpot_p99_ms: float
+    ttft_p50_ms: float
+    ttft_p99_ms: float
+    completed: int
+    makespan_s: float
+
+
+def percentile(xs: Sequence[float], q: float) -> float:
+    if not xs:
+        return math.nan
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def simulate(
+    nodes: Sequence[NodeCapacity],
+    assignments: dict[NodeId, LayerRange | None],
+    perf: PerfModel,
+    requests: Sequence[SimRequest],
+    policy: Policy,
+    horizon_s: float = 3600.0,
+) -> SimResult:
+    mem = perf.mem
+    sims: dict[NodeId, NodeSim] = {}
+    for n in nodes:
+        r = assignments.get(n.node_id)
+        if r is None:
+            continue
+        weights = len(r) * mem.weight_bytes + mem.extras(r.start == 0, r.end == perf.num_layers)
+        room = max(0.0, n.memory_bytes - weights)
+        sims[n.node_id] = NodeSim(n, r, room / mem.kv_bytes_per_token)
+    view = SimView(sims, perf)
+    events: list = []
+    tick = itertools.count()
+    push = lambda t, kind, data: heapq.heappush(events, (t, next(tick), kind, data))  # noqa: E731
+    for req in requests:
+        push(req.arrival_s, "arrive", req)
+    waiting: list[SimRequest] = []
+    chains: dict[int, Chain] = {}
+    emitted: dict[int, int] = {}
+    last_token: dict[int, float] = {}
+    ttft: list[float] = []
+    tpot: list[float] = []
+    done, tokens, t_end = 0, 0, 0.0
+
+    def kv_need(req: SimRequest, hop: LayerRange) -> float:
+        return (req.prompt_tokens + req.output_tokens) * len(hop)
+
+    def try_admit(now: float) -> None:
+        still = []
+        for req in waiting:
+            chain = policy(req, view)
+            if all(
+                sims[nid].kv_used + kv_need(req, r) <= sims[nid].kv_capacity for nid, r in chain
+            ):
+                for nid, r in chain:
+                    sims[nid].kv_used += kv_need(req, r)
+                    sims[nid].running += 1
+                chains[req.request_id] = chain
+                emitted[req.request_id] = 0
+                enqueue(now, req, 0, req.prompt_tokens)
+            else:
+                still.append(req)
+        waiting[:] = still
+
+    def enqueue(now: float, req: SimRequest, hop: int, ntok: int) -> None:
+        nid, _r = chains[req.request_id][hop]
+        s = sims[nid]
+        s.queue.append((req, hop, ntok))
+        if not s.busy:
+            start_step(now, s)
+
+    def start_step(now: float, s: NodeSim) -> None:
+        batch, budget, decode = [], MAX_BATCH_TOKENS, 0
+        rest = []
+        for item in s.queue:
+            ntok = item[2]
+            if len(batch) < perf.batch_size * 4 and (ntok == 1 or ntok <= budget or not batch):
+                batch.append(item)
+                budget -= ntok
+                decode += ntok == 1
+            else:
+                rest.append(item)
+        s.queue = rest
+        toks = sum(i[2] for i in batch)
+        layers = max(len(chains[i[0].request_id][i[1]][1]) for i in batch)
+        dt = layers * perf.layer_s(s.node, float(len(batch)), float(toks))
+        s.busy = True
+        push(now + dt, "step_done", (s, batch))
+
+    while events:
+        now, _k, kind, data = heapq.heappop(events)
+        if now > horizon_s:
+            break
+        if kind == "arrive":
+            waiting.append(data)
+            try_admit(now)
+        elif kind == "step_done":
+            s, batch = data
+            s.busy = False
+            for req, hop, ntok in batch:
+                chain = chains[req.request_id]
+                nxt = hop + 1 if hop + 1 < len(chain) else 0
+                link = perf.hop_s(s.node, sims[chain[nxt][0]].node) if len(chain) > 1 else 0.0
+                if hop + 1 < len(chain):
+                    push(now + link, "hop", (req, nxt, ntok))
+                    continue
+                rid = req.request_id
+                emitted[rid] += 1
+                tokens += 1
+                if emitted[rid] == 1:
+                    ttft.append(now - req.arrival_s)
+                else:
+                    tpot.append(now - last_token[rid])
+                last_token[rid] = now
+                if emitted[rid] >= req.output_tokens:
+                    for nid, r in chain:
+                        sims[nid].kv_used -= kv_need(req, r)
+                        sims[nid].running -= 1
+                    done += 1
+                    t_end = now
+                    try_admit(now)
+                else:
+                    push(now + link, "hop", (req, 0, 1))
+            if s.queue:
+                start_step(now, s)
+        elif kind == "hop":
+            req, hop, ntok = data
+            enqueue(now, req, hop, ntok)
+    t0 = requests[0].arrival_s if requests else 0.0
+    span = max(t_end - t0, 1e-9)
+    return SimResult(
+        throughput_tok_s=tokens / span,
+        tpot_p50_ms=median(tpot) * 1e3 if tpot else math.nan,
+        tpot_p99_ms=percentile(tpot, 0.99) * 1e3,
+        ttft_p50_ms=median(ttft) * 1e3 if ttft else math.nan,
+        ttft_p99_ms=percentile(ttft, 0.99) * 1e3,
+        completed=done,
+        makespan_s=span,
+    )
