@@ -43,7 +43,7 @@ def allocate_options(config: CoordinatorConfig, resolved: ResolvedModel) -> Allo
         wire_dtype_bytes=DTYPE_BYTES.get(wire, 2),
         solver=config.solver,
         min_stages_when_possible=config.min_stages,
-        # Allocation runs on the event loop: keep it well inside the time a node may be silent.
+        # Joins wait for the allocator: keep it well inside the time a node may be silent.
         time_limit_s=min(10.0, config.dead_after_s / 2),
     )
 
@@ -147,6 +147,7 @@ async def serve(
         await asyncio.wait({stopper, http_task}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         log.info("coordinator stopping")
+        app.state.dashboard.close()  # ends open event streams: shutdown need not wait on them
         http.should_exit = True
         expire_task.cancel()
         stopper.cancel()
