@@ -1,4 +1,4 @@
-"""The coordinator's HTTP side: the OpenAI gateway plus `GET /cluster/status`."""
+"""The coordinator's HTTP side: the OpenAI gateway, `GET /cluster/status` and the dashboard."""
 
 from __future__ import annotations
 
@@ -9,9 +9,13 @@ from typing import Any
 import grpc
 from fastapi import FastAPI
 
+from coordinator.dashboard.observe import ObservedBackend, observed_route
+from coordinator.dashboard.routes import Dashboard
+from coordinator.dashboard.view import ClusterInfo
 from coordinator.gateway.app import create_app
 from coordinator.gateway.cluster_backend import ClusterBackend
 from coordinator.registry import Registry
+from coordinator.scheduler import route as schedule_route
 from parallax.config.coordinator import CoordinatorConfig
 from parallax.errors import ConfigError
 from parallax.models.registry import ResolvedModel
@@ -42,17 +46,30 @@ def build_gateway(
     context_length: int,
     snapshot: Callable[[], dict[str, Any]],
 ) -> tuple[FastAPI, ClusterBackend]:
-    """The gateway app over the cluster. Call before `server.start()`: it adds Deliver."""
-    backend = ClusterBackend(registry.cluster_state, resolved.spec.num_layers, self_address)
+    """The gateway app over the cluster. Call before `server.start()`: it adds Deliver.
+
+    The dashboard (`app.state.dashboard`) watches requests by wrapping the backend
+    and the router; `/cluster/status` serves its view: the snapshot plus traffic.
+    """
+    info = ClusterInfo(self_address, resolved.name, join_token_required=bool(config.join_token))
+    dashboard = Dashboard(snapshot, lambda: registry.decisions, info)
+    backend = ClusterBackend(
+        registry.cluster_state,
+        resolved.spec.num_layers,
+        self_address,
+        route_fn=observed_route(schedule_route, dashboard.traffic),
+    )
     pb_grpc.add_GatewayServicer_to_server(backend.servicer, server)
     app = create_app(
-        backend,
+        ObservedBackend(backend, dashboard.traffic, dashboard.metrics),
         config,
         Tokenizer.from_model(resolved),
         model_id=resolved.name,
         context_length=context_length,
     )
-    return add_status_route(app, snapshot), backend
+    app.state.dashboard = dashboard
+    dashboard.mount(app)
+    return add_status_route(app, dashboard.view), backend
 
 
 def bind_http_socket(host: str, port: int) -> socket.socket:

@@ -1,0 +1,1 @@
+"""The cluster dashboard: page, live events, metrics and the view they share."""

@@ -1,0 +1,68 @@
+// The nodes table: one row per node the coordinator knows, dead ones included.
+import { age, bandwidth, bytes, count, el, fill, flops, range, rate } from "./format.js";
+
+// Heartbeats come every second; a node this late is drawn amber before it is declared dead.
+const LATE_S = 2.5;
+
+function kvCell(status) {
+  const total = status.kv_total_tokens;
+  if (!total) return el("td", { class: "kv muted" }, "—");
+  const free = status.kv_free_tokens;
+  const pct = Math.round((100 * free) / total);
+  return el(
+    "td",
+    { class: "kv", title: `${free} of ${total} tokens free` },
+    `${count(free)} / ${count(total)}`,
+    el("div", { class: "track" }, el("div", { class: "fill", style: `width:${pct}%` })),
+  );
+}
+
+function deviceCell(hw) {
+  const name = hw.device_name || hw.device;
+  return el(
+    "td",
+    {},
+    el("div", {}, name),
+    el("div", { class: "dev-sub" }, `${flops(hw.flops)} · ${bandwidth(hw.mem_bandwidth)}`),
+  );
+}
+
+function layersCell(node) {
+  const assigned = node.assignment.range;
+  const loaded = node.loaded;
+  const same = assigned && loaded && assigned[0] === loaded[0] && assigned[1] === loaded[1];
+  const sub = assigned && !same && loaded ? el("div", { class: "dev-sub" }, `loaded ${range(loaded)}`) : null;
+  const text = assigned ? range(assigned) : node.assignment.standby ? "standby" : "—";
+  return el("td", { class: "mono" }, text, sub);
+}
+
+function row(node) {
+  const st = node.status;
+  const late = node.state !== "dead" && node.heartbeat_age_s > LATE_S;
+  return el(
+    "tr",
+    { "data-node-id": node.node_id, "data-state": node.state },
+    el("td", {}, el("div", { class: "name" }, node.name), el("div", { class: "addr" }, node.address)),
+    deviceCell(node.hardware),
+    el("td", { class: "num" }, bytes(node.hardware.memory_bytes)),
+    layersCell(node),
+    el("td", {}, el("span", { class: "status", "data-state": node.state }, node.state)),
+    el("td", { class: "num" }, String(st.running_requests)),
+    kvCell(st),
+    el("td", { class: "num" }, rate(st.tokens_per_s)),
+    el("td", { class: `num${late ? " stale" : ""}` }, age(node.heartbeat_age_s)),
+  );
+}
+
+export function renderNodes(tbody, summary, nodes) {
+  if (!nodes.length) {
+    fill(tbody, [el("tr", {}, el("td", { colspan: 9, class: "empty" }, "No nodes yet. Start one with the command under “Join a node”."))]);
+  } else {
+    fill(tbody, nodes.map(row));
+  }
+  const byState = {};
+  for (const n of nodes) byState[n.state] = (byState[n.state] || 0) + 1;
+  summary.textContent = Object.entries(byState)
+    .map(([s, k]) => `${k} ${s}`)
+    .join(" · ");
+}
