@@ -143,7 +143,7 @@ def plan_group(nodes: Sequence[NodeCapacity], perf: PerfModel, min_stages: int) 
     ladder = list(range(1, kmax + 1)) if kmax <= 16 else geometric(kmax)
     for k in ladder:
         attempt(k)
-    for _ in range(8):  # refine around the best found so far
+    for _ in range(5):  # refine around the best found so far
         best_k = best_of(tried)
         if best_k is None:
             break
@@ -161,7 +161,7 @@ def geometric(kmax: int) -> list[int]:
     ks, k = {1, kmax}, 1.0
     while k < kmax:
         ks.add(int(k))
-        k *= 1.5
+        k *= 2.0
     return sorted(ks)
 
 

@@ -28,6 +28,10 @@ class AllocateOptions:
     max_stages: int | None = None  # cap on hops per chain (a latency bound)
     latency_target_ms: float | None = None  # per-token latency bound of a chain
     batch_size: int = 16  # sequences a node decodes per step when busy
+    # The workload's mix: prefill is compute-bound, so slow-FLOP nodes (Macs, T4s) are
+    # worth less per layer than their bandwidth suggests when prompts are long.
+    mean_prompt_tokens: int = 512
+    mean_output_tokens: int = 128
     solver: str = "auto"  # "auto" | "exact" | "fast" | "simple"
     time_limit_s: float = 10.0  # exact solver wall-clock limit
     previous: Allocation | None = None  # for minimal movement on join/leave/rebalance
@@ -55,6 +59,8 @@ class AllocateOptions:
                 "latency_target_ms must be positive or None",
             ),
             (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.mean_prompt_tokens >= 0, "mean_prompt_tokens must be >= 0"),
+            (self.mean_output_tokens >= 1, "mean_output_tokens must be >= 1"),
             (self.solver in SOLVERS, f"solver must be one of {', '.join(SOLVERS)}"),
             (self.time_limit_s > 0, "time_limit_s must be positive"),
             (0 <= self.rebalance_gain < 10, "rebalance_gain must be in [0, 10)"),

@@ -76,16 +76,23 @@ class PerfModel:
         room = node.memory_bytes - weights
         return max(0.0, room / (len(r) * self.kv_seq_bytes))
 
+    def token_s(self, node: NodeCapacity, batch: float) -> float:
+        """Node time one output token costs on one layer: its share of a decode step at
+        `batch`, plus its request's prefill spread over the request's output tokens."""
+        opts = self.options
+        ratio = opts.mean_prompt_tokens / opts.mean_output_tokens
+        prefill = self.layer_flops / max(node.flops, 1.0) * self.calibration(node)
+        return self.layer_s(node, batch) / batch + ratio * prefill
+
     def node_rate(self, node: NodeCapacity, layers: int, batch: float) -> float:
-        """Tokens/s a node pushes through `layers` layers at `batch` sequences per step."""
+        """Output tokens/s a node carries through `layers` layers at `batch` per step."""
         if layers <= 0 or batch <= 0:
             return 0.0
-        return batch / (layers * self.layer_s(node, batch))
+        return 1.0 / (layers * self.token_s(node, batch))
 
     def speed(self, node: NodeCapacity) -> float:
         """Layer-tokens/s at full batch: the weight of a node in a water-filling split."""
-        b = float(self.batch_size)
-        return b / self.layer_s(node, b)
+        return 1.0 / self.token_s(node, float(self.batch_size))
 
     def link(self, a: NodeCapacity, b: NodeCapacity) -> LinkSpec:
         return self.options.link(a.region, b.region)

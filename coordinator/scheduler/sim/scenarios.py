@@ -62,7 +62,12 @@ def make_scenario(
         if i < j
     }
     opts = AllocateOptions(
-        dtype_bytes=2, context_tokens=context, links=links, intra_link=LinkSpec(1.0, 10.0)
+        dtype_bytes=2,
+        context_tokens=context,
+        links=links,
+        intra_link=LinkSpec(1.0, 10.0),
+        mean_prompt_tokens=416,  # the benchmark workload's means (workload.py)
+        mean_output_tokens=144,
     )
     return Scenario(name, model_preset(model), tuple(nodes), opts, gpus)
 
