@@ -1,19 +1,112 @@
-"""`create_app`: the OpenAI-compatible HTTP API over a `Backend`."""
+"""`create_app`: the OpenAI-compatible HTTP API over a `Backend`.
+
+Also here: `GET /v1/models`, `GET /v1/models/{id}`, `GET /health`, and the
+Bearer API-key check on /v1/* (no keys configured means the API is open).
+"""
 
 from __future__ import annotations
 
-from fastapi import Depends, FastAPI
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from coordinator.gateway.auth import api_key_guard
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
 from coordinator.gateway.backend import Backend
-from coordinator.gateway.chat import chat_router
-from coordinator.gateway.completions import completions_router
-from coordinator.gateway.context import GatewayContext
-from coordinator.gateway.errors import install_error_handlers
-from coordinator.gateway.models_api import health_router, models_router
-from coordinator.gateway.token_text import TokenTexts
+from coordinator.gateway.endpoints import chat_router, completions_router
+from coordinator.gateway.errors import ApiError, install_error_handlers
+from coordinator.gateway.generation import GatewayContext
+from coordinator.gateway.textstream import TokenTexts
 from parallax.config.coordinator import CoordinatorConfig
+from parallax.errors import CapacityError, NotCovered
 from parallax.tokenizer.tokenizer import Tokenizer
+
+_bearer = HTTPBearer(auto_error=False, description="an API key from --api-key")
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(
+        401,
+        message,
+        code="invalid_api_key",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def api_key_guard(keys: tuple[str, ...]) -> Callable[..., Awaitable[None]]:
+    """A FastAPI dependency that lets a request through only with one of `keys`."""
+    encoded = tuple(k.encode() for k in keys)
+
+    async def require_api_key(
+        creds: HTTPAuthorizationCredentials | None = Depends(_bearer),  # noqa: B008
+    ) -> None:
+        if not encoded:
+            return
+        if creds is None:
+            raise _unauthorized(
+                "missing API key: send it as the header `Authorization: Bearer <key>`"
+            )
+        given = creds.credentials.encode()
+        # Compare against every key in constant time: timing must not hint at a key.
+        matched = [hmac.compare_digest(given, key) for key in encoded]
+        if not any(matched):
+            raise _unauthorized("incorrect API key")
+
+    return require_api_key
+
+
+OWNER = "parallax"
+
+
+def _model_card(gw: GatewayContext) -> dict[str, Any]:
+    return {
+        "id": gw.model_id,
+        "object": "model",
+        "created": gw.started,
+        "owned_by": OWNER,
+        "context_length": gw.context_length,
+    }
+
+
+def models_router(gw: GatewayContext) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": [_model_card(gw)]}
+
+    @router.get("/v1/models/{model_id:path}")
+    async def retrieve_model(model_id: str) -> dict[str, Any]:
+        if model_id != gw.model_id:
+            raise ApiError(
+                404,
+                f"the model {model_id!r} does not exist; this server serves {gw.model_id!r}",
+                type="not_found_error",
+                param="model",
+                code="model_not_found",
+            )
+        return _model_card(gw)
+
+    return router
+
+
+def health_router(gw: GatewayContext) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/health", response_model=None)
+    async def health() -> JSONResponse:
+        """200 while requests can run (busy included), 503 while layers are missing."""
+        try:
+            gw.backend.check_ready()
+        except NotCovered as e:
+            return JSONResponse({"status": "unavailable", "reason": str(e)}, status_code=503)
+        except CapacityError:
+            return JSONResponse({"status": "busy", "model": gw.model_id})
+        return JSONResponse({"status": "ok", "model": gw.model_id})
+
+    return router
 
 
 def create_app(

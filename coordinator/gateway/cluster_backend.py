@@ -14,8 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coordinator.gateway.backend import GenerationRequest, TokenOut
-from coordinator.gateway.deliver import DeliverServicer, DeliveryBoard, event_to_token
-from coordinator.gateway.upstream import NodeClients, route_to_proto
+from coordinator.gateway.upstream import (
+    DeliverServicer,
+    DeliveryBoard,
+    NodeClients,
+    event_to_token,
+    route_to_proto,
+)
 from coordinator.scheduler import route as schedule_route
 from coordinator.scheduler.types import ClusterState, Route, RouteRequest
 from parallax.rpc import parallax_pb2 as pb

@@ -1,7 +1,7 @@
 """One HTTP request's choices: plans in, text pieces out, usage counted.
 
-Shared by chat and text completions; they differ only in how prompts are made
-and how pieces are formatted.
+Shared by chat and text completions; `GatewayContext` is what every route of
+one app shares, built once by `create_app`.
 """
 
 from __future__ import annotations
@@ -9,17 +9,40 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from fastapi import Request
 
-from coordinator.gateway.backend import GenerationRequest, UpstreamError
-from coordinator.gateway.context import GatewayContext
-from coordinator.gateway.fanout import FanOut
-from coordinator.gateway.textstream import ChoiceStream, LogprobEntry, Piece
+from coordinator.gateway.backend import Backend, GenerationRequest, UpstreamError
+from coordinator.gateway.fanout import FanOut, TaskKeeper
+from coordinator.gateway.textstream import ChoiceStream, LogprobEntry, Piece, TokenTexts
 from parallax.sampling import SamplingParams
+from parallax.tokenizer.detok import IncrementalDetokenizer
+from parallax.tokenizer.tokenizer import Tokenizer
+
+SYSTEM_FINGERPRINT = "parallax-0.1.0"
+
+
+@dataclass(frozen=True)
+class GatewayContext:
+    backend: Backend
+    tokenizer: Tokenizer
+    model_id: str
+    context_length: int
+    api_keys: tuple[str, ...]
+    texts: TokenTexts
+    keeper: TaskKeeper = field(default_factory=TaskKeeper)
+    started: int = field(default_factory=lambda: int(time.time()))
+
+    def detokenizer(self, prompt_ids: Sequence[int]) -> IncrementalDetokenizer:
+        return IncrementalDetokenizer(self.tokenizer, prompt_ids)
+
+    def end_token_ids(self, sampling: SamplingParams) -> frozenset[int]:
+        """Ids that end generation and so never show in the output text."""
+        return frozenset((*self.tokenizer.eos_token_ids, *sampling.stop_token_ids))
+
 
 T = TypeVar("T")
 

@@ -1,15 +1,17 @@
-"""From a validated request body to per-choice `SamplingParams`."""
+"""From a validated request body to per-choice `SamplingParams`, plus the checks
+every generation request passes before any token is produced.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 
-from coordinator.gateway.errors import bad_request
-from coordinator.gateway.schemas import ChatCompletionRequest, CompletionRequest
+from coordinator.gateway.errors import ApiError, bad_request
+from coordinator.gateway.generation import GatewayContext
+from coordinator.gateway.schemas import ChatCompletionRequest, CompletionRequest, unsupported_values
 from parallax.errors import ContextOverflow
 from parallax.sampling import SamplingParams
 
-# OpenAI's default; a client wanting greedy output asks for temperature=0.
 DEFAULT_TEMPERATURE = 1.0
 # Odd 64-bit constant (golden ratio): spreads choice seeds far apart.
 _SEED_STRIDE = 0x9E3779B97F4A7C15
@@ -90,3 +92,21 @@ def base_sampling(
 
 def for_choice(base: SamplingParams, index: int) -> SamplingParams:
     return dataclasses.replace(base, seed=choice_seed(base.seed, index))
+
+
+def check_request(gw: GatewayContext, body: ChatCompletionRequest | CompletionRequest) -> None:
+    """400 for parameters accepted only with neutral values, 404 for another model,
+    then 503/429 from the backend when the cluster cannot run anything now."""
+    bad = unsupported_values(body)
+    if bad is not None:
+        param, why = bad
+        raise bad_request(f"parameter {param!r} is not supported here: {why}", param=param)
+    if body.model != gw.model_id:
+        raise ApiError(
+            404,
+            f"the model {body.model!r} does not exist; this server serves {gw.model_id!r}",
+            type="not_found_error",
+            param="model",
+            code="model_not_found",
+        )
+    gw.backend.check_ready()

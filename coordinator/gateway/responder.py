@@ -2,19 +2,77 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from coordinator.gateway.errors import ApiError
-from coordinator.gateway.formats import Envelope
-from coordinator.gateway.generation import ChoiceResult, Generation, unless_disconnected
-from coordinator.gateway.sse import DONE, SSEResponse, sse_event
+from coordinator.gateway.generation import (
+    SYSTEM_FINGERPRINT,
+    ChoiceResult,
+    Generation,
+    unless_disconnected,
+)
 from coordinator.gateway.textstream import Piece
 
-# nginx's "client closed request": logged only, the client is gone.
+DONE = b"data: [DONE]\n\n"
+
+
+def sse_event(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+class SSEResponse(StreamingResponse):
+    """A stream whose `on_close` runs however the response ends.
+
+    The body generator's own `finally` is not enough: if the client leaves
+    before the first chunk, the generator never starts and so never cleans up.
+    `on_close` is synchronous because it may run inside a cancelled scope.
+    """
+
+    def __init__(self, content: AsyncIterator[bytes], on_close: Callable[[], None]) -> None:
+        super().__init__(
+            content,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Fields every response and chunk of one request repeats."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+
+    def wrap(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": self.object,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+            "choices": choices,
+            **extra,
+        }
+
+
+# nginx's "client closed request": only logged, the client is gone.
 CLIENT_CLOSED = 499
 
 

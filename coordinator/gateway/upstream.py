@@ -1,4 +1,8 @@
-"""gRPC calls from the gateway to nodes: cached channels, Submit and Release."""
+"""gRPC between the gateway and nodes: Submit and Release out, Deliver in.
+
+Channels are cached per node address. `Deliver` batches are dispatched by
+request id to the queue of the `generate` call waiting for them.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import logging
 
 import grpc
 
-from coordinator.gateway.backend import UpstreamError
+from coordinator.gateway.backend import FINISH_REASONS, TokenOut, UpstreamError
 from coordinator.scheduler.types import Route
 from parallax.errors import CapacityError, InvalidArgument
 from parallax.rpc import deadlines
@@ -78,3 +82,72 @@ class NodeClients:
     async def close(self) -> None:
         channels, self._channels, self._stubs = list(self._channels.values()), {}, {}
         await asyncio.gather(*(c.close() for c in channels), return_exceptions=True)
+
+
+log = logging.getLogger(__name__)
+
+
+def event_to_token(ev: pb.TokenEvent, with_logprobs: bool) -> TokenOut:
+    """`with_logprobs`: the request asked for them (proto3 cannot tell 0.0 from unset)."""
+    reason: str | None = ev.finish_reason or None
+    error = ev.error or None
+    if ev.finished and reason not in FINISH_REASONS:
+        reason, error = "error", f"node finished the request with reason {ev.finish_reason!r}"
+    if not ev.finished:
+        reason, error = None, None
+    return TokenOut(
+        token_id=ev.token_id,
+        logprob=ev.logprob if with_logprobs else None,
+        top_logprobs=tuple((t.token_id, t.logprob) for t in ev.top_logprobs),
+        finished=ev.finished,
+        finish_reason=reason,
+        error=error,
+    )
+
+
+class DeliveryBoard:
+    """request id -> the queue its `generate` reads. Thread-safe across event loops."""
+
+    def __init__(self) -> None:
+        self._queues: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue[pb.TokenEvent]]] = {}
+
+    def open(self, request_id: str) -> asyncio.Queue[pb.TokenEvent]:
+        queue: asyncio.Queue[pb.TokenEvent] = asyncio.Queue()
+        self._queues[request_id] = (asyncio.get_running_loop(), queue)
+        return queue
+
+    def close(self, request_id: str) -> None:
+        self._queues.pop(request_id, None)
+
+    def post(self, ev: pb.TokenEvent) -> bool:
+        entry = self._queues.get(ev.request_id)
+        if entry is None:
+            return False
+        loop, queue = entry
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            queue.put_nowait(ev)
+        else:
+            loop.call_soon_threadsafe(queue.put_nowait, ev)
+        return True
+
+    def __len__(self) -> int:
+        return len(self._queues)
+
+
+class DeliverServicer(pb_grpc.GatewayServicer):
+    def __init__(self, board: DeliveryBoard) -> None:
+        self._board = board
+
+    async def Deliver(self, request: pb.TokenBatch, context: grpc.aio.ServicerContext) -> pb.Ack:
+        dropped = [ev.request_id for ev in request.events if not self._board.post(ev)]
+        if dropped:
+            # Normal after an abort: the last node may still be sending.
+            log.debug(
+                "tokens for unknown requests dropped",
+                extra={"sender_id": request.sender_id, "request_ids": sorted(set(dropped))},
+            )
+        return pb.Ack(ok=True)
