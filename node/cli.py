@@ -78,6 +78,8 @@ async def run_node(cfg: NodeConfig) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        metrics_port = server.start_metrics(cfg.host, cfg.metrics_port)
+        print(f"node metrics listening on http://{cfg.host}:{metrics_port}", flush=True)
         node_id, assignment, _ = await client.join(cfg, address, hardware)
         server.node_id = node_id
         resolved = resolve_model(cfg.model or assignment.model)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 import grpc
@@ -34,7 +35,13 @@ KINDS = {
 
 
 class Peers:
-    def __init__(self, on_failure: Callable[[str, str, object, Exception], None]):
+    def __init__(
+        self,
+        on_failure: Callable[[str, str, object, Exception], None],
+        on_sent: Callable[[str, float, bool], None] | None = None,
+    ):
+        # on_sent(kind, seconds, ok) after each RPC: the per-hop latency metric.
+        self._on_sent = on_sent
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._queues: dict[str, asyncio.Queue] = {}
         self._tasks: dict[str, asyncio.Task] = {}
@@ -62,9 +69,14 @@ class Peers:
             stub = stubs.get(stub_cls)
             if stub is None:
                 stub = stubs[stub_cls] = stub_cls(self.channel(address))
+            t0 = time.perf_counter()
             try:
                 await getattr(stub, method)(message, timeout=deadline)
+                if self._on_sent is not None:
+                    self._on_sent(kind, time.perf_counter() - t0, True)
             except grpc.aio.AioRpcError as e:
+                if self._on_sent is not None:
+                    self._on_sent(kind, time.perf_counter() - t0, False)
                 log.warning(
                     "send failed",
                     extra={"peer": address, "kind": kind, "code": e.code().name},

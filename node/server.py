@@ -15,6 +15,7 @@ import grpc
 import torch
 
 from node.engine.engine import DTYPES, make_runner
+from node.metrics import NodeMetrics
 from node.peers import CHANNEL_OPTIONS, Peers
 from node.pipeline import NodePipeline, Outbox
 from node.weights import load_shard_model
@@ -41,7 +42,8 @@ class NodeServer(pb_grpc.NodeServicer):
         self.pipeline: NodePipeline | None = None
         self.inbox: deque = deque()
         self.wake = asyncio.Event()
-        self.peers = Peers(self._send_failed)
+        self.metrics = NodeMetrics()
+        self.peers = Peers(self._send_failed, on_sent=self.metrics.on_sent)
         self.max_bytes = 0
         self.step_ms_ema = 0.0
         self.tokens_per_s = 0.0
@@ -67,7 +69,12 @@ class NodeServer(pb_grpc.NodeServicer):
         self._loop_task = asyncio.create_task(self._loop())
         return self.port
 
+    def start_metrics(self, host: str, port: int) -> int:
+        """Serve Prometheus `/metrics` on its own small HTTP port; returns the port."""
+        return self.metrics.serve(host, port)
+
     async def stop(self) -> None:
+        self.metrics.close()
         if self._loop_task:
             self._loop_task.cancel()
         if self.server:
@@ -166,9 +173,11 @@ class NodeServer(pb_grpc.NodeServicer):
             per_layer if not self.step_ms_ema else 0.9 * self.step_ms_ema + 0.1 * per_layer
         )
         now = time.monotonic()
-        n = sum(len(b.events) for b in out.delivers.values()) + sum(
-            len(m.chunks) for m in out.forwards.values()
-        )
+        sampled = sum(len(b.events) for b in out.delivers.values())
+        forwarded = sum(len(m.chunks) for m in out.forwards.values())
+        n = sampled + forwarded
+        depth = len(self.inbox) + len(pipe.incoming) + len(pipe.scheduler.waiting)
+        self.metrics.on_step(seconds, sampled, forwarded, depth)
         self._tokens_window.append((now, n))
         while self._tokens_window and now - self._tokens_window[0][0] > 5.0:
             self._tokens_window.popleft()
@@ -193,6 +202,7 @@ class NodeServer(pb_grpc.NodeServicer):
 
     # ---- RPC handlers ----
     def _queue(self, op: str, arg) -> pb.Ack:
+        self.metrics.received.labels(method=op).inc()
         self.inbox.append((op, arg))
         self.wake.set()
         return pb.Ack(ok=True)
@@ -252,6 +262,7 @@ class NodeServer(pb_grpc.NodeServicer):
             st.kv_total_tokens = p.kv.total_tokens
         st.layer_latency_ms = self.step_ms_ema
         st.tokens_per_s = self.tokens_per_s
+        self.metrics.on_status(st)
         return st
 
 

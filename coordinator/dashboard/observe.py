@@ -71,5 +71,5 @@ class ObservedBackend:
         finally:
             m.active.dec()
             m.requests.labels(outcome=outcome).inc()
-            self._traffic.ended(rid, ok=outcome in ("stop", "length"))
+            self._traffic.ended(rid, outcome)
             await stream.aclose()

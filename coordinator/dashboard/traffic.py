@@ -73,8 +73,8 @@ class Traffic:
         self._buckets: dict[int, list[int]] = {}
         self._ttft = _Samples()
         self._itl = _Samples()
-        self._finished = 0
-        self._failed = 0
+        # How requests ended: finished (stop, length), cancelled (abort), failed (error).
+        self._ended = {"finished": 0, "cancelled": 0, "failed": 0}
 
     # ---- observations ----
     def started(self, request_id: str, now: float) -> None:
@@ -102,14 +102,17 @@ class Traffic:
             active.tokens += 1
             self._bucket(now)[1] += 1
 
-    def ended(self, request_id: str, ok: bool) -> None:
+    def ended(self, request_id: str, outcome: str) -> None:
+        """`outcome`: a finish reason, or "rejected" when the request never started."""
         with self._lock:
             if self._active.pop(request_id, None) is None:
                 return
-            if ok:
-                self._finished += 1
+            if outcome in ("stop", "length"):
+                self._ended["finished"] += 1
+            elif outcome == "abort":
+                self._ended["cancelled"] += 1
             else:
-                self._failed += 1
+                self._ended["failed"] += 1
 
     def _bucket(self, now: float) -> list[int]:
         second = int(now)
@@ -152,6 +155,5 @@ class Traffic:
                 "ttft_s": self._ttft.percentiles(now, qs),
                 "inter_token_s": self._itl.percentiles(now, qs),
                 "active": active,
-                "finished": self._finished,
-                "failed": self._failed,
+                "ended": dict(self._ended),
             }

@@ -25,6 +25,9 @@ class NodeConfig(EngineConfig):
         "", help="shared secret the coordinator requires", env="PARALLAX_JOIN_TOKEN"
     )
     heartbeat_s: float = opt(1.0, help="heartbeat period", unit="s")
+    metrics_port: int = opt(
+        0, help="port of the Prometheus /metrics HTTP server (on --host); 0 = pick a free one"
+    )
     wire_dtype: str = opt(
         "",
         help="dtype of activations on the wire; default the model's",
@@ -40,5 +43,6 @@ class NodeConfig(EngineConfig):
             "expected HOST:PORT, e.g. 127.0.0.1:7000",
         )
         self.require(0 <= self.port < 65536, "port", "must be 0..65535")
+        self.require(0 <= self.metrics_port < 65536, "metrics_port", "must be 0..65535")
         self.require(self.memory_gb >= 0, "memory_gb", "must be >= 0")
         self.require(self.heartbeat_s > 0, "heartbeat_s", "must be positive")

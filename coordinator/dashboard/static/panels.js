@@ -35,7 +35,8 @@ export function renderKpis(traffic) {
   $("kpi-itl").textContent = itl;
   $("kpi-itl-sub").textContent = itlSub;
   $("kpi-active").textContent = String(traffic.active.length);
-  $("kpi-done").textContent = `${count(traffic.finished)} done · ${count(traffic.failed)} failed`;
+  const e = traffic.ended;
+  $("kpi-done").textContent = `${count(e.finished)} done · ${count(e.cancelled)} cancelled · ${count(e.failed)} failed`;
 }
 
 export function renderActive(traffic, nodes) {
@@ -72,9 +73,8 @@ export function renderScheduler(view) {
     el(
       "li",
       {},
-      el("span", {}, clock(d.time)),
-      el("span", { class: "kind", "data-kind": d.kind }, d.kind),
-      el("span", { class: "msg" }, d.message),
+      el("div", { class: "when" }, el("span", { class: "kind", "data-kind": d.kind }, d.kind), clock(d.time)),
+      el("div", { class: "msg" }, d.message),
     ),
   );
   fill($("decisions"), items);
