@@ -59,3 +59,14 @@ def test_a_finished_request_is_not_counted_as_aborted(tokenizer):
         assert r.text.rstrip().endswith("data: [DONE]")
     assert backend.completed == {backend.requests[0].request_id}
     assert not backend.closed_early
+
+
+def test_leaving_before_the_first_token_of_a_stream_aborts_it(tokenizer):
+    # A long prefill: the first token would come only after the client gave up.
+    backend = ScriptedBackend(tokenizer, token_delay_s=30)
+    with running_gateway(tokenizer, backend) as gw:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(
+                gw.base_url + "/v1/chat/completions", json=BODY | {"stream": True}, timeout=0.5
+            )
+        _wait_closed(backend, 1)

@@ -23,8 +23,6 @@ from parallax.config.coordinator import CoordinatorConfig
 from parallax.errors import CapacityError, NotCovered
 from parallax.tokenizer.tokenizer import Tokenizer
 
-_bearer = HTTPBearer(auto_error=False, description="an API key from --api-key")
-
 
 def _unauthorized(message: str) -> ApiError:
     return ApiError(
@@ -38,9 +36,10 @@ def _unauthorized(message: str) -> ApiError:
 def api_key_guard(keys: tuple[str, ...]) -> Callable[..., Awaitable[None]]:
     """A FastAPI dependency that lets a request through only with one of `keys`."""
     encoded = tuple(k.encode() for k in keys)
+    bearer = HTTPBearer(auto_error=False, description="an API key from --api-key")
 
     async def require_api_key(
-        creds: HTTPAuthorizationCredentials | None = Depends(_bearer),  # noqa: B008
+        creds: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
     ) -> None:
         if not encoded:
             return

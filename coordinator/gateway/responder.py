@@ -99,8 +99,15 @@ async def respond(
     n_choices: int,
 ) -> Response:
     if stream:
-        # Started before the 200 goes out, so a request that cannot run gets its status.
-        await gen.start()
+        # Started before the 200 goes out, so a request that cannot run gets its
+        # status; a client that leaves during a long prefill still aborts it.
+        async def start() -> bool:
+            await gen.start()
+            return True
+
+        if not await unless_disconnected(request, start()):
+            gen.close()
+            return Response(status_code=CLIENT_CLOSED)
         body = _sse_body(gen, env, fmt, include_usage, n_choices)
         return SSEResponse(body, on_close=gen.close)
 
