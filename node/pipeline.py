@@ -171,7 +171,8 @@ class NodePipeline:
         ok = []
         for chunk, rows in items:
             try:
-                self.runner.check(chunk)
+                if rows is not None:  # scheduled chunks reserved their KV already
+                    self.runner.check(chunk)
                 ok.append((chunk, rows))
             except ParallaxError as e:
                 self._fail(chunk.request_id, str(e), out)

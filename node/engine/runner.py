@@ -29,7 +29,10 @@ class ShardRunner:
         self.model, self.kv, self.caches, self.device = model, kv, caches, device
 
     def check(self, chunk: Chunk) -> None:
-        """Raise if the chunk cannot run: it must continue its request's KV exactly."""
+        """Reserve KV for a chunk, or raise: it must continue its request's KV exactly.
+
+        Reserving here (not in `run`) makes each check see the chunks checked before it.
+        """
         have = self.kv.length(chunk.request_id)
         if chunk.start != have:
             raise InvalidArgument(
@@ -40,6 +43,7 @@ class ShardRunner:
             raise CapacityError(f"request {chunk.request_id}: KV cache full on this node")
         if chunk.start + chunk.n > self.model.rotary.cos.shape[0]:
             raise InvalidArgument(f"request {chunk.request_id}: position beyond the context")
+        self.kv.grow(chunk.request_id, chunk.start + chunk.n)
 
     @torch.inference_mode()
     def run(

@@ -83,6 +83,8 @@ class Scheduler:
         return [s for s in self.running if s.state is SeqState.RUNNING]
 
     def _take(self, seq: Sequence, n: int) -> Chunk:
+        # Reserve the KV now: later chunks of this step must see the blocks as taken.
+        self.kv.grow(seq.request_id, seq.num_computed + n)
         start = seq.num_computed
         seq.num_computed += n
         sample = seq.num_computed == len(seq.token_ids)
