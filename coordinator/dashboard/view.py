@@ -44,54 +44,82 @@ def _bar(node: dict[str, Any]) -> dict[str, Any]:
 
 
 def _chains(placed: list[dict[str, Any]], num_layers: int) -> list[list[dict[str, Any]]]:
-    """Greedy pipelines: from layer 0, follow a node that starts where the last ended."""
+    """Greedy pipelines from layer 0; what no pipeline takes is returned as one more group.
+
+    The router may run a prefix or suffix of a node's range, so a pipeline's next
+    node may overlap the last one: it must start after the last node starts and
+    no later than the layers so far end. The earliest such start is taken, as a
+    pipeline split over more stages is what the allocator builds.
+    """
     pool = sorted(placed, key=lambda n: (n["range"][0], -n["range"][1], n["node_id"]))
     chains = []
     while any(n["range"][0] == 0 for n in pool):
         chain = [next(n for n in pool if n["range"][0] == 0)]
         pool.remove(chain[0])
-        while chain[-1]["range"][1] < num_layers:
-            nxt = next((n for n in pool if n["range"][0] == chain[-1]["range"][1]), None)
+        reach = chain[0]["range"][1]
+        while reach < num_layers:
+            nxt = next(
+                (
+                    n
+                    for n in pool
+                    if chain[-1]["range"][0] < n["range"][0] <= reach and n["range"][1] > reach
+                ),
+                None,
+            )
             if nxt is None:
                 break
             chain.append(nxt)
             pool.remove(nxt)
+            reach = nxt["range"][1]
         chains.append(chain)
-    # What is left overlaps the chains or starts mid-model: pack it into extra rows.
-    extra: list[list[dict[str, Any]]] = []
-    for n in pool:
-        row = next((r for r in extra if r[-1]["range"][1] <= n["range"][0]), None)
-        if row is None:
-            extra.append([n])
+    return chains + ([pool] if pool else [])
+
+
+def _lanes(bars: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """First-fit packing into lanes whose bars do not overlap, in order of start."""
+    lanes: list[list[dict[str, Any]]] = []
+    for bar in sorted(bars, key=lambda b: (b["range"][0], b["range"][1])):
+        lane = next((ln for ln in lanes if ln[-1]["range"][1] <= bar["range"][0]), None)
+        if lane is None:
+            lanes.append([bar])
         else:
-            row.append(n)
-    return chains + extra
+            lane.append(bar)
+    return lanes
+
+
+def _complete(chain: list[dict[str, Any]], num_layers: int) -> bool:
+    reach = 0
+    for bar in chain:
+        if bar["range"][0] > reach:
+            return False
+        reach = max(reach, bar["range"][1])
+    return reach >= num_layers
 
 
 def layer_map(snapshot: dict[str, Any]) -> dict[str, Any]:
-    """Rows of node bars over layers [0, L): one per replica (chain), then the rest.
+    """Groups of node bars over layers [0, L): one per replica (pipeline), then the rest.
 
-    A row is "replica" when its bars tile every layer, "partial" otherwise.
-    Dead and leaving nodes get an "offline" row with the range they last held;
-    nodes without layers are listed as standby.
+    Each group has lanes of non-overlapping bars (overlapping stages stack). A
+    group is "replica" when its bars reach from layer 0 to L without a hole,
+    "partial" otherwise. Dead and leaving nodes form an "offline" group with the
+    range they last held; nodes without layers are listed as standby.
     """
     num_layers = snapshot["model"]["num_layers"]
     nodes = snapshot["nodes"]
     gone = ("dead", "leaving")
     online = [n for n in nodes if n["state"] not in gone]
     placed = [_bar(n) for n in online if n["assignment"]["range"] is not None]
-    rows = []
-    for bars in _chains(placed, num_layers):
-        complete = bars[0]["range"][0] == 0 and bars[-1]["range"][1] == num_layers
-        tiled = all(a["range"][1] == b["range"][0] for a, b in zip(bars, bars[1:], strict=False))
-        rows.append({"kind": "replica" if complete and tiled else "partial", "bars": bars})
+    groups = []
+    for chain in _chains(placed, num_layers):
+        kind = "replica" if _complete(chain, num_layers) else "partial"
+        groups.append({"kind": kind, "lanes": _lanes(chain)})
     offline = [_bar(n) for n in nodes if n["state"] in gone and n["assignment"]["range"]]
-    for bars in _chains(offline, num_layers):
-        rows.append({"kind": "offline", "bars": bars})
+    if offline:
+        groups.append({"kind": "offline", "lanes": _lanes(offline)})
     standby = [n["name"] for n in online if n["assignment"]["range"] is None]
     return {
         "num_layers": num_layers,
-        "rows": rows,
+        "groups": groups,
         "standby": standby,
         "gaps": snapshot["coverage"]["gaps"],
         "serving_gaps": snapshot["coverage"]["serving_gaps"],

@@ -1,6 +1,6 @@
 // The layer map: layers 0..L as an axis, a row per replica chain, one bar per node,
 // coverage gaps in red, and the routes of running requests drawn over the bars.
-// Rows come from the server (view.py `layer_map`), so this file only draws.
+// Groups and lanes come from the server (view.py `layer_map`), so this file only draws.
 import { el, fill, hue, range, svg } from "./format.js";
 
 const LABEL_W = 86;
@@ -8,7 +8,8 @@ const PAD_R = 10;
 const AXIS_H = 22;
 const STRIP_H = 8;
 const ROW_H = 30;
-const ROW_GAP = 10;
+const ROW_GAP = 6;
+const GROUP_GAP = 10;
 const STATE_FILL = {
   ready: "var(--ready)",
   loading: "var(--loading)",
@@ -26,9 +27,29 @@ function tickStep(layers, width) {
   return Math.ceil(layers / fit);
 }
 
-function rowLabel(row, replicaNo) {
-  if (row.kind === "replica") return `Replica ${replicaNo}`;
-  return row.kind === "offline" ? "Offline" : "Partial";
+function groupLabel(group, replicaNo) {
+  if (group.kind === "replica") return `Replica ${replicaNo}`;
+  return group.kind === "offline" ? "Offline" : "Partial";
+}
+
+function drawBar(root, x, y, bar, offline, rowOf) {
+  rowOf.set(bar.node_id, y);
+  const [a, b] = bar.range;
+  const w = Math.max(2, x(b) - x(a) - 3);
+  const g = svg("g", { class: "bar", "data-node-id": bar.node_id, "data-state": bar.state, "data-start": a, "data-end": b });
+  g.append(svg("title", {}, `${bar.name} ${range(bar.range)} ${bar.state}`));
+  g.append(
+    svg("rect", {
+      x: x(a) + 1.5, y, width: w, height: ROW_H, rx: 5,
+      fill: STATE_FILL[bar.state] || "var(--standby)",
+      opacity: offline ? 0.35 : bar.serving ? 0.95 : 0.7,
+      stroke: offline ? "var(--dead)" : "none", "stroke-dasharray": offline ? "4 3" : null,
+    }),
+  );
+  const label = `${bar.name}  ${range(bar.range)}`;
+  const text = w > label.length * 6.6 ? label : w > bar.name.length * 6.8 ? bar.name : "";
+  if (text) g.append(svg("text", { x: x(a) + 9, y: y + ROW_H / 2 + 1 }, text));
+  root.append(g);
 }
 
 function defs() {
@@ -49,9 +70,10 @@ export function renderLayerMap(container, foot, map, active) {
   const L = map.num_layers;
   const plotW = width - LABEL_W - PAD_R;
   const x = (layer) => LABEL_W + (plotW * layer) / L;
-  const rows = map.rows;
-  const top = AXIS_H + STRIP_H + 10;
-  const height = top + Math.max(1, rows.length) * (ROW_H + ROW_GAP);
+  const groups = map.groups;
+  const lanes = groups.reduce((k, g) => k + g.lanes.length, 0);
+  const top = AXIS_H + STRIP_H + 12;
+  const height = top + Math.max(1, lanes) * (ROW_H + ROW_GAP) + Math.max(0, groups.length - 1) * GROUP_GAP;
   const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, height, role: "img", "aria-label": "layer map" });
   root.append(defs());
 
@@ -79,32 +101,19 @@ export function renderLayerMap(container, foot, map, active) {
     root.append(svg("rect", { class: "gap", "data-start": a, "data-end": b, x: x(a), y: stripY, width: x(b) - x(a), height: STRIP_H, fill: "var(--gap)" }));
   }
 
-  // Rows of bars.
+  // Groups (replicas) of lanes of bars; a thin rule separates groups.
   const rowOf = new Map();
   let replicaNo = 0;
-  rows.forEach((row, i) => {
-    const y = top + i * (ROW_H + ROW_GAP);
-    if (row.kind === "replica") replicaNo += 1;
-    root.append(svg("text", { class: "row-label", x: 0, y: y + ROW_H / 2 + 4 }, rowLabel(row, replicaNo)));
-    for (const bar of row.bars) {
-      rowOf.set(bar.node_id, y);
-      const [a, b] = bar.range;
-      const w = Math.max(2, x(b) - x(a) - 3);
-      const g = svg("g", { class: "bar", "data-node-id": bar.node_id, "data-state": bar.state, "data-start": a, "data-end": b });
-      const offline = row.kind === "offline";
-      g.append(svg("title", {}, `${bar.name} ${range(bar.range)} ${bar.state}`));
-      g.append(
-        svg("rect", {
-          x: x(a) + 1.5, y, width: w, height: ROW_H, rx: 5,
-          fill: STATE_FILL[bar.state] || "var(--standby)",
-          opacity: offline ? 0.35 : bar.serving ? 0.95 : 0.7,
-          stroke: offline ? "var(--dead)" : "none", "stroke-dasharray": offline ? "4 3" : null,
-        }),
-      );
-      const label = `${bar.name}  ${range(bar.range)}`;
-      const text = w > label.length * 6.6 ? label : w > bar.name.length * 6.8 ? bar.name : "";
-      if (text) g.append(svg("text", { x: x(a) + 9, y: y + ROW_H / 2 + 4 }, text));
-      root.append(g);
+  let lane = 0;
+  groups.forEach((group, gi) => {
+    if (group.kind === "replica") replicaNo += 1;
+    const gy = top + lane * (ROW_H + ROW_GAP) + gi * GROUP_GAP;
+    if (gi > 0) root.append(svg("line", { class: "group-rule", x1: 0, x2: width - PAD_R, y1: gy - (ROW_GAP + GROUP_GAP) / 2, y2: gy - (ROW_GAP + GROUP_GAP) / 2 }));
+    root.append(svg("text", { class: "row-label", x: 0, y: gy + ROW_H / 2 + 4 }, groupLabel(group, replicaNo)));
+    for (const bars of group.lanes) {
+      const y = top + lane * (ROW_H + ROW_GAP) + gi * GROUP_GAP;
+      lane += 1;
+      for (const bar of bars) drawBar(root, x, y, bar, group.kind === "offline", rowOf);
     }
   });
 
@@ -120,7 +129,7 @@ export function renderLayerMap(container, foot, map, active) {
     for (const hop of req.route) {
       const y = rowOf.get(hop.node_id);
       if (y === undefined) continue;
-      const ly = y + ROW_H - 6 - (k % 4) * 3;
+      const ly = y + ROW_H - 5 - (k % 3) * 3;
       pts.push([x(hop.range[0]) + 3, ly], [x(hop.range[1]) - 3, ly]);
     }
     if (pts.length < 2) return;
@@ -129,7 +138,7 @@ export function renderLayerMap(container, foot, map, active) {
     root.append(svg("path", { class: "route", "data-request-id": req.request_id, d, fill: "none", stroke: colour, "stroke-width": 2.2, "stroke-linejoin": "round" }));
   });
 
-  if (!rows.length) {
+  if (!groups.length) {
     root.append(svg("text", { class: "row-label", x: LABEL_W, y: top + ROW_H / 2 + 4 }, "No node holds layers yet — join one below."));
   }
   fill(container, [root]);
