@@ -44,12 +44,14 @@ def test_32_greedy_tokens_match_transformers_on_the_gguf(smollm2_path, reference
     ours = eng.generate(prompts, SamplingParams(max_tokens=32))
     for prompt, got in zip(prompts, ours, strict=True):
         # A plain greedy loop: generate() would ban EOS under min_new_tokens.
-        want, ids = [], list(prompt)
+        want, feed, past = [], torch.tensor([prompt]), None
         with torch.no_grad():
             for _ in range(32):
-                nxt = int(reference(torch.tensor([ids])).logits[0, -1].argmax())
+                out = reference(feed, past_key_values=past, use_cache=True)
+                past = out.past_key_values
+                nxt = int(out.logits[0, -1].argmax())
                 want.append(nxt)
-                ids.append(nxt)
+                feed = torch.tensor([[nxt]])
         assert got == want, tok.decode(got) + " != " + tok.decode(want)
 
 
