@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from coordinator.scheduler.estimate import Estimate, group_estimate
+from coordinator.scheduler.overlap import overlap
 from coordinator.scheduler.perf import PerfModel
 from coordinator.scheduler.simple import pipeline_order
 from coordinator.scheduler.split import bounds, water_fill
@@ -87,6 +88,10 @@ def build_pipeline(
     if opts.max_stages is not None:
         nodes = nodes[: opts.max_stages]
     best = best_split(nodes, perf)
+    if best is not None:
+        grown = overlap(best[0], perf)
+        if grown is not best[0]:
+            best = (grown, group_estimate(grown, perf))
     # A node with under half a layer's worth of the pipeline's speed only adds a hop:
     # stand it by when that costs under 2% of the pipeline's throughput.
     while best is not None and len(nodes) > max(1, perf.options.min_stages_when_possible):

@@ -28,6 +28,9 @@ class AllocateOptions:
     max_stages: int | None = None  # cap on hops per chain (a latency bound)
     latency_target_ms: float | None = None  # per-token latency bound of a chain
     batch_size: int = 16  # sequences a node decodes per step when busy
+    # Sequences a node keeps at once (the engine's --max-running): with D stages a chain
+    # runs at most this many, so each stage decodes about max_running / D per step.
+    max_running_per_node: int = 64
     # The workload's mix: prefill is compute-bound, so slow-FLOP nodes (Macs, T4s) are
     # worth less per layer than their bandwidth suggests when prompts are long.
     mean_prompt_tokens: int = 512
@@ -59,6 +62,7 @@ class AllocateOptions:
                 "latency_target_ms must be positive or None",
             ),
             (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.max_running_per_node >= 1, "max_running_per_node must be >= 1"),
             (self.mean_prompt_tokens >= 0, "mean_prompt_tokens must be >= 0"),
             (self.mean_output_tokens >= 1, "mean_output_tokens must be >= 1"),
             (self.solver in SOLVERS, f"solver must be one of {', '.join(SOLVERS)}"),

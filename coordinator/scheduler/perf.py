@@ -34,7 +34,14 @@ class PerfModel:
 
     @classmethod
     def of(cls, model: ModelSpec, options: AllocateOptions) -> PerfModel:
-        mean_ctx = max(1.0, options.context_tokens / 2)
+        # A running sequence holds, on average, its prompt and half its output.
+        mean_ctx = max(
+            1.0,
+            min(
+                float(options.context_tokens),
+                options.mean_prompt_tokens + options.mean_output_tokens / 2,
+            ),
+        )
         return cls(
             mem=MemoryModel.of(model, options),
             layer_flops=float(model.flops_per_token_per_layer(int(mean_ctx))),
@@ -74,7 +81,8 @@ class PerfModel:
             r.start == 0, r.end == self.num_layers
         )
         room = node.memory_bytes - weights
-        return max(0.0, room / (len(r) * self.kv_seq_bytes))
+        fit = max(0.0, room / (len(r) * self.kv_seq_bytes))
+        return min(fit, float(self.options.max_running_per_node))
 
     def token_s(self, node: NodeCapacity, batch: float) -> float:
         """Node time one output token costs on one layer: its share of a decode step at

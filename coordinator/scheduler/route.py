@@ -88,6 +88,16 @@ class Router:
             [n.layer_latency_ms if n.layer_latency_ms > 0 else DEFAULT_LAYER_MS for n in self.nodes]
         )
         self.running = np.array([n.running for n in self.nodes], dtype=float)
+        # Sequences a node serves before its per-token time grows: its capacity times its
+        # idle latency (Little's law), or a typical batch when capacity is unknown.
+        self.saturation = np.array(
+            [
+                max(1.0, n.layer_tokens_per_s * base / 1e3)
+                if n.layer_tokens_per_s > 0
+                else SATURATION_BATCH
+                for n, base in zip(self.nodes, self.base_ms, strict=True)
+            ]
+        )
         self.kv_free = np.array([n.kv_free_tokens for n in self.nodes], dtype=float)
         self.kv_known = np.array([n.kv_capacity_tokens > 0 for n in self.nodes])
         self.ids = [n.node_id for n in self.nodes]
@@ -149,7 +159,7 @@ class Router:
 
     def layer_costs(self, request: RouteRequest) -> np.ndarray:
         need = request.prompt_tokens + request.max_tokens
-        cost = self.base_ms * (1.0 + self.running / SATURATION_BATCH)
+        cost = self.base_ms * (1.0 + self.running / self.saturation)
         cost = cost + np.where(self.kv_known & (self.kv_free < need), KV_FULL_PENALTY_MS, 0.0)
         if request.avoid:
             cost[[i for i, nid in enumerate(self.ids) if nid in request.avoid]] = math.inf

@@ -61,6 +61,9 @@ class NodeLoad:
     region: str = "default"
     # KV tokens the node has in all; 0 = unknown, and then `kv_free_tokens` is not trusted.
     kv_capacity_tokens: int = 0
+    # Decode capacity, layer-tokens/s (measured, or from the performance model); 0 = unknown.
+    # With it, the router knows when a slow node saturates and queues.
+    layer_tokens_per_s: float = 0.0
 
 
 @dataclass(frozen=True)

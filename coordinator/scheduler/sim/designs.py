@@ -47,6 +47,7 @@ def ours_policy() -> Policy:
                     kv_capacity_tokens=int(s.kv_capacity / k),
                     layer_latency_ms=view.perf.layer_s(s.node, 1.0) * 1e3,
                     region=s.node.region,
+                    layer_tokens_per_s=view.perf.speed(s.node),
                 )
             )
             regions.setdefault(s.node.region, nid)

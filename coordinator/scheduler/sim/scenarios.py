@@ -29,6 +29,10 @@ MIX = {
     "M4-Max": 1,
 }
 REGION_NAMES = ("us", "eu", "asia")
+# The benchmark workload: uniform prompt and output lengths (prefill ≈ 3x the output),
+# short enough that a simulated run stays within a minute in Python.
+PROMPT = (32, 160)
+OUTPUT = (8, 40)
 
 
 @dataclass(frozen=True)
@@ -66,8 +70,8 @@ def make_scenario(
         context_tokens=context,
         links=links,
         intra_link=LinkSpec(1.0, 10.0),
-        mean_prompt_tokens=416,  # the benchmark workload's means (workload.py)
-        mean_output_tokens=144,
+        mean_prompt_tokens=sum(PROMPT) // 2,  # the benchmark workload's means
+        mean_output_tokens=sum(OUTPUT) // 2,
     )
     return Scenario(name, model_preset(model), tuple(nodes), opts, gpus)
 
