@@ -43,14 +43,25 @@ def _bar(node: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _chains(placed: list[dict[str, Any]], num_layers: int) -> list[list[dict[str, Any]]]:
-    """Greedy pipelines from layer 0; what no pipeline takes is returned as one more group.
+def _next_stage(pool: list[dict[str, Any]], last: dict[str, Any], reach: int) -> dict | None:
+    """The node to extend a pipeline that holds layers [0, reach).
 
-    The router may run a prefix or suffix of a node's range, so a pipeline's next
-    node may overlap the last one: it must start after the last node starts and
-    no later than the layers so far end. The earliest such start is taken, as a
-    pipeline split over more stages is what the allocator builds.
+    One starting exactly at `reach` first (replicas tile); else, since the router
+    may run a suffix of a node's range, one overlapping the last stage.
     """
+    exact = next((n for n in pool if n["range"][0] == reach), None)
+    if exact is not None:
+        return exact
+    return next(
+        (n for n in pool if last["range"][0] < n["range"][0] < reach < n["range"][1]),
+        None,
+    )
+
+
+def _chains(
+    placed: list[dict[str, Any]], num_layers: int
+) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
+    """Greedy pipelines from layer 0, and the nodes no pipeline took."""
     pool = sorted(placed, key=lambda n: (n["range"][0], -n["range"][1], n["node_id"]))
     chains = []
     while any(n["range"][0] == 0 for n in pool):
@@ -58,21 +69,14 @@ def _chains(placed: list[dict[str, Any]], num_layers: int) -> list[list[dict[str
         pool.remove(chain[0])
         reach = chain[0]["range"][1]
         while reach < num_layers:
-            nxt = next(
-                (
-                    n
-                    for n in pool
-                    if chain[-1]["range"][0] < n["range"][0] <= reach and n["range"][1] > reach
-                ),
-                None,
-            )
+            nxt = _next_stage(pool, chain[-1], reach)
             if nxt is None:
                 break
             chain.append(nxt)
             pool.remove(nxt)
             reach = nxt["range"][1]
         chains.append(chain)
-    return chains + ([pool] if pool else [])
+    return chains, pool
 
 
 def _lanes(bars: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -101,18 +105,23 @@ def layer_map(snapshot: dict[str, Any]) -> dict[str, Any]:
 
     Each group has lanes of non-overlapping bars (overlapping stages stack). A
     group is "replica" when its bars reach from layer 0 to L without a hole,
-    "partial" otherwise. Dead and leaving nodes form an "offline" group with the
-    range they last held; nodes without layers are listed as standby.
+    "partial" when a pipeline from layer 0 stops short, "extra" for nodes no
+    pipeline took (the router may still use them), "offline" for dead and
+    leaving nodes with the range they last held. Nodes without layers are
+    listed as standby.
     """
     num_layers = snapshot["model"]["num_layers"]
     nodes = snapshot["nodes"]
     gone = ("dead", "leaving")
     online = [n for n in nodes if n["state"] not in gone]
     placed = [_bar(n) for n in online if n["assignment"]["range"] is not None]
-    groups = []
-    for chain in _chains(placed, num_layers):
-        kind = "replica" if _complete(chain, num_layers) else "partial"
-        groups.append({"kind": kind, "lanes": _lanes(chain)})
+    chains, rest = _chains(placed, num_layers)
+    groups = [
+        {"kind": "replica" if _complete(c, num_layers) else "partial", "lanes": _lanes(c)}
+        for c in chains
+    ]
+    if rest:
+        groups.append({"kind": "extra", "lanes": _lanes(rest)})
     offline = [_bar(n) for n in nodes if n["state"] in gone and n["assignment"]["range"]]
     if offline:
         groups.append({"kind": "offline", "lanes": _lanes(offline)})

@@ -29,7 +29,7 @@ function tickStep(layers, width) {
 
 function groupLabel(group, replicaNo) {
   if (group.kind === "replica") return `Replica ${replicaNo}`;
-  return group.kind === "offline" ? "Offline" : "Partial";
+  return { offline: "Offline", extra: "Extra", partial: "Partial" }[group.kind] || group.kind;
 }
 
 function drawBar(root, x, y, bar, offline, rowOf) {
