@@ -1,0 +1,43 @@
+"""The simulator and the baselines run end to end on a small pool (not a benchmark)."""
+
+from __future__ import annotations
+
+import math
+
+from coordinator.scheduler import allocate
+from coordinator.scheduler.perf import PerfModel
+from coordinator.scheduler.sim import designs
+from coordinator.scheduler.sim.engine import simulate
+from coordinator.scheduler.sim.scenarios import OUTPUT, PROMPT, make_scenario, with_solver
+from coordinator.scheduler.sim.workload import poisson_requests
+
+
+def test_every_design_serves_every_request() -> None:
+    s = make_scenario("t", 6, 1, seed=3, model="llama3-8b")
+    perf = PerfModel.of(s.model, s.options)
+    reqs = poisson_requests(12, 5.0, 0, PROMPT, OUTPUT)
+    ours = allocate(s.nodes, s.model, with_solver(s, "fast", 1.0))
+    px, pipes = designs.parallax_allocation(s.nodes, perf)
+    exo, ring = designs.exo_allocation(s.nodes, perf)
+    runs = {
+        "ours": (dict(ours.assignments), designs.ours_policy()),
+        "parallax": (px, designs.round_robin_policy(pipes)),
+        "petals": (designs.petals_allocation(s.nodes, perf), designs.dijkstra_policy(0)),
+        "exo": (exo, designs.round_robin_policy([ring])),
+    }
+    for name, (assign, policy) in runs.items():
+        res = simulate(s.nodes, assign, perf, reqs, policy)
+        assert res.completed == len(reqs), name
+        assert res.throughput_tok_s > 0 and math.isfinite(res.tpot_p50_ms), name
+        assert res.ttft_p50_ms > 0, name
+
+
+def test_cluster_json_round_trips_through_the_parser() -> None:
+    from coordinator.scheduler.cluster_file import parse_cluster
+    from coordinator.scheduler.sim.scenarios import as_cluster_json
+
+    s = make_scenario("t", 5, 2, seed=1, model="llama3-8b")
+    c = parse_cluster(as_cluster_json(s))
+    assert [n.node_id for n in c.nodes] == [n.node_id for n in s.nodes]
+    assert c.options.link("us", "eu").rtt_ms == s.options.link("us", "eu").rtt_ms
+    assert c.model.num_layers == s.model.num_layers
