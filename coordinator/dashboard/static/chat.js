@@ -69,7 +69,8 @@ export class Chat {
       const answer = await this.stream(messages, out);
       this.history = [...messages, { role: "assistant", content: answer }];
     } catch (err) {
-      out.remove();
+      // Keep what did arrive: a broken stream still shows how far the answer got.
+      if (!out.textContent) out.remove();
       this.bubble("error", String(err.message || err));
     } finally {
       out.classList.remove("streaming");
@@ -107,7 +108,13 @@ export class Chat {
     let first = null;
     let tokens = 0;
     for (;;) {
-      const { value, done } = await reader.read();
+      let chunk;
+      try {
+        chunk = await reader.read();
+      } catch {
+        throw new Error("The connection to the gateway broke mid-answer; see the coordinator's log.");
+      }
+      const { value, done } = chunk;
       if (done) break;
       let events;
       [events, buffer] = sseEvents(buffer, value);

@@ -7,7 +7,7 @@ const LABEL_W = 86;
 const PAD_R = 10;
 const AXIS_H = 22;
 const STRIP_H = 8;
-const ROW_H = 30;
+const ROW_H = 32;
 const ROW_GAP = 6;
 const GROUP_GAP = 10;
 const STATE_FILL = {
@@ -48,7 +48,7 @@ function drawBar(root, x, y, bar, offline, rowOf) {
   );
   const label = `${bar.name}  ${range(bar.range)}`;
   const text = w > label.length * 6.6 ? label : w > bar.name.length * 6.8 ? bar.name : "";
-  if (text) g.append(svg("text", { x: x(a) + 9, y: y + ROW_H / 2 + 1 }, text));
+  if (text) g.append(svg("text", { x: x(a) + 9, y: y + ROW_H / 2 + 2 }, text));
   root.append(g);
 }
 
@@ -129,7 +129,7 @@ export function renderLayerMap(container, foot, map, active) {
     for (const hop of req.route) {
       const y = rowOf.get(hop.node_id);
       if (y === undefined) continue;
-      const ly = y + ROW_H - 5 - (k % 3) * 3;
+      const ly = y + ROW_H - 4 - (k % 3) * 2.5;
       pts.push([x(hop.range[0]) + 3, ly], [x(hop.range[1]) - 3, ly]);
     }
     if (pts.length < 2) return;

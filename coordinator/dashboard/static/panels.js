@@ -12,7 +12,7 @@ export function renderHeader(view) {
     pill.dataset.state = "ok";
     pill.textContent = "all layers served";
   } else {
-    pill.dataset.state = "gap";
+    pill.dataset.state = cov.gaps.length ? "gap" : "loading";
     const gaps = cov.gaps.length ? cov.gaps : cov.serving_gaps;
     const missing = gaps.reduce((k, [a, b]) => k + b - a, 0);
     pill.textContent = `${missing} layer${missing === 1 ? "" : "s"} ${cov.gaps.length ? "uncovered" : "loading"}`;
