@@ -90,11 +90,13 @@ async def run_node(cfg: NodeConfig) -> int:
 
         async def on_assignment(a) -> None:
             layers = None if a.standby or a.end <= a.start else LayerRange(a.start, a.end)
+            # A coordinator restart re-joins us under a new id: always take the current one.
+            server.node_id = client.node_id
             async with loading:
                 await server.load(layers)
             if server.pipeline is not None:
-                server.pipeline.node_id = node_id
-            print(f"node {node_id} state {server.state} layers {layers}", flush=True)
+                server.pipeline.node_id = client.node_id
+            print(f"node {client.node_id} state {server.state} layers {layers}", flush=True)
 
         # Heartbeats start before the first load: a slow load must not look like a crash.
         beat = asyncio.create_task(client.heartbeat_loop(server.status, on_assignment))

@@ -95,9 +95,17 @@ class NodeServer(pb_grpc.NodeServicer):
             self.state = "standby"
             return
         log.info("loading layers", extra={"start": layers.start, "end": layers.end})
+        # Load only what we lack: layers we already hold are taken from the old shard,
+        # whose remaining tensors are released when `old` goes out of scope.
         model = await asyncio.to_thread(
-            load_shard_model, self.resolved, layers, self.dtype, self.cfg.device
+            load_shard_model,
+            self.resolved,
+            layers,
+            self.dtype,
+            self.cfg.device,
+            reuse=old.runner.model if old is not None else None,
         )
+        del old
         runner = make_runner(model, self.cfg)
         self.pipeline = NodePipeline(self.node_id, runner, self.cfg, self.eos_ids, self.wire_dtype)
         self.state = "ready"

@@ -45,3 +45,19 @@ def test_chunked_prefill_equals_one_shot(tiny_models):
     chunked.run([Chunk("a", 4, 3, False, tuple(PROMPT[4:7]))])
     got = chunked.run([Chunk("a", 7, 2, True, tuple(PROMPT[7:]))])
     assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_reassignment_reuses_overlapping_layers_and_matches_a_fresh_load(tiny_models):
+    from node.weights import load_shard_model
+    from parallax.models.registry import resolve_model
+    from parallax.types import LayerRange
+
+    r = resolve_model(str(tiny_models["qwen3"]))
+    old = load_shard_model(r, LayerRange(0, 3), progress=False)
+    moved = load_shard_model(r, LayerRange(1, 4), progress=False, reuse=old)
+    fresh = load_shard_model(r, LayerRange(1, 4), progress=False)
+    # Layers 1 and 2 are the very same tensors, not re-read copies.
+    a, b = moved.layers[0].mlp.down_proj.weight, old.layers[1].mlp.down_proj.weight
+    assert a.data_ptr() == b.data_ptr()
+    for (k, a), (_, b) in zip(moved.state_dict().items(), fresh.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k

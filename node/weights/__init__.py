@@ -32,8 +32,28 @@ def shard_tensor_filter(spec: ModelSpec, layers: LayerRange) -> Callable[[str], 
     return wanted
 
 
+def _reused_state(reuse: ShardModel | None, layers: LayerRange) -> dict[str, torch.Tensor]:
+    """Tensors a new shard can take from the shard it replaces (no re-read from disk)."""
+    if reuse is None:
+        return {}
+    spec, old, out = reuse.spec, reuse.range, {}
+    sd = reuse.state_dict()
+    overlap = old.intersect(layers)
+    for i in range(overlap.start, overlap.end) if overlap else ():
+        src, dst = f"layers.{i - old.start}.", f"layers.{i - layers.start}."
+        out.update({dst + k[len(src) :]: v for k, v in sd.items() if k.startswith(src)})
+    if layers.start == 0 and reuse.is_first:
+        out["embed_tokens.weight"] = sd["embed_tokens.weight"]
+    if layers.end == spec.num_layers and reuse.is_last:
+        out["norm"], out["lm_head.weight"] = sd["norm"], sd["lm_head.weight"]
+    return out
+
+
 def _local_state_dict(
-    spec: ModelSpec, layers: LayerRange, hf: dict[str, torch.Tensor]
+    spec: ModelSpec,
+    layers: LayerRange,
+    hf: dict[str, torch.Tensor],
+    reused: dict[str, torch.Tensor],
 ) -> dict[str, torch.Tensor]:
     """Map HF names onto ShardModel parameters, fusing qkv and gate_up."""
 
@@ -43,9 +63,11 @@ def _local_state_dict(
         except KeyError:
             raise ModelFormatError(f"checkpoint lacks tensor {name!r}") from None
 
-    sd: dict[str, torch.Tensor] = {}
+    sd: dict[str, torch.Tensor] = dict(reused)
     for local, i in enumerate(range(layers.start, layers.end)):
         p, a = f"model.layers.{i}.", f"layers.{local}."
+        if a + "input_layernorm" in reused:
+            continue
         sd[a + "self_attn.qkv.weight"] = torch.cat(
             [take(p + f"self_attn.{x}_proj.weight") for x in "qkv"]
         )
@@ -63,11 +85,11 @@ def _local_state_dict(
         sd[a + "mlp.down_proj.weight"] = take(p + "mlp.down_proj.weight")
         sd[a + "input_layernorm"] = take(p + "input_layernorm.weight")
         sd[a + "post_attention_layernorm"] = take(p + "post_attention_layernorm.weight")
-    if layers.start == 0:
+    if layers.start == 0 and "embed_tokens.weight" not in reused:
         sd["embed_tokens.weight"] = hf.get("model.embed_tokens.weight")
         if sd["embed_tokens.weight"] is None:
             raise ModelFormatError("checkpoint lacks tensor 'model.embed_tokens.weight'")
-    if layers.end == spec.num_layers:
+    if layers.end == spec.num_layers and "norm" not in reused:
         sd["norm"] = take("model.norm.weight")
         head = hf.get("lm_head.weight")
         if head is None and spec.tie_word_embeddings:
@@ -85,11 +107,29 @@ def load_shard_model(
     device: str = "cpu",
     progress: bool = True,
     max_positions: int | None = None,
+    reuse: ShardModel | None = None,
 ) -> ShardModel:
+    """Load layers `[start, end)`; tensors `reuse` already holds are taken, not re-read."""
     spec: ModelSpec = resolved.spec
     if layers.end > spec.num_layers:
         raise ModelFormatError(f"layer range {layers} exceeds the model's {spec.num_layers} layers")
-    wanted = shard_tensor_filter(spec, layers)
+    reused = _reused_state(reuse, layers)
+    need = shard_tensor_filter(spec, layers)
+    have_layers = {int(k.split(".")[1]) + layers.start for k in reused if k.startswith("layers.")}
+    have_embed, have_head = "embed_tokens.weight" in reused, "norm" in reused
+
+    def wanted(name: str) -> bool:
+        if not need(name):
+            return False
+        m = _LAYER.match(name)
+        if m:
+            return int(m.group(1)) not in have_layers
+        if name == "model.embed_tokens.weight":
+            first_needs = layers.start == 0 and not have_embed
+            tied_head_needs = name and spec.tie_word_embeddings and not have_head
+            return first_needs or (layers.end == spec.num_layers and tied_head_needs)
+        return not have_head  # model.norm.weight, lm_head.weight
+
     if resolved.format == "gguf":
         from node.weights.gguf_loader import load_gguf_tensors
 
@@ -98,7 +138,7 @@ def load_shard_model(
         from node.weights.safetensors_loader import load_safetensors
 
         hf = load_safetensors(resolved.path, wanted, dtype=dtype, progress=progress)
-    sd = _local_state_dict(spec, layers, hf)
+    sd = _local_state_dict(spec, layers, hf, reused)
     # Build on the meta device, then adopt the loaded tensors: memory follows the shard.
     with torch.device("meta"):
         model = ShardModel(spec, layers)
