@@ -55,16 +55,21 @@ def test_32_greedy_tokens_match_transformers_on_the_gguf(smollm2_path, reference
         assert got == want, tok.decode(got) + " != " + tok.decode(want)
 
 
+# VmHWM (not ru_maxrss): ru_maxrss survives exec, so a child would inherit pytest's peak.
 PEAK_RSS = """
-import json, resource, sys
+import json, sys
 import torch
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
 from node.weights import load_shard_model
 from parallax.models.registry import resolve_model
 from parallax.types import LayerRange
 r = resolve_model("smollm2-135m")
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = hwm()
 model = load_shard_model(r, LayerRange(int(sys.argv[1]), int(sys.argv[2])), progress=False)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = hwm()
 print(json.dumps({"base_kib": base, "peak_kib": peak}))
 """
 
