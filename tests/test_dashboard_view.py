@@ -56,6 +56,15 @@ def test_overlapping_stages_stack_in_one_replica():
     assert names(group) == [["a", "c"], ["b"]]
 
 
+def test_an_overlapping_stage_does_not_take_another_replicas_tile():
+    # a+c overlap, b+d tile: greedily taking c for a would leave b without a partner.
+    snap = snapshot([node("a", (0, 7)), node("b", (0, 3)), node("c", (3, 8)), node("d", (5, 8))])
+    groups = layer_map(snap)["groups"]
+    assert [g["kind"] for g in groups] == ["replica", "replica"]
+    members = {frozenset(name for lane in names(g) for name in lane) for g in groups}
+    assert members == {frozenset("ad"), frozenset("bc")}
+
+
 def test_a_node_no_pipeline_needs_is_extra():
     snap = snapshot([node("a", (0, 4)), node("b", (2, 6)), node("c", (4, 8))])
     replica, extra = layer_map(snap)["groups"]

@@ -43,14 +43,16 @@ def _bar(node: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _next_stage(pool: list[dict[str, Any]], last: dict[str, Any], reach: int) -> dict | None:
+def _next_stage(
+    pool: list[dict[str, Any]], last: dict[str, Any], reach: int, overlap: bool
+) -> dict[str, Any] | None:
     """The node to extend a pipeline that holds layers [0, reach).
 
-    One starting exactly at `reach` first (replicas tile); else, since the router
-    may run a suffix of a node's range, one overlapping the last stage.
+    One starting exactly at `reach` (replicas tile); with `overlap`, else one
+    overlapping the last stage, since the router may run a suffix of a node's range.
     """
     exact = next((n for n in pool if n["range"][0] == reach), None)
-    if exact is not None:
+    if exact is not None or not overlap:
         return exact
     return next(
         (n for n in pool if last["range"][0] < n["range"][0] < reach < n["range"][1]),
@@ -61,21 +63,23 @@ def _next_stage(pool: list[dict[str, Any]], last: dict[str, Any], reach: int) ->
 def _chains(
     placed: list[dict[str, Any]], num_layers: int
 ) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
-    """Greedy pipelines from layer 0, and the nodes no pipeline took."""
+    """Greedy pipelines, one from each node holding layer 0, and the nodes none took.
+
+    Every pipeline first takes only stages that tile exactly, so one replica's
+    overlapping stage cannot take the node another replica tiles with; then
+    overlapping stages finish what is left.
+    """
     pool = sorted(placed, key=lambda n: (n["range"][0], -n["range"][1], n["node_id"]))
-    chains = []
-    while any(n["range"][0] == 0 for n in pool):
-        chain = [next(n for n in pool if n["range"][0] == 0)]
-        pool.remove(chain[0])
-        reach = chain[0]["range"][1]
-        while reach < num_layers:
-            nxt = _next_stage(pool, chain[-1], reach)
-            if nxt is None:
-                break
-            chain.append(nxt)
-            pool.remove(nxt)
-            reach = nxt["range"][1]
-        chains.append(chain)
+    chains = [[n] for n in pool if n["range"][0] == 0]
+    pool = [n for n in pool if n["range"][0] != 0]
+    for overlap in (False, True):
+        for chain in chains:
+            while (reach := chain[-1]["range"][1]) < num_layers:
+                nxt = _next_stage(pool, chain[-1], reach, overlap)
+                if nxt is None:
+                    break
+                chain.append(nxt)
+                pool.remove(nxt)
     return chains, pool
 
 

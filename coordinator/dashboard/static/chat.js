@@ -135,6 +135,7 @@ export class Chat {
     const total = (performance.now() - t0) / 1000;
     const ttft = first === null ? null : (first - t0) / 1000;
     out.append(el("span", { class: "meta" }, `first token ${latency(ttft)} · ${tokens} chunks in ${latency(total)}`));
+    this.log.scrollTop = this.log.scrollHeight;
     return answer;
   }
 }
