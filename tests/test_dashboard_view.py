@@ -65,6 +65,17 @@ def test_an_overlapping_stage_does_not_take_another_replicas_tile():
     assert members == {frozenset("ad"), frozenset("bc")}
 
 
+def test_overlapping_pipelines_pair_up_so_both_complete():
+    # a can finish with c or d; only d can finish b. Taking d for a would strand b.
+    snap = snapshot(
+        [node("a", (0, 29)), node("b", (0, 13)), node("c", (17, 30)), node("d", (1, 30))], layers=30
+    )
+    groups = layer_map(snap)["groups"]
+    assert [g["kind"] for g in groups] == ["replica", "replica"]
+    members = {frozenset(name for lane in names(g) for name in lane) for g in groups}
+    assert members == {frozenset("ac"), frozenset("bd")}
+
+
 def test_a_node_no_pipeline_needs_is_extra():
     snap = snapshot([node("a", (0, 4)), node("b", (2, 6)), node("c", (4, 8))])
     replica, extra = layer_map(snap)["groups"]

@@ -48,16 +48,15 @@ def _next_stage(
 ) -> dict[str, Any] | None:
     """The node to extend a pipeline that holds layers [0, reach).
 
-    One starting exactly at `reach` (replicas tile); with `overlap`, else one
-    overlapping the last stage, since the router may run a suffix of a node's range.
+    One starting exactly at `reach` (replicas tile); with `overlap`, else the one
+    overlapping the last stage least (the router may run a suffix of a node's
+    range), which leaves the nodes that overlap more to pipelines that end earlier.
     """
     exact = next((n for n in pool if n["range"][0] == reach), None)
     if exact is not None or not overlap:
         return exact
-    return next(
-        (n for n in pool if last["range"][0] < n["range"][0] < reach < n["range"][1]),
-        None,
-    )
+    fits = [n for n in pool if last["range"][0] < n["range"][0] < reach < n["range"][1]]
+    return max(fits, key=lambda n: n["range"][0], default=None)
 
 
 def _chains(
