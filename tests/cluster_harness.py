@@ -89,7 +89,8 @@ class Cluster:
         self.http_url = self.coordinator.wait_for(r"gateway http listening on (\S+)", 30).group(1)
         for i in range(self.nodes):
             self.add_node(f"node{i}")
-        self.wait_ready(self.nodes)
+        if self.nodes:
+            self.wait_ready(self.nodes)
         return self
 
     def add_node(self, name: str, *extra: str) -> Proc:
