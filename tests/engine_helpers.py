@@ -21,11 +21,14 @@ def local_engine(path, eos_ids=None, **cfg) -> LocalEngine:
 
 def shard_runners(path, cuts: list[int], **cfg) -> list[ShardRunner]:
     """Runners for consecutive shards split at `cuts` (e.g. [2] -> [0,2), [2,L))."""
+    from node.engine.engine import DTYPES
+
     r = resolve_model(str(path))
     bounds = [0, *cuts, r.spec.num_layers]
     runners = []
+    dtype = DTYPES[cfg.get("dtype", "float32")]
     for a, b in zip(bounds, bounds[1:], strict=False):
-        m = load_shard_model(r, LayerRange(a, b), progress=False)
+        m = load_shard_model(r, LayerRange(a, b), dtype=dtype, progress=False)
         runners.append(make_runner(m, EngineConfig(**cfg)))
     return runners
 

@@ -61,3 +61,14 @@ def test_reassignment_reuses_overlapping_layers_and_matches_a_fresh_load(tiny_mo
     assert a.data_ptr() == b.data_ptr()
     for (k, a), (_, b) in zip(moved.state_dict().items(), fresh.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_shards_track_fp32(tiny_models, dtype):
+    (ref,) = shard_runners(tiny_models["llama"], [])
+    (half,) = shard_runners(tiny_models["llama"], [], dtype=dtype)
+    _, want = greedy_pipeline([ref], PROMPT, 4)
+    _, got = greedy_pipeline([half], PROMPT, 4)
+    # Same first-step distribution within half-precision noise.
+    assert got[0].dtype == torch.float32
+    assert torch.allclose(torch.softmax(got[0], -1), torch.softmax(want[0], -1), atol=2e-2)
