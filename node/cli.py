@@ -34,7 +34,7 @@ def generate(cfg: GenerateConfig) -> int:
     model = load_shard_model(
         resolved, LayerRange(0, resolved.spec.num_layers), DTYPES[cfg.dtype], cfg.device
     )
-    engine = LocalEngine(model, cfg, tok.eos_token_ids)
+    engine = LocalEngine(model, cfg, tok.eos_token_ids, vocab_limit=tok.vocab_size)
     if cfg.raw:
         prompt = tok.encode(cfg.prompt, add_special_tokens=True)
     else:
@@ -83,7 +83,8 @@ async def run_node(cfg: NodeConfig) -> int:
         node_id, assignment, _ = await client.join(cfg, address, hardware)
         server.node_id = node_id
         resolved = resolve_model(cfg.model or assignment.model)
-        server.set_model(resolved, Tokenizer.from_model(resolved).eos_token_ids)
+        tok = Tokenizer.from_model(resolved)
+        server.set_model(resolved, tok.eos_token_ids, vocab_limit=tok.vocab_size)
         print(f"node {node_id} joined; serving {resolved.name}", flush=True)
 
         loading = asyncio.Lock()  # the first load and a heartbeat's change must not overlap

@@ -50,7 +50,10 @@ class Outbox:
 
 
 class NodePipeline:
-    def __init__(self, node_id: str, runner: ShardRunner, cfg, eos_ids, wire_dtype=None):
+    def __init__(
+        self, node_id: str, runner: ShardRunner, cfg, eos_ids, wire_dtype=None, vocab_limit=None
+    ):
+        self.vocab_limit = vocab_limit
         self.node_id, self.runner, self.kv = node_id, runner, runner.kv
         self.spec = runner.model.spec
         self.eos_ids, self.wire_dtype = frozenset(eos_ids), wire_dtype
@@ -207,7 +210,9 @@ class NodePipeline:
     def _sample(self, chunks: list[Chunk], logits: torch.Tensor, out: Outbox) -> None:
         sampled_chunks = [c for c in chunks if c.sample]
         samplers = [self._sampler(c.request_id) for c in sampled_chunks]
-        for c, s, res in zip(sampled_chunks, samplers, sample(logits, samplers), strict=True):
+        for c, s, res in zip(
+            sampled_chunks, samplers, sample(logits, samplers, self.vocab_limit), strict=True
+        ):
             info = self.reqs[c.request_id]
             reason = s.finish_reason()
             ev = pb.TokenEvent(

@@ -34,6 +34,7 @@ class NodeServer(pb_grpc.NodeServicer):
     def __init__(self, cfg: EngineConfig, name: str = "", wire_dtype: str = ""):
         self.cfg, self.name = cfg, name
         self.resolved = self.spec = None
+        self.vocab_limit: int | None = None
         self.eos_ids: tuple[int, ...] = ()
         self.dtype = DTYPES[cfg.dtype]
         self.wire_dtype = DTYPES[wire_dtype] if wire_dtype else None
@@ -52,9 +53,10 @@ class NodeServer(pb_grpc.NodeServicer):
         self.server: grpc.aio.Server | None = None
         self.port = 0
 
-    def set_model(self, resolved, eos_ids) -> None:
+    def set_model(self, resolved, eos_ids, vocab_limit: int | None = None) -> None:
         """The model comes from the coordinator's join reply, after the server started."""
         self.resolved, self.spec, self.eos_ids = resolved, resolved.spec, tuple(eos_ids)
+        self.vocab_limit = vocab_limit
         # Largest legal Forward: a full step of fp32 rows, with headroom.
         self.max_bytes = self.cfg.max_batch_tokens * self.spec.hidden_size * 4 * 2
 
@@ -107,7 +109,9 @@ class NodeServer(pb_grpc.NodeServicer):
         )
         del old
         runner = make_runner(model, self.cfg)
-        self.pipeline = NodePipeline(self.node_id, runner, self.cfg, self.eos_ids, self.wire_dtype)
+        self.pipeline = NodePipeline(
+            self.node_id, runner, self.cfg, self.eos_ids, self.wire_dtype, self.vocab_limit
+        )
         self.state = "ready"
         log.info("layers ready", extra={"start": layers.start, "end": layers.end})
 

@@ -12,11 +12,11 @@ from parallax.models.registry import resolve_model
 from parallax.types import LayerRange
 
 
-def local_engine(path, eos_ids=None, **cfg) -> LocalEngine:
+def local_engine(path, eos_ids=None, vocab_limit=None, **cfg) -> LocalEngine:
     r = resolve_model(str(path))
     model = load_shard_model(r, LayerRange(0, r.spec.num_layers), progress=False)
     eos = r.spec.eos_token_ids if eos_ids is None else eos_ids
-    return LocalEngine(model, EngineConfig(**cfg), eos)
+    return LocalEngine(model, EngineConfig(**cfg), eos, vocab_limit=vocab_limit)
 
 
 def shard_runners(path, cuts: list[int], **cfg) -> list[ShardRunner]:

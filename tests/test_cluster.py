@@ -50,7 +50,7 @@ def chat(url: str, content: str, max_tokens: int = 12, stream: bool = False) -> 
 
 def local_texts(path, questions, max_tokens=12) -> list[str]:
     tok = Tokenizer.from_model(resolve_model(str(path)))
-    eng = local_engine(path, eos_ids=tok.eos_token_ids)
+    eng = local_engine(path, eos_ids=tok.eos_token_ids, vocab_limit=tok.vocab_size)
     out = []
     for q in questions:
         ids = tok.encode_chat([{"role": "user", "content": q}])

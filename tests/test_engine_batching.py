@@ -117,3 +117,12 @@ def test_bad_input_gets_clear_errors(tiny_models):
         eng.add_request("empty", [], GREEDY)
     with pytest.raises(InvalidArgument, match="temperature"):
         SamplingParams(temperature=-1)
+
+
+def test_ids_past_the_tokenizer_vocab_are_never_sampled(tiny_models):
+    # The tiny tokenizer has 259 tokens; the model's embedding has 260 rows.
+    eng = local_engine(tiny_models["llama"], vocab_limit=259)
+    bias = SamplingParams(max_tokens=6, logit_bias={259: 100.0})
+    assert 259 not in run_alone(eng, prompts(1)[0], bias)
+    hot = SamplingParams(max_tokens=6, temperature=1.0, seed=3, logit_bias={259: 100.0})
+    assert 259 not in run_alone(eng, prompts(1)[0], hot)

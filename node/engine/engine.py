@@ -57,7 +57,14 @@ def make_runner(model: ShardModel, cfg: EngineConfig) -> ShardRunner:
 class LocalEngine:
     """The whole model in one process: `step()` = schedule, run, postprocess."""
 
-    def __init__(self, model: ShardModel, cfg: EngineConfig, eos_ids: tuple[int, ...]):
+    def __init__(
+        self,
+        model: ShardModel,
+        cfg: EngineConfig,
+        eos_ids: tuple[int, ...],
+        vocab_limit: int | None = None,
+    ):
+        self.vocab_limit = vocab_limit
         if not (model.is_first and model.is_last):
             raise InvalidArgument("LocalEngine needs a shard holding every layer")
         self.model, self.cfg, self.eos_ids = model, cfg, frozenset(eos_ids)
@@ -103,7 +110,7 @@ class LocalEngine:
             return []
         logits = self.runner.run(chunks)
         seqs = [self.seqs[c.request_id] for c in chunks if c.sample]
-        sampled = sample(logits, [s.data["sampler"] for s in seqs])
+        sampled = sample(logits, [s.data["sampler"] for s in seqs], self.vocab_limit)
         return [self._postprocess(seq, s) for seq, s in zip(seqs, sampled, strict=True)]
 
     def _postprocess(self, seq: Sequence, s: Sampled) -> TokenResult:

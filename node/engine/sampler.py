@@ -87,8 +87,17 @@ def _filter(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
     return probs
 
 
-def sample(logits: torch.Tensor, samplers: list[RequestSampler]) -> list[Sampled]:
-    """One token per row of `logits` [S, V]; appends it to each request's history."""
+def sample(
+    logits: torch.Tensor, samplers: list[RequestSampler], vocab_limit: int | None = None
+) -> list[Sampled]:
+    """One token per row of `logits` [S, V]; appends it to each request's history.
+
+    `vocab_limit`: ids at or above it are never drawn. Models pad their embedding past
+    the tokenizer's vocabulary; such ids have no text and must not be sampled.
+    """
+    if vocab_limit is not None and vocab_limit < logits.shape[-1]:
+        logits = logits.clone()
+        logits[:, vocab_limit:] = float("-inf")
     out = []
     for row, s in zip(logits.float(), samplers, strict=True):
         row = _adjust(row.clone(), s)
