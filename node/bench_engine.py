@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import resource
+import statistics
 import sys
 import time
 from typing import Any
@@ -31,71 +32,74 @@ def measure_bandwidth_gbs(seconds: float = 1.0) -> float:
     return 2 * src.numel() * 4 * n / (time.perf_counter() - t0) / 1e9
 
 
-def ours(resolved, prompt: list[int], decode_tokens: int, quick: bool) -> dict[str, Any]:
+def load_ours(resolved):
     from node.engine.engine import LocalEngine
     from node.weights import load_shard_model
 
     model = load_shard_model(resolved, LayerRange(0, resolved.spec.num_layers), progress=False)
     cfg = EngineConfig(kv_cache_mb=512, max_batch_tokens=512, max_running=64)
-    eng = LocalEngine(model, cfg, ())
-    greedy = SamplingParams(max_tokens=decode_tokens)
-    eng.generate([prompt], SamplingParams(max_tokens=4))  # warm up
-    out: dict[str, Any] = {}
-    # Batch 1: time decode steps only (after the prefill step).
-    eng.add_request("b1", prompt, greedy)
-    eng.step()
+    return LocalEngine(model, cfg, ())
+
+
+def ours_b1(eng, prompt: list[int], tokens: int) -> float:
+    eng.add_request("b1", prompt, SamplingParams(max_tokens=tokens))
+    eng.step()  # prefill: timed separately as TTFT
     t0, n = time.perf_counter(), 0
     while eng.has_work():
         n += len(eng.step())
-    out["decode_b1_tok_s"] = n / (time.perf_counter() - t0)
-    _say(f"  ours batch-1 decode: {out['decode_b1_tok_s']:.1f} tok/s")
-    for conc in (4, 16):
-        t0 = time.perf_counter()
-        res = eng.generate([prompt] * conc, greedy)
-        out[f"aggregate_{conc}_tok_s"] = sum(map(len, res)) / (time.perf_counter() - t0)
-        _say(f"  ours {conc} concurrent: {out[f'aggregate_{conc}_tok_s']:.1f} tok/s aggregate")
+    return n / (time.perf_counter() - t0)
+
+
+def ours_aggregate(eng, prompt: list[int], tokens: int, conc: int) -> float:
+    t0 = time.perf_counter()
+    res = eng.generate([prompt] * conc, SamplingParams(max_tokens=tokens))
+    return sum(map(len, res)) / (time.perf_counter() - t0)
+
+
+def ours_ttft(eng, prompt: list[int]) -> float:
     long_prompt = (prompt * (512 // len(prompt) + 1))[:512]
     t0 = time.perf_counter()
     eng.add_request("ttft", long_prompt, SamplingParams(max_tokens=1))
     while eng.has_work():
         eng.step()
-    out["ttft_512_s"] = time.perf_counter() - t0
-    _say(f"  ours TTFT (512-token prompt): {out['ttft_512_s'] * 1000:.0f} ms")
-    out["weight_bytes"] = sum(p.numel() * p.element_size() for p in model.parameters())
-    return out
+    return time.perf_counter() - t0
 
 
-def reference(resolved, prompt: list[int], decode_tokens: int) -> dict[str, Any]:
+def load_reference(resolved):
     import transformers as tf
 
     path = resolved.path
-    ref = tf.AutoModelForCausalLM.from_pretrained(
+    return tf.AutoModelForCausalLM.from_pretrained(
         str(path.parent), gguf_file=path.name, dtype=torch.float32
     ).eval()
+
+
+def ref_generate(ref, batch: torch.Tensor, new: int) -> float:
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        ref.generate(
+            batch,
+            attention_mask=torch.ones_like(batch),
+            max_new_tokens=new,
+            min_new_tokens=new,
+            do_sample=False,
+            pad_token_id=0,
+        )
+    return time.perf_counter() - t0
+
+
+def ref_b1(ref, prompt: list[int], tokens: int) -> float:
     ids = torch.tensor([prompt])
+    # Decode rate: the difference of two runs cancels the prefill.
+    return tokens / (ref_generate(ref, ids, tokens + 2) - ref_generate(ref, ids, 2))
 
-    def run(batch: torch.Tensor, new: int) -> float:
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            ref.generate(
-                batch,
-                attention_mask=torch.ones_like(batch),
-                max_new_tokens=new,
-                min_new_tokens=new,
-                do_sample=False,
-                pad_token_id=0,
-            )
-        return time.perf_counter() - t0
 
-    run(ids, 4)  # warm up
-    # Decode rate: difference of two runs cancels the prefill.
-    t_short, t_long = run(ids, 2), run(ids, decode_tokens + 2)
-    out = {"decode_b1_tok_s": decode_tokens / (t_long - t_short)}
-    _say(f"  transformers batch-1 decode: {out['decode_b1_tok_s']:.1f} tok/s")
-    t = run(ids.repeat(8, 1), decode_tokens)
-    out["aggregate_8_tok_s"] = 8 * decode_tokens / t
-    _say(f"  transformers batch of 8: {out['aggregate_8_tok_s']:.1f} tok/s aggregate")
-    return out
+def ref_aggregate(ref, prompt: list[int], tokens: int, batch: int) -> float:
+    return batch * tokens / ref_generate(ref, torch.tensor([prompt] * batch), tokens)
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
 
 
 def bench_engine(config: BenchConfig) -> dict[str, Any]:
@@ -105,29 +109,48 @@ def bench_engine(config: BenchConfig) -> dict[str, Any]:
 
     tok = Tokenizer.from_model(resolved)
     prompt = tok.encode_chat([{"role": "user", "content": "Tell me about the history of Rome."}])
-    decode_tokens = 16 if config.quick else 64
-    _say(f"bench engine: {resolved.name}, {config.threads} threads, fp32")
-    bw = measure_bandwidth_gbs()
-    _say(f"  memory bandwidth (copy): {bw:.1f} GB/s")
-    mine = ours(resolved, prompt, decode_tokens, config.quick)
-    ref = reference(resolved, prompt, decode_tokens)
-    roofline = bw * 1e9 / mine["weight_bytes"]
+    tokens = 16 if config.quick else 48
+    rounds = 1 if config.quick else 3
+    _say(f"bench engine: {resolved.name}, {config.threads} threads, fp32, {rounds} rounds")
+    eng, ref = load_ours(resolved), load_reference(resolved)
+    eng.generate([prompt], SamplingParams(max_tokens=4))  # warm up both
+    ref_generate(ref, torch.tensor([prompt]), 4)
+    # Rounds interleave ours and the reference, so load from other processes on this
+    # shared machine hits both alike; medians over rounds are reported.
+    m: dict[str, list[float]] = {}
+    for r in range(rounds):
+        for name, fn in (
+            ("ours_b1", lambda: ours_b1(eng, prompt, tokens)),
+            ("ref_b1", lambda: ref_b1(ref, prompt, tokens)),
+            ("ours_agg4", lambda: ours_aggregate(eng, prompt, tokens, 4)),
+            ("ours_agg16", lambda: ours_aggregate(eng, prompt, tokens, 16)),
+            ("ref_agg8", lambda: ref_aggregate(ref, prompt, tokens, 8)),
+            ("ours_ttft512", lambda: ours_ttft(eng, prompt)),
+            ("bandwidth_gbs", measure_bandwidth_gbs),
+        ):
+            m.setdefault(name, []).append(fn())
+        _say(f"  round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in m.items()))
+    med = {k: median(v) for k, v in m.items()}
+    weight_bytes = sum(p.numel() * p.element_size() for p in eng.model.parameters())
+    roofline = med["bandwidth_gbs"] * 1e9 / weight_bytes
     result = {
         "model": resolved.name,
         "threads": config.threads,
         "dtype": "float32",
-        "decode_tokens": decode_tokens,
-        "memory_bandwidth_gbs": bw,
+        "decode_tokens": tokens,
+        "rounds": rounds,
+        "median": med,
+        "all": m,
         "roofline_b1_tok_s": roofline,
-        "ours": mine,
-        "transformers": ref,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "ratios": {
-            "b1_vs_transformers": mine["decode_b1_tok_s"] / ref["decode_b1_tok_s"],
-            "agg16_vs_transformers_b1": mine["aggregate_16_tok_s"] / ref["decode_b1_tok_s"],
-            "b1_fraction_of_roofline": mine["decode_b1_tok_s"] / roofline,
+            "b1_vs_transformers_b1": med["ours_b1"] / med["ref_b1"],
+            "agg16_vs_transformers_b1": med["ours_agg16"] / med["ref_b1"],
+            "agg16_vs_transformers_batch8": med["ours_agg16"] / med["ref_agg8"],
+            "b1_fraction_of_roofline": med["ours_b1"] / roofline,
         },
     }
     for k, v in result["ratios"].items():
         _say(f"  {k}: {v:.2f}")
+    _say(f"  peak RSS {result['peak_rss_mib']:.0f} MiB (both models loaded)")
     return result

@@ -71,6 +71,13 @@ class Cluster:
     http_url: str = ""
 
     def __enter__(self) -> Cluster:
+        try:
+            return self._start()
+        except BaseException:
+            self.__exit__(None, None, None)  # never leak processes when start-up fails
+            raise
+
+    def _start(self) -> Cluster:
         self.coordinator = start(
             [
                 "run",
