@@ -36,3 +36,16 @@ def test_fast_path_avoids_loaded_pipelines_and_failed_nodes() -> None:
     assert [h.node_id for h in r.hops] == ["p29s0", "p29s1", "p29s2"]
     r = route(RouteRequest("x", 10, 10, avoid=frozenset({NodeId("p29s1")})), lanes(30, busy))
     assert r.covers(L) and "p29s1" not in [h.node_id for h in r.hops]
+
+
+def test_nodes_outside_whole_pipelines_still_get_traffic() -> None:
+    """Overlapping spans: one node holds everything (the only lane), the others overlap
+    without tiling. Once the big node is loaded, requests must go around it."""
+    loads = [NodeLoad(NodeId("big"), "big", LayerRange(0, L), running=500)]
+    for i in range(30):
+        a = 2 * i
+        loads.append(NodeLoad(NodeId(f"o{i:02d}"), "", LayerRange(a, min(L, a + 7))))
+    router = Router(ClusterState(L, tuple(loads)))
+    assert len(router.segments) > DP_MAX_SEGMENTS and len(router.lanes) == 1
+    r = router.route(RouteRequest("x", 10, 10))
+    assert r.covers(L) and "big" not in [h.node_id for h in r.hops]

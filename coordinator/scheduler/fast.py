@@ -8,6 +8,9 @@
    scored with the performance model (compute, KV room by Little's law, latency).
 3. The best k wins; nodes that only add a hop (less than half a layer's worth of speed)
    stand by.
+4. A packed candidate (`pack.py`: every node as many layers as fit, spans overlapping,
+   Petals-style but inside the group's region) competes with the best k on the same
+   performance model; the higher expected throughput wins.
 
 Cost is O(k-candidates x nodes): about a second at a thousand nodes.
 """
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 
 from coordinator.scheduler.estimate import Estimate, group_estimate
 from coordinator.scheduler.overlap import overlap
+from coordinator.scheduler.pack import pack
 from coordinator.scheduler.perf import PerfModel
 from coordinator.scheduler.simple import pipeline_order
 from coordinator.scheduler.split import bounds, water_fill
@@ -159,7 +163,29 @@ def plan_group(nodes: Sequence[NodeCapacity], perf: PerfModel, min_stages: int) 
         for k in fresh:
             attempt(k)
     best_k = best_of(tried)
-    return tried[best_k] if best_k is not None else None
+    plan = tried[best_k] if best_k is not None else None
+    packed = packed_plan(nodes, perf, min_stages)
+    if packed is not None and (plan is None or packed.throughput > plan.throughput):
+        return packed
+    return plan
+
+
+def packed_plan(
+    nodes: Sequence[NodeCapacity], perf: PerfModel, min_stages: int
+) -> GroupPlan | None:
+    """The packed candidate as a one-'pipeline' plan (its spans overlap). Not offered
+    under a minimum depth or a hop cap: a packed node may hold the whole model, and a
+    stitched chain's hop count is the router's to choose."""
+    opts = perf.options
+    if min_stages > 1 or opts.max_stages is not None:
+        return None
+    held = pack(nodes, perf)
+    if held is None:
+        return None
+    est = group_estimate(held, perf)
+    if opts.latency_target_ms and est.latency_ms_per_token > opts.latency_target_ms:
+        return None
+    return GroupPlan([held], est.throughput_tok_s, est.latency_ms_per_token)
 
 
 def geometric(kmax: int) -> list[int]:

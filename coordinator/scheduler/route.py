@@ -32,7 +32,9 @@ SAME_REGION_RTT_MS = 1.0
 CROSS_REGION_RTT_MS = 100.0
 # Above this many segments (misaligned replicas in a big cluster) a request takes the
 # cheapest whole pipeline when one is usable: one vectorised sum instead of a DP pass
-# per segment, under a millisecond at a thousand nodes.
+# per segment, under a millisecond at a thousand nodes. Only when the whole pipelines
+# hold every node: with overlapping spans most nodes sit in no lane, and lanes alone
+# would leave them idle (the simulator showed half a 64-node pool unused).
 DP_MAX_SEGMENTS = 24
 # Added per layer on a node that reports too little free KV: used only if nothing else is.
 KV_FULL_PENALTY_MS = 1e6
@@ -128,6 +130,7 @@ class Router:
                 lanes.append(lane)
                 used.update(lane)
         self.lanes = lanes
+        self.lanes_hold_all = len(used) == len(self.nodes)
         flat = [i for lane in lanes for i in lane]
         self.lane_nodes = np.array(flat, dtype=np.int64)
         self.lane_len = np.array([len(self.nodes[i].range) for i in flat], dtype=float)
@@ -174,7 +177,7 @@ class Router:
                 + f" of {self.state.num_layers}; wait for nodes to join or re-allocate"
             )
         cpl = self.layer_costs(request)
-        if len(self.segments) > DP_MAX_SEGMENTS:
+        if len(self.segments) > DP_MAX_SEGMENTS and self.lanes_hold_all:
             lane = self.best_lane(cpl)
             if lane is not None:
                 n = self.nodes

@@ -24,6 +24,25 @@ def pipeline_order(nodes: Sequence[NodeCapacity]) -> list[NodeCapacity]:
     return [by_size[0], *by_size[2:], by_size[1]]
 
 
+def least_loss_order(nodes: Sequence[NodeCapacity], mem: MemoryModel) -> list[NodeCapacity]:
+    """The ends where the embedding and head cost the fewest layers of capacity: the
+    biggest nodes are not always best there (a node just over a layer boundary loses one
+    layer to the head where a slightly smaller one loses none)."""
+    if len(nodes) < 2:
+        return list(nodes)
+
+    def loss(n: NodeCapacity, first: bool) -> int:
+        return mem.max_layers(n.memory_bytes) - mem.max_layers(n.memory_bytes, first, not first)
+
+    by_size = sorted(nodes, key=lambda n: (-n.memory_bytes, n.node_id))
+    few = by_size[:16]  # end candidates: bounded work on big pools
+    a, b = min(
+        ((x, y) for x in few for y in few if x is not y),
+        key=lambda p: (loss(p[0], True) + loss(p[1], False), p[0].node_id, p[1].node_id),
+    )
+    return [a, *(n for n in by_size if n is not a and n is not b), b]
+
+
 def stage_caps(order: Sequence[NodeCapacity], mem: MemoryModel) -> list[int]:
     k = len(order)
     return [
@@ -77,7 +96,12 @@ def allocate_simple(
     for k in [*range(lo, hi + 1), *range(min(lo, hi + 1) - 1, 0, -1)]:
         chosen = eligible[:k]
         # Node-id order reads best; biggest nodes at the ends when the embedding needs it.
-        for order in (sorted(chosen, key=lambda n: n.node_id), pipeline_order(chosen)):
+        orders = (
+            sorted(chosen, key=lambda n: n.node_id),
+            pipeline_order(chosen),
+            least_loss_order(chosen, mem),
+        )
+        for order in orders:
             ranges = split_pipeline(order, mem)
             if ranges is not None:
                 break

@@ -1,0 +1,59 @@
+"""Packed, overlapping spans: the heuristic's Petals-style candidate.
+
+Every node of a region group holds as many layers as its memory allows after the KV
+reserve, fastest nodes first, each at the window of layers with the least speed so
+far. Spans overlap instead of tiling; the router stitches chains across them with
+prefix and suffix hops, so chains are short (fat nodes, few hops) and stay in the
+group's region. Replicated disjoint pipelines win when nodes are alike and small; this
+wins when a few big nodes can each carry a large part of the model. The heuristic
+scores both with the performance model and keeps the better.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from coordinator.scheduler.perf import PerfModel
+from coordinator.scheduler.types import NodeCapacity
+from parallax.types import LayerRange
+
+Held = list[tuple[NodeCapacity, LayerRange]]
+
+
+def span_for(node: NodeCapacity, perf: PerfModel, load: Sequence[float]) -> LayerRange | None:
+    """The node's widest span, at the window whose layers have the least speed so far
+    (earliest among equals). The width is what fits even with the embedding and head,
+    so one width serves every position; a smaller node just takes what fits."""
+    mem, L = perf.mem, perf.num_layers
+    k = mem.max_layers(node.memory_bytes, True, True) or mem.max_layers(node.memory_bytes)
+    if k < 1:
+        return None
+    prefix = [0.0]
+    for x in load:
+        prefix.append(prefix[-1] + x)
+    best: tuple[float, int] | None = None
+    for a in range(L - k + 1):
+        if not mem.fits(node.memory_bytes, LayerRange(a, a + k)):
+            continue
+        cand = (prefix[a + k] - prefix[a], a)
+        if best is None or cand < best:
+            best = cand
+    return None if best is None else LayerRange(best[1], best[1] + k)
+
+
+def pack(nodes: Sequence[NodeCapacity], perf: PerfModel) -> Held | None:
+    """Packed spans of one group, or None when they leave some layer uncovered."""
+    L = perf.num_layers
+    load = [0.0] * L
+    out: Held = []
+    for n in sorted(nodes, key=lambda n: (-perf.speed(n), n.node_id)):
+        r = span_for(n, perf, load)
+        if r is None:
+            continue
+        out.append((n, r))
+        share = perf.speed(n) / len(r)
+        for x in range(r.start, r.end):
+            load[x] += share
+    if not out or min(load) <= 0.0:
+        return None
+    return out
