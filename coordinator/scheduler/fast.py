@@ -17,6 +17,7 @@ Cost is O(k-candidates x nodes): about a second at a thousand nodes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -143,13 +144,14 @@ def plan_group(nodes: Sequence[NodeCapacity], perf: PerfModel, min_stages: int) 
     kmax = max(1, min(len(nodes), int(sum(n.memory_bytes for n in nodes) // need)))
     kmax = max(1, min(kmax, len(nodes) // max(1, min(min_stages, len(nodes)))))
     tried: dict[int, GroupPlan | None] = {}
+    memo: Memo = {}
 
     def attempt(k: int) -> GroupPlan | None:
         if k not in tried:
-            tried[k] = plan_k(nodes, k, perf)
+            tried[k] = plan_k(nodes, k, perf, memo)
         return tried[k]
 
-    ladder = list(range(1, kmax + 1)) if kmax <= 16 else geometric(kmax)
+    ladder = list(range(1, kmax + 1)) if kmax <= 16 else geometric(kmax, kmin(nodes, perf))
     for k in ladder:
         attempt(k)
     for _ in range(5):  # refine around the best found so far
@@ -188,8 +190,18 @@ def packed_plan(
     return GroupPlan([held], est.throughput_tok_s, est.latency_ms_per_token)
 
 
-def geometric(kmax: int) -> list[int]:
-    ks, k = {1, kmax}, 1.0
+def kmin(nodes: Sequence[NodeCapacity], perf: PerfModel) -> int:
+    """Fewest pipelines worth trying in a big group: each at most four times as deep as
+    the mean node needs to hold the model. Deeper ones lose on latency and KV, and they
+    cost the most to build (the standby pass is quadratic in a pipeline's nodes)."""
+    mean = sum(n.memory_bytes for n in nodes) / max(1, len(nodes))
+    depth = max(1, math.ceil(perf.mem.total_need() / max(mean, 1.0)))
+    return max(1, len(nodes) // (4 * depth))
+
+
+def geometric(kmax: int, lo: int = 1) -> list[int]:
+    lo = max(1, min(lo, kmax))
+    ks, k = {lo, kmax}, float(lo)
     while k < kmax:
         ks.add(int(k))
         k *= 2.0
@@ -206,11 +218,39 @@ def best_of(tried: dict[int, GroupPlan | None]) -> int | None:
     return min(near, key=lambda k: (ok[k].latency_ms, -ok[k].throughput, k))
 
 
-def plan_k(nodes: Sequence[NodeCapacity], k: int, perf: PerfModel) -> GroupPlan | None:
+# Pipelines already built, by their nodes' specs in speed order: stage positions and
+# ranges, and the estimate. Volunteer pools repeat a few GPU models, so many of the
+# pipelines dealt for different k are alike; this halves the work at a thousand nodes.
+Memo = dict[tuple, "tuple[list[tuple[int, LayerRange]], Estimate] | None"]
+
+
+def build_alike(
+    part: Sequence[NodeCapacity], perf: PerfModel, memo: Memo
+) -> tuple[Pipeline, Estimate] | None:
+    """`build_pipeline`, reused for a pipeline of nodes with the same specs (same
+    memory, speed and region stage by stage: same ranges fit, same estimate)."""
+    order = sorted(part, key=lambda n: (-perf.speed(n), n.node_id))
+    key = tuple(
+        (n.memory_bytes, n.flops, n.mem_bandwidth, n.region, n.layer_latency_ms) for n in order
+    )
+    if key not in memo:
+        got = build_pipeline(order, perf)
+        pos = {n.node_id: i for i, n in enumerate(order)}
+        memo[key] = None if got is None else ([(pos[n.node_id], r) for n, r in got[0]], got[1])
+    hit = memo[key]
+    if hit is None:
+        return None
+    return [(order[i], r) for i, r in hit[0]], hit[1]
+
+
+def plan_k(
+    nodes: Sequence[NodeCapacity], k: int, perf: PerfModel, memo: Memo | None = None
+) -> GroupPlan | None:
     pipes: list[Pipeline] = []
     thr = lat = 0.0
+    memo = {} if memo is None else memo
     for part in deal(nodes, k, perf):
-        got = build_pipeline(part, perf)
+        got = build_alike(part, perf, memo)
         if got is None:
             return None
         pipes.append(got[0])

@@ -6,7 +6,8 @@ queued (up to its batch limit) as one step, whose time follows the performance m
 item travels to the next hop after half the link RTT plus its serialisation; the last
 hop's output is a token, and the next decode step starts again at the first hop. KV for
 prompt + output is reserved on every hop at admission; a request waits at the gateway
-until all its hops have room (no preemption).
+until all its hops have room and run fewer than `max_running_per_node` requests, as the
+engine's --max-running bounds them (no preemption).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ Chain = list[tuple[NodeId, LayerRange]]
 # (request, live view) -> chain; the view exposes running counts and KV room.
 Policy = Callable[[SimRequest, "SimView"], Chain]
 MAX_BATCH_TOKENS = 2048  # prefill tokens one step may take
+# Waiting requests the gateway tries per admission pass before it takes the cluster as
+# full: a full cluster does not re-route its whole queue at every completion.
+ADMIT_TRIES = 8
 
 
 @dataclass
@@ -86,6 +90,9 @@ def simulate(
         room = max(0.0, n.memory_bytes - weights)
         sims[n.node_id] = NodeSim(n, r, room / mem.kv_bytes_per_token)
     view = SimView(sims, perf)
+    # The engine's --max-running: a node keeps at most this many requests (KV and all),
+    # whatever room its KV has left; the rest wait at the gateway.
+    max_running = perf.options.max_running_per_node
     events: list = []
     tick = itertools.count()
     push = lambda t, kind, data: heapq.heappush(events, (t, next(tick), kind, data))  # noqa: E731
@@ -105,11 +112,17 @@ def simulate(
         return (req.prompt_tokens + req.output_tokens) * len(hop)
 
     def try_admit(now: float) -> None:
-        still = []
-        for req in waiting:
+        still: list[SimRequest] = []
+        misses = 0
+        for i, req in enumerate(waiting):
+            if misses >= ADMIT_TRIES:
+                still.extend(waiting[i:])
+                break
             chain = policy(req, view)
             if all(
-                sims[nid].kv_used + kv_need(req, r) <= sims[nid].kv_capacity for nid, r in chain
+                sims[nid].kv_used + kv_need(req, r) <= sims[nid].kv_capacity
+                and sims[nid].running < max_running
+                for nid, r in chain
             ):
                 for nid, r in chain:
                     sims[nid].kv_used += kv_need(req, r)
@@ -119,6 +132,7 @@ def simulate(
                 enqueue(now, req, 0, req.prompt_tokens)
             else:
                 still.append(req)
+                misses += 1
         waiting[:] = still
 
     def enqueue(now: float, req: SimRequest, hop: int, ntok: int) -> None:
