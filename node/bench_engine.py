@@ -69,6 +69,8 @@ def load_reference(resolved):
     import transformers as tf
 
     path = resolved.path
+    if resolved.format == "hf":
+        return tf.AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
     return tf.AutoModelForCausalLM.from_pretrained(
         str(path.parent), gguf_file=path.name, dtype=torch.float32
     ).eval()

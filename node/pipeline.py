@@ -54,6 +54,7 @@ class NodePipeline:
         self, node_id: str, runner: ShardRunner, cfg, eos_ids, wire_dtype=None, vocab_limit=None
     ):
         self.vocab_limit = vocab_limit
+        self.micro_batches = cfg.micro_batches
         self.node_id, self.runner, self.kv = node_id, runner, runner.kv
         self.spec = runner.model.spec
         self.eos_ids, self.wire_dtype = frozenset(eos_ids), wire_dtype
@@ -155,7 +156,7 @@ class NodePipeline:
     def step(self) -> Outbox:
         out = Outbox()
         work: dict[LayerRange, list[tuple[Chunk, torch.Tensor | None]]] = defaultdict(list)
-        for chunk in self.scheduler.schedule():
+        for chunk in self.scheduler.schedule(self._micro_batch()):
             work[self.reqs[chunk.request_id].layers].append((chunk, None))
         while self.incoming:
             chunks, hidden = self.incoming.popleft()
@@ -169,6 +170,15 @@ class NodePipeline:
         for layers, items in work.items():
             self._run_group(layers, items, out)
         return out
+
+    def _micro_batch(self) -> int | None:
+        """Decodes per step on a first hop: the running requests split over the stages."""
+        running = self.scheduler.running
+        stages = max((len(self.reqs[s.request_id].hops) for s in running), default=1)
+        parts = stages if self.micro_batches == 0 else self.micro_batches
+        if parts <= 1:
+            return None
+        return max(1, -(-len(running) // parts))
 
     def _run_group(self, layers: LayerRange, items, out: Outbox) -> None:
         ok = []

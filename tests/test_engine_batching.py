@@ -126,3 +126,22 @@ def test_ids_past_the_tokenizer_vocab_are_never_sampled(tiny_models):
     assert 259 not in run_alone(eng, prompts(1)[0], bias)
     hot = SamplingParams(max_tokens=6, temperature=1.0, seed=3, logit_bias={259: 100.0})
     assert 259 not in run_alone(eng, prompts(1)[0], hot)
+
+
+def test_micro_batches_cap_decodes_per_step():
+    from node.engine.kv_blocks import KVBlockManager
+    from node.engine.scheduler import Scheduler, Sequence, SeqState
+
+    sched = Scheduler(KVBlockManager(64, 4), max_batch_tokens=64, max_running=8)
+    seqs = [Sequence(f"s{i}", [1, 2, 3], 3) for i in range(6)]
+    for seq in seqs:
+        sched.add(seq)
+    assert len(sched.schedule()) == 6  # all six prefill in one step
+    for seq in seqs:
+        sched.on_token(seq, 7, finished=False)
+    first = sched.schedule(max_decodes=2)
+    assert [c.n for c in first] == [1, 1]
+    second = sched.schedule(max_decodes=2)
+    assert {c.request_id for c in first}.isdisjoint(c.request_id for c in second)
+    assert len(sched.schedule()) == 2  # uncapped: the rest
+    assert all(s.state is SeqState.IN_FLIGHT for s in seqs)

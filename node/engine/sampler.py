@@ -95,6 +95,8 @@ def sample(
     `vocab_limit`: ids at or above it are never drawn. Models pad their embedding past
     the tokenizer's vocabulary; such ids have no text and must not be sampled.
     """
+    # Sampling state (generators, histories) lives on the CPU; logits come to it.
+    logits = logits.float().cpu()
     if vocab_limit is not None and vocab_limit < logits.shape[-1]:
         logits = logits.clone()
         logits[:, vocab_limit:] = float("-inf")

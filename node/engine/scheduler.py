@@ -50,14 +50,19 @@ class Scheduler:
     def has_work(self) -> bool:
         return bool(self.waiting) or any(s.state is SeqState.RUNNING for s in self.running)
 
-    def schedule(self) -> list[Chunk]:
-        budget, chunks = self.max_batch_tokens, []
+    def schedule(self, max_decodes: int | None = None) -> list[Chunk]:
+        """`max_decodes` caps decodes per step: a pipeline's first node splits its
+        requests into micro-batches so every stage has one to work on."""
+        budget, chunks, decodes = self.max_batch_tokens, [], 0
         # Decodes first: they are latency-critical and cost one token each.
         for seq in sorted(self._ready(), key=lambda s: s.remaining != 1):
             if budget <= 0:
                 break
             if seq.state is not SeqState.RUNNING:  # preempted earlier in this loop
                 continue
+            if seq.remaining == 1 and max_decodes is not None and decodes >= max_decodes:
+                continue
+            decodes += seq.remaining == 1
             n = min(seq.remaining, budget)
             while not self.kv.can_grow(seq.request_id, seq.num_computed + n):
                 if not self._preempt_youngest(other_than=seq):

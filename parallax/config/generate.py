@@ -26,6 +26,11 @@ class EngineConfig(ConfigBase):
         512, help="token budget of one forward step (prefill chunks plus decodes)", unit="tokens"
     )
     max_running: int = opt(64, help="most requests decoding at once", unit="requests")
+    micro_batches: int = opt(
+        1,
+        help="decode micro-batches a first node keeps in flight; 0 = one per pipeline stage "
+        "(pays off when stages run on separate machines; 1 = off)",
+    )
 
     def validate(self) -> None:
         self.require(self.threads >= 0, "threads", "must be >= 0")
@@ -36,6 +41,7 @@ class EngineConfig(ConfigBase):
         self.require(self.kv_block_size > 0, "kv_block_size", "must be positive")
         self.require(self.max_batch_tokens >= 16, "max_batch_tokens", "must be >= 16")
         self.require(self.max_running >= 1, "max_running", "must be >= 1")
+        self.require(self.micro_batches >= 0, "micro_batches", "must be >= 0")
 
 
 @dataclass(frozen=True)
