@@ -130,7 +130,7 @@ def test_ids_past_the_tokenizer_vocab_are_never_sampled(tiny_models):
 
 def test_micro_batches_cap_decodes_per_step():
     from node.engine.kv_blocks import KVBlockManager
-    from node.engine.scheduler import Scheduler, Sequence, SeqState
+    from node.engine.scheduler import Scheduler, SeqState, Sequence
 
     sched = Scheduler(KVBlockManager(64, 4), max_batch_tokens=64, max_running=8)
     seqs = [Sequence(f"s{i}", [1, 2, 3], 3) for i in range(6)]
