@@ -43,7 +43,10 @@ def ours_policy() -> Policy:
                     address="",
                     range=s.range,
                     running=s.running,
-                    kv_free_tokens=int((s.kv_capacity - s.kv_used) / k),
+                    # A node at its running cap takes no one now: as full as no KV.
+                    kv_free_tokens=0
+                    if s.running >= view.perf.options.max_running_per_node
+                    else int((s.kv_capacity - s.kv_used) / k),
                     kv_capacity_tokens=int(s.kv_capacity / k),
                     layer_latency_ms=view.perf.layer_s(s.node, 1.0) * 1e3,
                     region=s.node.region,
