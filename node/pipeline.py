@@ -248,7 +248,14 @@ class NodePipeline:
         if s is None:
             req = self.reqs[rid].request
             params = SamplingParams.from_proto(req.sampling)
-            s = RequestSampler(params, list(req.prompt_ids), self.eos_ids, self.max_context)
+            # A replayed request carries its generated tokens at the end of the prompt:
+            # they count towards max_tokens and the penalties, as on the first chain.
+            ids, offset = (
+                list(req.prompt_ids),
+                max(0, min(req.generated_offset, len(req.prompt_ids))),
+            )
+            s = RequestSampler(params, ids[: len(ids) - offset], self.eos_ids, self.max_context)
+            s.generated = ids[len(ids) - offset :]
             self.samplers[rid] = s
         return s
 

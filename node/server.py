@@ -204,12 +204,18 @@ class NodeServer(pb_grpc.NodeServicer):
 
     def _send_failed(self, address: str, kind: str, message, error: Exception) -> None:
         """A hop is unreachable: fail the requests whose data was lost."""
-        if kind != "forward" or self.pipeline is None:
+        if self.pipeline is None:
+            return
+        if kind == "forward":
+            ids = [c.request_id for c in message.chunks]
+        elif kind == "push":  # the first hop is gone: its requests cannot go on
+            ids = [e.request_id for e in message.events]
+        else:
             return
         pipe, out = self.pipeline, Outbox()
-        for c in message.chunks:
-            if c.request_id in pipe.reqs:
-                pipe._fail(c.request_id, f"next hop {address} unreachable: {error}", out)
+        for rid in ids:
+            if rid in pipe.reqs:
+                pipe._fail(rid, f"hop {address} unreachable: {error.code().name}", out)
         self._send(out)
 
     # ---- RPC handlers ----

@@ -54,3 +54,76 @@ def test_node_with_less_memory_gets_fewer_layers(tmp_path):
         }
         assert size["small"] < size["big"], size
         assert chat(cluster.http_url, "hi")
+
+
+def routed_hops(cluster) -> list[str]:
+    """Node ids of the most recently routed request, from the coordinator's log."""
+    import json
+
+    for line in reversed(cluster.coordinator.lines):
+        if '"request routed"' in line:
+            return json.loads(line)["route"]
+    raise AssertionError("no request was routed")
+
+
+def test_stream_survives_a_killed_hop_by_replay(tiny_models):
+    import json
+
+    import httpx
+
+    from parallax.models.registry import resolve_model
+    from parallax.sampling import SamplingParams
+    from parallax.tokenizer import Tokenizer
+    from tests.engine_helpers import local_engine
+
+    path = tiny_models["llama"]
+    tok = Tokenizer.from_model(resolve_model(str(path)))
+    prompt = tok.encode_chat([{"role": "user", "content": "keep talking"}])
+    eng = local_engine(path, eos_ids=(), vocab_limit=tok.vocab_size)
+    want = tok.decode(eng.generate([prompt], SamplingParams(max_tokens=450))[0])
+    with Cluster(str(path), nodes=3, min_stages=3) as cluster:
+        mid = httpx.get(f"{cluster.http_url}/v1/models", timeout=10).json()["data"][0]["id"]
+        body = {
+            "model": mid,
+            "messages": [{"role": "user", "content": "keep talking"}],
+            "max_tokens": 450,
+            "temperature": 0,
+            "ignore_eos": True,
+            "stream": True,
+        }
+        text, finish, chunks = "", None, 0
+        with httpx.stream(
+            "POST", f"{cluster.http_url}/v1/chat/completions", json=body, timeout=120
+        ) as r:
+            for line in r.iter_lines():
+                if not line.startswith("data: {"):
+                    continue
+                for ch in json.loads(line[6:])["choices"]:
+                    text += ch["delta"].get("content") or ""
+                    finish = ch.get("finish_reason") or finish
+                chunks += 1
+                if chunks == 3:
+                    # Mid-stream, kill the request's second hop: the chain breaks, and the
+                    # gateway must replay prompt + tokens so far on a re-covered chain.
+                    victim_id = routed_hops(cluster)[1]
+                    victim = next(
+                        w
+                        for w in cluster.workers
+                        if any(x.startswith(f"node {victim_id} joined") for x in w.lines)
+                    )
+                    os.killpg(victim.popen.pid, signal.SIGKILL)
+        assert finish == "length"
+        assert text == want
+        # The stream really crossed a failure: the gateway replayed it on a new chain.
+        replayed = any("replaying request on a new chain" in x for x in cluster.coordinator.lines)
+        logs = [x for w in [cluster.coordinator, *cluster.workers] for x in w.lines]
+        noted = [x for x in logs if "warn" in x or "error" in x or "routed" in x]
+        assert replayed, f"victim {victim_id}\n" + "\n".join(noted)[-3000:]
+        wait_until(
+            lambda: (
+                [n["node_id"] for n in cluster.status()["nodes"] if n["state"] == "dead"]
+                == [victim_id]
+            ),
+            30,
+            "the killed node to be marked dead",
+        )

@@ -23,12 +23,18 @@ from coordinator.gateway.upstream import (
 )
 from coordinator.scheduler import route as schedule_route
 from coordinator.scheduler.types import ClusterState, Route, RouteRequest
+from parallax.errors import ParallaxError
 from parallax.rpc import parallax_pb2 as pb
 
 log = logging.getLogger(__name__)
 
 RouteFn = Callable[[RouteRequest, ClusterState], Route]
 DEFAULT_STALL_S = 60.0
+# A request whose chain fails (a hop died or was reassigned) is replayed on a new chain:
+# prompt plus the tokens generated so far, so the client sees one uninterrupted stream.
+DEFAULT_MAX_REPLAYS = 2
+DEFAULT_REPLAY_WAIT_S = 30.0  # how long to wait for the coordinator to re-cover layers
+REROUTE_POLL_S = 0.5
 
 
 @dataclass
@@ -50,7 +56,11 @@ class ClusterBackend:
         route_fn: RouteFn = schedule_route,
         *,
         stall_s: float = DEFAULT_STALL_S,
+        max_replays: int = DEFAULT_MAX_REPLAYS,
+        replay_wait_s: float = DEFAULT_REPLAY_WAIT_S,
     ) -> None:
+        self._max_replays = max_replays
+        self._replay_wait_s = replay_wait_s
         self._state_fn = state_fn
         self._num_layers = num_layers
         self._self_address = self_address
@@ -70,15 +80,68 @@ class ClusterBackend:
         self._route_fn(RouteRequest("readiness-probe", 1, 1), self._state_fn())
 
     async def generate(self, req: GenerationRequest) -> AsyncIterator[TokenOut]:
+        flight = _Flight(req, self._route(req))
+        for attempt in range(self._max_replays + 1):
+            # A replay runs under its own wire id: late events of the failed chain can
+            # never be taken for tokens of the new one.
+            wire_id = req.request_id if attempt == 0 else f"{req.request_id}~r{attempt}"
+            failure = None
+            stream = self._attempt(flight, wire_id)
+            try:
+                async for token in stream:
+                    if token.finish_reason == "error" and attempt < self._max_replays:
+                        failure = token
+                        break
+                    yield token
+            finally:
+                # Close now, not at garbage collection: closing releases the chain's KV.
+                await stream.aclose()
+            if failure is None:
+                return
+            route = await self._reroute(flight)
+            if route is None:
+                yield failure
+                return
+            log.warning(
+                "replaying request on a new chain",
+                extra={
+                    "request_id": req.request_id,
+                    "generated": len(flight.generated),
+                    "route": [h.node_id for h in route.hops],
+                    "error": failure.error,
+                },
+            )
+            flight.route = route
+
+    def _route(self, req: GenerationRequest) -> Route:
         route = self._route_fn(
             RouteRequest(req.request_id, len(req.prompt_ids), req.sampling.max_tokens),
             self._state_fn(),
         )
         if not route.covers(self._num_layers):
             raise ValueError(f"router returned a route that does not cover {self._num_layers}")
-        flight = _Flight(req, route)
+        return route
+
+    async def _reroute(self, flight: _Flight) -> Route | None:
+        """Wait for a chain that differs from the failed one (the coordinator notices a
+        dead node within its dead-after time and re-covers its layers)."""
+        failed = [(h.node_id, h.range) for h in flight.route.hops]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._replay_wait_s
+        while loop.time() < deadline:
+            await asyncio.sleep(REROUTE_POLL_S)
+            try:
+                route = self._route(flight.request)
+            except ParallaxError:  # layers not covered yet: nodes still reloading
+                continue
+            if [(h.node_id, h.range) for h in route.hops] != failed:
+                return route
+        return None
+
+    async def _attempt(self, flight: _Flight, wire_id: str) -> AsyncIterator[TokenOut]:
+        req, route = flight.request, flight.route
         # Open the queue before Submit: the first token may arrive before its Ack.
-        queue = self._board.open(req.request_id)
+        queue = self._board.open(wire_id)
         log.info(
             "request routed",
             extra={
@@ -88,8 +151,9 @@ class ClusterBackend:
                 "route": [h.node_id for h in route.hops],
             },
         )
+        finished = False
         try:
-            await self._clients.submit(route, self._submit_message(flight))
+            await self._clients.submit(route, self._submit_message(flight, wire_id))
             with_logprobs = req.sampling.logprobs >= 0
             while True:
                 try:
@@ -101,20 +165,20 @@ class ClusterBackend:
                 if token.carries_token:
                     flight.generated.append(token.token_id)
                 # Only a clean end is "finished"; after an error the hops are told to abort.
-                flight.finished = token.finished and token.carries_token
+                finished = flight.finished = token.finished and token.carries_token
                 yield token
                 if token.finished:
                     return
         finally:
-            self._board.close(req.request_id)
-            reason = "finished" if flight.finished else "abort"
+            self._board.close(wire_id)
+            reason = "finished" if finished else "abort"
             # A task, not an await: this may run while the caller is being cancelled.
-            self._spawn(self._clients.release(route, req.request_id, reason))
+            self._spawn(self._clients.release(route, wire_id, reason))
 
-    def _submit_message(self, flight: _Flight) -> pb.SubmitRequest:
+    def _submit_message(self, flight: _Flight, wire_id: str) -> pb.SubmitRequest:
         req = flight.request
         return pb.SubmitRequest(
-            request_id=req.request_id,
+            request_id=wire_id,
             prompt_ids=[*req.prompt_ids, *flight.generated],
             sampling=req.sampling.to_proto(),
             route=route_to_proto(flight.route),
