@@ -35,6 +35,7 @@ DEFAULT_STALL_S = 60.0
 DEFAULT_MAX_REPLAYS = 2
 DEFAULT_REPLAY_WAIT_S = 30.0  # how long to wait for the coordinator to re-cover layers
 REROUTE_POLL_S = 0.5
+ROUTE_EXPECTED_NEW_TOKENS = 512
 
 
 @dataclass
@@ -114,9 +115,11 @@ class ClusterBackend:
             flight.route = route
 
     def _route(self, req: GenerationRequest) -> Route:
+        # Route on the KV a request will likely hold, not its cap: a missing max_tokens
+        # means "the rest of the context" and would make every node look full.
+        expected = min(req.sampling.max_tokens, ROUTE_EXPECTED_NEW_TOKENS)
         route = self._route_fn(
-            RouteRequest(req.request_id, len(req.prompt_ids), req.sampling.max_tokens),
-            self._state_fn(),
+            RouteRequest(req.request_id, len(req.prompt_ids), expected), self._state_fn()
         )
         if not route.covers(self._num_layers):
             raise ValueError(f"router returned a route that does not cover {self._num_layers}")
