@@ -7,7 +7,6 @@ import contextlib
 import logging
 import signal
 import sys
-import uuid
 
 import torch
 
@@ -120,10 +119,6 @@ def join(cfg: NodeConfig) -> int:
     except ParallaxError as e:
         print(f"parallax join: error: {e}", file=sys.stderr)
         return 2
-
-
-def new_request_id() -> str:
-    return uuid.uuid4().hex
 
 
 generate_command = Command("generate", GenerateConfig, generate, GenerateConfig.command_help)

@@ -45,9 +45,6 @@ class Outbox:
         default_factory=lambda: defaultdict(pb.ReleaseRequest)
     )
 
-    def empty(self) -> bool:
-        return not (self.forwards or self.pushes or self.delivers or self.releases)
-
 
 class NodePipeline:
     def __init__(
@@ -188,7 +185,7 @@ class NodePipeline:
                     self.runner.check(chunk)
                 ok.append((chunk, rows))
             except ParallaxError as e:
-                self._fail(chunk.request_id, str(e), out)
+                self.fail(chunk.request_id, str(e), out)
         if not ok:
             return
         chunks = [c for c, _ in ok]
@@ -259,7 +256,7 @@ class NodePipeline:
             self.samplers[rid] = s
         return s
 
-    def _fail(self, rid: str, why: str, out: Outbox) -> None:
+    def fail(self, rid: str, why: str, out: Outbox) -> None:
         log.warning("request failed on this node", extra={"request_id": rid, "error": why})
         info = self.reqs.get(rid)
         if info is not None:

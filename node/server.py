@@ -12,7 +12,6 @@ import time
 from collections import deque
 
 import grpc
-import torch
 
 from node.engine.engine import DTYPES, make_runner
 from node.metrics import NodeMetrics
@@ -131,7 +130,6 @@ class NodeServer(pb_grpc.NodeServicer):
                 step_out = await asyncio.to_thread(pipe.step)
                 self._account(pipe, time.perf_counter() - t0, step_out)
                 self._merge(out, step_out)
-                self.wake.set()  # more to do while anything is queued or running
             self._send(out)
             if pipe.has_work() or self.inbox:
                 self.wake.set()
@@ -199,7 +197,7 @@ class NodeServer(pb_grpc.NodeServicer):
     def _fail_all(self, pipe: NodePipeline, why: str) -> None:
         out = Outbox()
         for rid in list(pipe.reqs):
-            pipe._fail(rid, why, out)
+            pipe.fail(rid, why, out)
         self._send(out)
 
     def _send_failed(self, address: str, kind: str, message, error: Exception) -> None:
@@ -215,7 +213,7 @@ class NodeServer(pb_grpc.NodeServicer):
         pipe, out = self.pipeline, Outbox()
         for rid in ids:
             if rid in pipe.reqs:
-                pipe._fail(rid, f"hop {address} unreachable: {error.code().name}", out)
+                pipe.fail(rid, f"hop {address} unreachable: {error.code().name}", out)
         self._send(out)
 
     # ---- RPC handlers ----
@@ -282,8 +280,3 @@ class NodeServer(pb_grpc.NodeServicer):
         st.tokens_per_s = self.tokens_per_s
         self.metrics.on_status(st)
         return st
-
-
-def torch_threads(cfg: EngineConfig) -> None:
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)

@@ -1,13 +1,12 @@
 """Structured logging: one JSON object per line on stderr.
 
-Prompts and generated text are never logged unless PARALLAX_LOG_PROMPTS=1.
+Prompts and generated text are never logged: log ids, counts and timings instead.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from typing import Any
@@ -39,7 +38,3 @@ def setup_logging(level: str = "INFO") -> None:
     handler.setFormatter(JsonFormatter())
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-
-
-def log_prompts_enabled() -> bool:
-    return os.environ.get("PARALLAX_LOG_PROMPTS") == "1"

@@ -1,6 +1,6 @@
 """Start `parallax` subcommands as child processes and read what they print.
 
-Used by `parallax bench pipeline` to run a real local cluster.
+Used by `parallax demo`, `parallax bench pipeline` and the tests' cluster harness.
 """
 
 from __future__ import annotations
@@ -12,9 +12,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from parallax.errors import ParallaxError
+
+PARALLAX = [sys.executable, "-m", "parallax"]
+
+
+class ChildTimeout(ParallaxError, TimeoutError):
+    """A child never printed the line we waited for (it exited, or took too long)."""
 
 
 @dataclass
@@ -32,8 +39,8 @@ class Child:
             if self.popen.poll() is not None:
                 break
             time.sleep(0.05)
-        tail = "\n".join(self.lines[-20:])
-        raise ParallaxError(f"child never printed {pattern!r} (exit {self.popen.poll()}):\n{tail}")
+        tail = "\n".join(self.lines[-30:])
+        raise ChildTimeout(f"no line matching {pattern!r} (exit {self.popen.poll()}):\n{tail}")
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.popen.poll() is None:
@@ -44,20 +51,27 @@ class Child:
             os.killpg(self.popen.pid, signal.SIGKILL)
 
 
-def spawn(args: list[str]) -> Child:
+def spawn(
+    args: list[str],
+    env: dict[str, str] | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> Child:
+    """Run `parallax ARGS` in its own session; `echo` sees every line it prints."""
     p = subprocess.Popen(
-        [sys.executable, "-m", "parallax", *args],
+        [*PARALLAX, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        start_new_session=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
+        start_new_session=True,  # signals to us are not signals to it: we stop it in order
     )
     child = Child(p)
 
     def pump() -> None:
         for line in p.stdout:
             child.lines.append(line.rstrip("\n"))
+            if echo is not None:
+                echo(line)
 
     threading.Thread(target=pump, daemon=True).start()
     return child

@@ -8,7 +8,6 @@ from typing import NewType
 from parallax.errors import InvalidArgument
 
 NodeId = NewType("NodeId", str)
-RequestId = NewType("RequestId", str)
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -3,60 +3,31 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
-import sys
-import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
+import pytest
 
-PARALLAX = [sys.executable, "-m", "parallax"]
-
-
-def _reader(proc: subprocess.Popen, lines: list[str]) -> None:
-    for line in proc.stdout:
-        lines.append(line.rstrip("\n"))
+from parallax.procs import Child, spawn
 
 
-@dataclass
-class Proc:
-    popen: subprocess.Popen
-    lines: list[str] = field(default_factory=list)
-
-    def wait_for(self, pattern: str, timeout: float) -> re.Match:
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        seen = 0
-        while time.monotonic() < deadline:
-            for line in self.lines[seen:]:
-                m = rx.search(line)
-                if m:
-                    return m
-            seen = len(self.lines)
-            if self.popen.poll() is not None:
-                break
-            time.sleep(0.05)
-        tail = "\n".join(self.lines[-30:])
-        raise TimeoutError(f"no line matching {pattern!r} (exit {self.popen.poll()}):\n{tail}")
+def wait_until(check, timeout: float, what: str):
+    """Poll `check` until it returns something truthy; fail the test after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
-def start(args: list[str], env: dict | None = None) -> Proc:
-    e = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
-    p = subprocess.Popen(
-        PARALLAX + args,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=e,
-        start_new_session=True,
-    )
-    proc = Proc(p)
-    threading.Thread(target=_reader, args=(p, proc.lines), daemon=True).start()
-    return proc
+# The harness runs the same child processes as `parallax demo` does.
+Proc = Child
+start = spawn
 
 
 @dataclass
@@ -142,7 +113,3 @@ class Cluster:
                     p.popen.wait(10)
                 except subprocess.TimeoutExpired:
                     os.killpg(p.popen.pid, signal.SIGKILL)
-
-
-def model_path_str(p: Path) -> str:
-    return str(p)

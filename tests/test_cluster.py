@@ -14,7 +14,7 @@ from parallax.rpc import parallax_pb2 as pb
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
 from parallax.sampling import SamplingParams
 from parallax.tokenizer import Tokenizer
-from tests.cluster_harness import Cluster
+from tests.cluster_harness import Cluster, wait_until
 from tests.engine_helpers import local_engine
 
 QUESTIONS = ["hello there", "what is 2+2?", "tell me a story", "name three colors"]
@@ -74,6 +74,10 @@ def node_statuses(cluster) -> list[pb.NodeStatus]:
     return out
 
 
+def kv_all_free(cluster) -> bool:
+    return all(s.kv_free_tokens == s.kv_total_tokens for s in node_statuses(cluster))
+
+
 def test_three_nodes_each_hold_a_real_shard(cluster):
     ranges = sorted(tuple(n["assignment"]["range"]) for n in cluster.status()["nodes"])
     assert len(ranges) == 3 and ranges[0][0] == 0 and ranges[-1][1] == 4
@@ -92,13 +96,7 @@ def test_eight_concurrent_streams_match_alone(cluster, tiny_models):
     with cf.ThreadPoolExecutor(8) as ex:
         got = list(ex.map(lambda q: chat(cluster.http_url, q, stream=True), qs))
     assert got == want
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        sts = node_statuses(cluster)
-        if all(s.kv_free_tokens == s.kv_total_tokens for s in sts):
-            break
-        time.sleep(0.2)
-    assert all(s.kv_free_tokens == s.kv_total_tokens for s in sts)
+    wait_until(lambda: kv_all_free(cluster), 10, "every node's KV to be free")
 
 
 def test_client_disconnect_frees_kv_everywhere(cluster):
@@ -115,13 +113,7 @@ def test_client_disconnect_frees_kv_everywhere(cluster):
         for i, _line in enumerate(r.iter_lines()):
             if i > 6:
                 break  # drop the connection mid-stream
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        sts = node_statuses(cluster)
-        if all(s.kv_free_tokens == s.kv_total_tokens for s in sts):
-            return
-        time.sleep(0.2)
-    pytest.fail(f"KV not freed: {[(s.kv_free_tokens, s.kv_total_tokens) for s in sts]}")
+    wait_until(lambda: kv_all_free(cluster), 15, "every node's KV to be freed")
 
 
 def test_malformed_forward_is_rejected_and_node_keeps_serving(cluster):

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cluster_harness import Cluster, start
+from tests.cluster_harness import Cluster, start, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -74,16 +74,6 @@ def live_ranges(status: dict) -> dict[str, list[int]]:
         for n in status["nodes"]
         if n["state"] != "dead" and n["assignment"]["range"]
     }
-
-
-def wait_until(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 PROMPT = "go on forever"

@@ -4,23 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
-import pytest
-
-from tests.cluster_harness import Cluster
+from tests.cluster_harness import Cluster, wait_until
 from tests.test_cluster import chat
 from tests.tiny_models import make_tiny_model
-
-
-def wait_until(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.3)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def test_killed_node_is_recovered_and_the_cluster_serves_again(tiny_models):

@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from tests.gateway_fakes import (
     MODEL_ID,
     SCRIPT_TEXT,
     TEST_CONTEXT,
-    RunningGateway,
-    load_tokenizer,
-    running_gateway,
 )
 
 USER = [{"role": "user", "content": "Say hello."}]
-
-
-@pytest.fixture(scope="module")
-def tokenizer(smollm2_path):
-    return load_tokenizer(smollm2_path)
-
-
-@pytest.fixture
-def gateway(tokenizer) -> Iterator[RunningGateway]:
-    with running_gateway(tokenizer) as gw:
-        yield gw
 
 
 def test_non_streaming_chat_has_the_openai_shape(gateway, tokenizer):

@@ -11,12 +11,7 @@ import pytest
 from coordinator.chat_cli import chat_loop
 from parallax.config.chat import ChatConfig
 from parallax.errors import ConfigError
-from tests.gateway_fakes import MODEL_ID, SCRIPT_TEXT, load_tokenizer, running_gateway
-
-
-@pytest.fixture(scope="module")
-def tokenizer(smollm2_path):
-    return load_tokenizer(smollm2_path)
+from tests.gateway_fakes import MODEL_ID, SCRIPT_TEXT, running_gateway
 
 
 def _user_turns(tokenizer, prompt_ids) -> str:

@@ -8,7 +8,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import grpc
-import pytest
 
 from coordinator.gateway.app import create_app
 from coordinator.gateway.cluster_backend import ClusterBackend
@@ -16,7 +15,7 @@ from coordinator.scheduler.types import ClusterState
 from parallax.config.coordinator import CoordinatorConfig
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
 from tests.gateway_fake_nodes import FakeNode, LoopThread, chain, start_nodes
-from tests.gateway_fakes import MODEL_ID, TEST_CONTEXT, ServerThread, load_tokenizer
+from tests.gateway_fakes import MODEL_ID, TEST_CONTEXT, ServerThread
 
 LAYERS = 30
 USER = [{"role": "user", "content": "Hi"}]
@@ -32,11 +31,6 @@ class Stack:
         import openai
 
         return openai.OpenAI(api_key="x", base_url=self.http.base_url + "/v1", max_retries=0)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(smollm2_path):
-    return load_tokenizer(smollm2_path)
 
 
 @contextmanager

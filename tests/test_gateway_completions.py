@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import openai
 import pytest
 
 from tests.gateway_fakes import (
     MODEL_ID,
     SCRIPT_TEXT,
-    RunningGateway,
-    load_tokenizer,
-    running_gateway,
 )
-
-
-@pytest.fixture(scope="module")
-def tokenizer(smollm2_path):
-    return load_tokenizer(smollm2_path)
-
-
-@pytest.fixture
-def gateway(tokenizer) -> Iterator[RunningGateway]:
-    with running_gateway(tokenizer) as gw:
-        yield gw
 
 
 def test_text_prompt(gateway, tokenizer):

@@ -7,14 +7,9 @@ import json
 import httpx
 import pytest
 
-from tests.gateway_fakes import MODEL_ID, ScriptedBackend, load_tokenizer, running_gateway
+from tests.gateway_fakes import MODEL_ID, ScriptedBackend, running_gateway
 
 BODY = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Hi"}]}
-
-
-@pytest.fixture(scope="module")
-def tokenizer(smollm2_path):
-    return load_tokenizer(smollm2_path)
 
 
 def _wait_closed(backend: ScriptedBackend, n: int, timeout: float = 5.0) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import openai
 import pytest
@@ -14,22 +12,10 @@ from tests.gateway_fakes import (
     TEST_CONTEXT,
     RunningGateway,
     ScriptedBackend,
-    load_tokenizer,
     running_gateway,
 )
 
 USER = [{"role": "user", "content": "Say hello."}]
-
-
-@pytest.fixture(scope="module")
-def tokenizer(smollm2_path):
-    return load_tokenizer(smollm2_path)
-
-
-@pytest.fixture
-def gateway(tokenizer) -> Iterator[RunningGateway]:
-    with running_gateway(tokenizer) as gw:
-        yield gw
 
 
 def _chat(gw: RunningGateway, **kwargs):

@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from tests.gateway_fakes import (
     MODEL_ID,
     SCRIPT_TEXT,
-    RunningGateway,
     ScriptedBackend,
-    load_tokenizer,
     running_gateway,
 )
 
 USER = [{"role": "user", "content": "Say hello."}]
-
-
-@pytest.fixture(scope="module")
-def tokenizer(smollm2_path):
-    return load_tokenizer(smollm2_path)
-
-
-@pytest.fixture
-def gateway(tokenizer) -> Iterator[RunningGateway]:
-    with running_gateway(tokenizer) as gw:
-        yield gw
 
 
 def _stream_text(chunks, index: int = 0) -> str:

@@ -101,7 +101,7 @@ def sample(
         logits = logits.clone()
         logits[:, vocab_limit:] = float("-inf")
     out = []
-    for row, s in zip(logits.float(), samplers, strict=True):
+    for row, s in zip(logits, samplers, strict=True):
         row = _adjust(row.clone(), s)
         p = s.params
         if p.greedy:

@@ -42,7 +42,6 @@ class Scheduler:
     max_running: int
     waiting: deque[Sequence] = field(default_factory=deque)
     running: list[Sequence] = field(default_factory=list)  # RUNNING or IN_FLIGHT
-    preempted: list[Sequence] = field(default_factory=list)  # since the last take_preempted()
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
@@ -107,13 +106,8 @@ class Scheduler:
             victim.num_computed = 0
             victim.state = SeqState.WAITING
             self.waiting.appendleft(victim)
-            self.preempted.append(victim)
             return True
         return False
-
-    def take_preempted(self) -> list[Sequence]:
-        out, self.preempted = self.preempted, []
-        return out
 
     def on_token(self, seq: Sequence, token_id: int, finished: bool) -> None:
         seq.token_ids.append(token_id)
