@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv run test test-e2e lint stubs format clean
+.PHONY: venv browser run test test-e2e lint stubs format clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,13 +20,18 @@ $(STAMP): pyproject.toml Makefile
 
 venv: $(STAMP)
 
+# The dashboard tests drive Debian's chromium (never a downloaded browser build).
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+	  || echo "chromium is missing and could not be installed: run 'apt-get install chromium' as root"
+
 stubs: venv
 	$(PY) -m parallax.rpc.generate
 
 run: venv
 	$(VENV)/bin/parallax demo
 
-test: venv
+test: venv browser
 	$(PY) -m pytest -q
 
 test-e2e: venv
