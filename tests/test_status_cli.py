@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from tests.cluster_harness import PARALLAX, Cluster
+from parallax.procs import PARALLAX
+from tests.cluster_harness import Cluster
 
 
 def status_cli(url: str) -> subprocess.CompletedProcess:
