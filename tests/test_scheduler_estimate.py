@@ -2,11 +2,12 @@
 
 The heuristic picks among its candidates (disjoint pipelines, packed overlapping spans)
 by the estimate, so the estimate must track what the simulator serves, overlapping
-allocations included. Measured (Nov 2026, llama3-70b on 6-8 mixed GPUs, our router):
-simulated / estimated throughput 0.38-0.88 for pipelines, packed spans and Petals'
-join-order spans alike. The estimate is optimistic (it assumes every stage runs its
-full share of the batch) but by a similar factor for every shape, which is what
-ranking needs. Stated tolerance: simulated within [0.3, 1.2] x estimated.
+allocations included. Measured (Nov 2026, llama3-70b on 6-16 mixed GPUs, our router):
+simulated / estimated throughput 0.7-1.18 for pipelines, packed spans and Petals'
+join-order spans on 6, 8 and 16 nodes, since the estimate counts two micro-batches in
+flight per stage (before: 0.38-0.88); one 12-node packed allocation still simulates at
+0.33-0.76 of its estimate, depending on the router. Stated tolerance here: simulated
+within [0.5, 1.5] x estimated.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from coordinator.scheduler.sim.engine import simulate
 from coordinator.scheduler.sim.scenarios import OUTPUT, PROMPT, make_scenario, with_solver
 from coordinator.scheduler.sim.workload import poisson_requests
 
-LOW, HIGH = 0.3, 1.2
+LOW, HIGH = 0.5, 1.5
 
 
 @pytest.mark.parametrize(("size", "seed"), [(6, 2), (8, 1)])

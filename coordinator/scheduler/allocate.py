@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 
@@ -15,8 +16,11 @@ from parallax.errors import InvalidArgument
 from parallax.models.spec import ModelSpec
 from parallax.types import LayerRange, NodeId
 
-# "auto" runs the exact MILP up to this many nodes (it answers in about a second there).
-AUTO_EXACT_MAX_NODES = 0
+# "auto" also runs the exact MILP (seeded with the heuristic's answer) up to this many
+# nodes and keeps whichever allocation the performance model rates higher: the MILP
+# maximises the full-batch layer flow, which ignores Little's law, so it is not always
+# the better of the two.
+AUTO_EXACT_MAX_NODES = 64
 
 Assignments = Mapping[NodeId, LayerRange | None]
 
@@ -39,12 +43,12 @@ def solve(
     """A fresh allocation: (assignments, solver used, note for the reason)."""
     opts = perf.options
     solver = opts.solver
-    if solver == "auto":
-        solver = "exact" if len(nodes) <= AUTO_EXACT_MAX_NODES else "fast"
     if solver == "exact" and opts.min_stages_when_possible > 1:
         solver = "fast"  # the MILP does not model a minimum depth; the heuristic does
     out: dict[NodeId, LayerRange | None] = {n.node_id: None for n in nodes}
     note = ""
+    if solver == "auto":
+        return best_of_both(nodes, perf)
     if solver == "exact":
         from coordinator.scheduler.exact import solve_exact
 
@@ -63,6 +67,29 @@ def solve(
         nodes, perf.mem, min_stages=opts.min_stages_when_possible, max_stages=opts.max_stages
     )
     return simple, "simple", "one pipeline by memory"
+
+
+def best_of_both(
+    nodes: Sequence[NodeCapacity], perf: PerfModel
+) -> tuple[dict[NodeId, LayerRange | None], str, str]:
+    fast = solve(nodes, replace_solver(perf, "fast"))
+    if len(nodes) > AUTO_EXACT_MAX_NODES or perf.options.min_stages_when_possible > 1:
+        return fast
+    exact = solve(nodes, replace_solver(perf, "exact"))
+    if exact[1] != "exact":
+        return fast
+    rate = {
+        name: estimate(got[0], nodes, perf).throughput_tok_s
+        for name, got in (("fast", fast), ("exact", exact))
+    }
+    # Ties go to the heuristic: its pipelines are simpler to route and to mend.
+    if rate["exact"] > rate["fast"] * 1.01:
+        return exact[0], "exact", f"{exact[2]}; beat the heuristic's {rate['fast']:,.0f} tok/s"
+    return fast[0], "fast", f"{fast[2]}; the MILP's allocation rated {rate['exact']:,.0f} tok/s"
+
+
+def replace_solver(perf: PerfModel, solver: str) -> PerfModel:
+    return dataclasses.replace(perf, options=dataclasses.replace(perf.options, solver=solver))
 
 
 def finish(

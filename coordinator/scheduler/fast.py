@@ -31,6 +31,8 @@ from coordinator.scheduler.types import NodeCapacity
 from parallax.types import LayerRange
 
 Pipeline = list[tuple[NodeCapacity, LayerRange]]
+# A tier pipeline takes nodes until they have this much more memory than the bare model.
+TIER_SLACK = 1.1
 
 
 @dataclass(frozen=True)
@@ -166,10 +168,46 @@ def plan_group(nodes: Sequence[NodeCapacity], perf: PerfModel, min_stages: int) 
             attempt(k)
     best_k = best_of(tried)
     plan = tried[best_k] if best_k is not None else None
-    packed = packed_plan(nodes, perf, min_stages)
-    if packed is not None and (plan is None or packed.throughput > plan.throughput):
-        return packed
+    for other in (tiered_plan(nodes, perf, min_stages, memo), packed_plan(nodes, perf, min_stages)):
+        if other is not None and (plan is None or other.throughput > plan.throughput):
+            plan = other
     return plan
+
+
+def tiered_plan(
+    nodes: Sequence[NodeCapacity], perf: PerfModel, min_stages: int, memo: Memo
+) -> GroupPlan | None:
+    """Pipelines of like nodes: fastest first, each pipeline takes nodes until they
+    hold the model, leftovers join the last. Each pipeline keeps its own requests'
+    KV, so when sequences in flight bound throughput (Little's law), a short pipeline
+    of fast nodes serves far more than a fast node slowed by a slow partner; LPT
+    dealing mixes them."""
+    need = perf.mem.total_need()
+    order = sorted(nodes, key=lambda n: (-perf.speed(n), n.node_id))
+    parts: list[list[NodeCapacity]] = []
+    cur: list[NodeCapacity] = []
+    room = 0.0
+    for n in order:
+        cur.append(n)
+        room += n.memory_bytes
+        # Some slack over the bare weights: the split also needs KV room per stage.
+        if room >= TIER_SLACK * need and len(cur) >= min_stages:
+            parts.append(cur)
+            cur, room = [], 0.0
+    if cur and parts:
+        parts[-1].extend(cur)
+    elif cur:
+        parts.append(cur)
+    pipes: list[Pipeline] = []
+    thr = lat = 0.0
+    for part in parts:
+        got = build_alike(part, perf, memo)
+        if got is None:
+            return None
+        pipes.append(got[0])
+        thr += got[1].throughput_tok_s
+        lat += got[1].latency_ms_per_token * got[1].throughput_tok_s
+    return GroupPlan(pipes, thr, lat / thr if thr > 0 else 0.0)
 
 
 def packed_plan(
