@@ -16,7 +16,7 @@ import torch
 from node.engine.runner import Chunk, ShardRunner
 from node.engine.sampler import RequestSampler, sample
 from node.engine.scheduler import Scheduler, Sequence
-from parallax.errors import InvalidArgument, ParallaxError
+from parallax.errors import CapacityError, InvalidArgument, ParallaxError
 from parallax.rpc import parallax_pb2 as pb
 from parallax.sampling import SamplingParams
 from parallax.types import LayerRange
@@ -63,6 +63,7 @@ class NodePipeline:
         self.max_context = runner.model.rotary.cos.shape[0]
         # Ids released recently: a chunk still in flight for one must not re-allocate KV.
         self.released: OrderedDict[str, None] = OrderedDict()
+        self.restarts = 0  # re-prefills from the first hop (it preempted the request)
 
     # ---- inputs (called from RPC handlers, between steps) ----
     def _register(self, request: pb.SubmitRequest) -> ReqInfo:
@@ -161,12 +162,33 @@ class NodePipeline:
             for c in chunks:
                 rows = hidden[row : row + c.num_tokens]
                 row += c.num_tokens
-                if c.request_id in self.reqs:  # released meanwhile: skip
-                    chunk = Chunk(c.request_id, c.start_pos, c.num_tokens, c.sample)
-                    work[self.reqs[c.request_id].layers].append((chunk, rows))
+                if c.request_id not in self.reqs:  # released meanwhile: skip
+                    continue
+                items = work[self.reqs[c.request_id].layers]
+                if c.start_pos == 0 and c.HasField("request"):
+                    self._restart(c.request_id, items)
+                chunk = Chunk(c.request_id, c.start_pos, c.num_tokens, c.sample)
+                items.append((chunk, rows))
         for layers, items in work.items():
             self._run_group(layers, items, out)
         return out
+
+    def _restart(self, rid: str, items: list) -> None:
+        """A fresh first chunk of a request this hop already holds: the first hop
+        preempted it and re-prefills it from position 0 (prompt plus the tokens so far).
+        Drop its old KV, and its older chunks not yet run, and take it from the top.
+
+        The sampler stays: the re-prefill ends by sampling the token that follows those
+        already generated, so its history, seed state and token index carry on.
+        """
+        stale = [i for i, (c, _) in enumerate(items) if c.request_id == rid]
+        if not self.kv.has(rid) and not stale:
+            return  # its very first chunk
+        for i in reversed(stale):
+            del items[i]
+        self.kv.free(rid)
+        self.restarts += 1
+        log.info("request re-prefilled by the first hop", extra={"request_id": rid})
 
     def _micro_batch(self) -> int | None:
         """Decodes per step on a first hop: the running requests split over the stages."""
@@ -180,12 +202,21 @@ class NodePipeline:
     def _run_group(self, layers: LayerRange, items, out: Outbox) -> None:
         ok = []
         for chunk, rows in items:
+            if chunk.request_id not in self.reqs:  # failed by an earlier chunk of this step
+                continue
             try:
                 if rows is not None:  # scheduled chunks reserved their KV already
                     self.runner.check(chunk)
                 ok.append((chunk, rows))
+            except CapacityError as e:
+                # Only the first hop can preempt (it holds the tokens to recompute from);
+                # a downstream hop out of KV fails the request, and the gateway replays it.
+                why = f"{e}; a downstream hop cannot recompute it, so the gateway must replay it"
+                self.fail(chunk.request_id, why, out)
             except ParallaxError as e:
                 self.fail(chunk.request_id, str(e), out)
+        # A failed request's earlier chunks of this step must not run: its KV is freed.
+        ok = [(c, r) for c, r in ok if c.request_id in self.reqs]
         if not ok:
             return
         chunks = [c for c, _ in ok]
@@ -215,8 +246,23 @@ class NodePipeline:
             out.forwards[addr] = msg
 
     def _sample(self, chunks: list[Chunk], logits: torch.Tensor, out: Outbox) -> None:
-        sampled_chunks = [c for c in chunks if c.sample]
-        samplers = [self._sampler(c.request_id) for c in sampled_chunks]
+        sampled_chunks, samplers, keep = [], [], []
+        for i, c in enumerate(c for c in chunks if c.sample):
+            s = self._sampler(c.request_id)
+            # The chunk must end where the request's tokens so far end (after a re-prefill
+            # too): otherwise a token would be repeated or skipped in the stream.
+            have = len(s.prompt_ids) + len(s.generated)
+            if c.start + c.n != have:
+                why = f"out of step: sampling after token {c.start + c.n}, the request has {have}"
+                self.fail(c.request_id, why, out)
+                continue
+            sampled_chunks.append(c)
+            samplers.append(s)
+            keep.append(i)
+        if not sampled_chunks:
+            return
+        if len(keep) < logits.shape[0]:
+            logits = logits[torch.tensor(keep, dtype=torch.long)]
         for c, s, res in zip(
             sampled_chunks, samplers, sample(logits, samplers, self.vocab_limit), strict=True
         ):

@@ -127,7 +127,16 @@ class NodeServer(pb_grpc.NodeServicer):
             self._apply_inbox(pipe, out)
             if pipe.has_work():
                 t0 = time.perf_counter()
-                step_out = await asyncio.to_thread(pipe.step)
+                try:
+                    step_out = await asyncio.to_thread(pipe.step)
+                except Exception:
+                    # A bug must not leave a node that takes work and never answers: fail
+                    # what it holds (the gateway replays it) and keep serving.
+                    log.exception("engine step failed; failing this node's requests")
+                    self._send(out)
+                    why = f"internal error: the engine step failed on node {self.node_id}"
+                    self._fail_all(pipe, why)
+                    continue
                 self._account(pipe, time.perf_counter() - t0, step_out)
                 self._merge(out, step_out)
             self._send(out)

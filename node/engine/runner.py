@@ -40,7 +40,11 @@ class ShardRunner:
                 f"{have} tokens of it"
             )
         if not self.kv.can_grow(chunk.request_id, chunk.start + chunk.n):
-            raise CapacityError(f"request {chunk.request_id}: KV cache full on this node")
+            need = self.kv.blocks_needed(chunk.request_id, chunk.start + chunk.n)
+            raise CapacityError(
+                f"request {chunk.request_id}: KV cache full on this node "
+                f"(needs {need} more blocks, {self.kv.free_blocks} free)"
+            )
         if chunk.start + chunk.n > self.model.rotary.cos.shape[0]:
             raise InvalidArgument(f"request {chunk.request_id}: position beyond the context")
         self.kv.grow(chunk.request_id, chunk.start + chunk.n)
@@ -58,8 +62,9 @@ class ShardRunner:
         """
         layers = layers or self.model.range
         is_first, is_last = layers.start == 0, layers.end == self.model.spec.num_layers
-        for c in chunks:
-            self.kv.grow(c.request_id, c.start + c.n)
+        for c in chunks:  # a request may have several chunks in one step: grow, never shrink
+            if c.start + c.n > self.kv.length(c.request_id):
+                self.kv.grow(c.request_id, c.start + c.n)
         # Decodes (one token) first so attention can batch them; remember the permutation.
         order = sorted(range(len(chunks)), key=lambda i: chunks[i].n != 1)
         offsets, at = [], 0

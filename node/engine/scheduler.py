@@ -42,6 +42,7 @@ class Scheduler:
     max_running: int
     waiting: deque[Sequence] = field(default_factory=deque)
     running: list[Sequence] = field(default_factory=list)  # RUNNING or IN_FLIGHT
+    preemptions: int = 0  # requests whose KV was freed to make room (they re-prefill)
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
@@ -106,6 +107,7 @@ class Scheduler:
             victim.num_computed = 0
             victim.state = SeqState.WAITING
             self.waiting.appendleft(victim)
+            self.preemptions += 1
             return True
         return False
 
