@@ -3,14 +3,20 @@
 gateway --Submit--> first node ... last node --Deliver--> gateway. Each request
 has a queue that `Deliver` fills; when the request ends in any way (finished,
 client gone, stalled) every hop of its route is told to `Release` it.
+
+Load spreading: nodes report how many requests they run in heartbeats, about once a
+second, so a burst of requests in between would all see the same loads and take the
+same chain. The backend counts its own open chains per node and routes on the larger
+of that count and the heartbeat's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from coordinator.gateway.backend import GenerationRequest, TokenOut
@@ -25,6 +31,7 @@ from coordinator.scheduler import route as schedule_route
 from coordinator.scheduler.types import ClusterState, Route, RouteRequest
 from parallax.errors import ParallaxError
 from parallax.rpc import parallax_pb2 as pb
+from parallax.types import NodeId
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +77,31 @@ class ClusterBackend:
         self._board = DeliveryBoard()
         self._clients = NodeClients()
         self._releases: set[asyncio.Task[None]] = set()
+        self._open: Counter[NodeId] = Counter()  # chains this gateway has open, per node
         self.servicer = DeliverServicer(self._board)
 
     @property
     def in_flight(self) -> int:
         return len(self._board)
+
+    @property
+    def node_in_flight(self) -> dict[NodeId, int]:
+        """Requests this gateway has open on each node."""
+        return dict(self._open)
+
+    def _state(self) -> ClusterState:
+        """The live state, each node's `running` raised to this gateway's own open
+        requests on it: those are known now, the heartbeat's count up to a second late."""
+        state = self._state_fn()
+        if not self._open:
+            return state
+        nodes = tuple(
+            replace(n, running=self._open[n.node_id])
+            if self._open.get(n.node_id, 0) > n.running
+            else n
+            for n in state.nodes
+        )
+        return replace(state, nodes=nodes)
 
     def check_ready(self) -> None:
         # A probe request through the real router: raises NotCovered naming the gaps.
@@ -119,7 +146,7 @@ class ClusterBackend:
         # means "the rest of the context" and would make every node look full.
         expected = min(req.sampling.max_tokens, ROUTE_EXPECTED_NEW_TOKENS)
         route = self._route_fn(
-            RouteRequest(req.request_id, len(req.prompt_ids), expected), self._state_fn()
+            RouteRequest(req.request_id, len(req.prompt_ids), expected), self._state()
         )
         if not route.covers(self._num_layers):
             raise ValueError(f"router returned a route that does not cover {self._num_layers}")
@@ -155,6 +182,9 @@ class ClusterBackend:
             },
         )
         finished = False
+        # Counted from here (no await since it was routed) until the attempt ends in any way.
+        nodes = {h.node_id for h in route.hops}
+        self._open.update(nodes)
         try:
             await self._clients.submit(route, self._submit_message(flight, wire_id))
             with_logprobs = req.sampling.logprobs >= 0
@@ -173,6 +203,10 @@ class ClusterBackend:
                 if token.finished:
                     return
         finally:
+            for node in nodes:
+                self._open[node] -= 1
+                if not self._open[node]:
+                    del self._open[node]
             self._board.close(wire_id)
             reason = "finished" if finished else "abort"
             # A task, not an await: this may run while the caller is being cancelled.

@@ -1,26 +1,37 @@
 """Phase 2: pick a chain of nodes for one request over live load and RTTs.
 
-The layers are cut at every node boundary into segments; a chain assigns one node
-to each segment, and consecutive segments on one node merge into one hop. So a hop
-may use a suffix or prefix of a node's range, and chains stitch across replicas
-whose boundaries do not line up.
+A chain is a list of hops that covers layers [0, L) once, in order; a hop runs a
+contiguous part of one node's range, so it may use a prefix or suffix of the node's
+range, and chains stitch across replicas whose boundaries do not line up.
 
 Cost of a chain, in ms per token: for each hop, its layers x the node's per-layer
-step time inflated by its load, plus the RTT between consecutive nodes. A dynamic
-programme over segments finds the cheapest chain. Pairwise RTTs are folded into a
-region x region matrix so one decision is O(nodes x regions): about a millisecond at
-a thousand nodes.
+step time inflated by its load (`1 + running / saturation`; plus a large penalty per
+layer on a node that reports too little free KV for the request, and +inf on a node
+the request must avoid), plus the RTT between consecutive nodes. Pairwise RTTs are
+folded into a region x region matrix.
+
+The router finds the cheapest chain: a shortest path over (cut, region) states, cuts
+being the range boundaries. A hop from cut p to cut q in region r costs its layers x
+the per-layer cost of the cheapest node of r that holds them all; that table, for
+every p, q and r, comes from the cheapest member of each (range, region) group. The
+search relaxes one more hop per round from the states the last round improved,
+skipping states that cannot beat the best complete chain found so far, so a decision
+takes about as many rounds as the best chain has hops: a few tenths of a millisecond
+at a thousand nodes. It is exact up to float32 rounding (chains within about 1e-6 of
+each other's cost are ties). `RouteIndex` holds what changes only with the topology.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
 from statistics import fmean
 
 import numpy as np
 
-from coordinator.scheduler.types import ClusterState, Hop, NodeLoad, Route, RouteRequest
+from coordinator.scheduler.route_index import COST_DTYPE, RouteIndex, TopologyKey, topology_key
+from coordinator.scheduler.types import ClusterState, Hop, Route, RouteRequest
 from parallax.errors import NotCovered
 from parallax.types import LayerRange
 
@@ -30,14 +41,9 @@ SATURATION_BATCH = 16.0
 DEFAULT_LAYER_MS = 1.0
 SAME_REGION_RTT_MS = 1.0
 CROSS_REGION_RTT_MS = 100.0
-# Above this many segments (misaligned replicas in a big cluster) a request takes the
-# cheapest whole pipeline when one is usable: one vectorised sum instead of a DP pass
-# per segment, under a millisecond at a thousand nodes. Only when the whole pipelines
-# hold every node: with overlapping spans most nodes sit in no lane, and lanes alone
-# would leave them idle (the simulator showed half a 64-node pool unused).
-DP_MAX_SEGMENTS = 24
 # Added per layer on a node that reports too little free KV: used only if nothing else is.
 KV_FULL_PENALTY_MS = 1e6
+INDEXES_KEPT = 4  # topologies whose index `route` keeps for the next request
 
 
 def region_rtts(state: ClusterState) -> dict[tuple[str, str], float]:
@@ -57,191 +63,184 @@ def region_rtts(state: ClusterState) -> dict[tuple[str, str], float]:
     return out
 
 
+def _prefix_min(a: np.ndarray) -> np.ndarray:
+    """Running minimum along axis 0 by doubling: log2(len) elementwise passes, where
+    `np.minimum.accumulate` walks the axis one row at a time."""
+    b = np.empty_like(a)
+    d = 1
+    while d < len(a):
+        np.minimum(a[d:], a[:-d], out=b[d:])
+        b[:d] = a[:d]
+        a, b, d = b, a, 2 * d
+    return a
+
+
 class Router:
-    """Index of one `ClusterState`; reuse it for many requests against the same state.
+    """The loads of one `ClusterState` over the index of its topology; reuse it for
+    many requests against the same state, and `with_loads` for a newer state."""
 
-    The per-request work is vectorised with numpy: costs of every node at once, then
-    one pass over the segments (at most num_layers of them)."""
-
-    def __init__(self, state: ClusterState) -> None:
+    def __init__(self, state: ClusterState, index: RouteIndex | None = None) -> None:
+        # A given index must be of this state's topology (`index.matches(state)`).
+        self.index = ix = index if index is not None else RouteIndex(state)
         self.state = state
-        self.nodes: Sequence[NodeLoad] = sorted(state.nodes, key=lambda n: n.node_id)
-        L = state.num_layers
-        cuts = {0, L}
-        for n in self.nodes:
-            cuts.update(x for x in (n.range.start, n.range.end) if 0 <= x <= L)
-        self.cuts = sorted(cuts)
-        self.segments = list(zip(self.cuts, self.cuts[1:], strict=False))
-        covering: list[list[int]] = [[] for _ in self.segments]
-        seg_at = {a: j for j, (a, _b) in enumerate(self.segments)}
-        for i, n in enumerate(self.nodes):
-            j = seg_at.get(n.range.start)
-            while j is not None and j < len(self.segments) and self.segments[j][1] <= n.range.end:
-                covering[j].append(i)
-                j += 1
-        self.covering = [np.array(c, dtype=np.int64) for c in covering]
-        self.seg_len = [b - a for a, b in self.segments]
-        self.regions = sorted({n.region for n in self.nodes})
-        rindex = {r: k for k, r in enumerate(self.regions)}
-        self.region_of = np.array([rindex[n.region] for n in self.nodes], dtype=np.int64)
+        self.nodes = [state.nodes[i] for i in ix.perm]  # id order, as the index
+        self.ids = ix.ids
         rtt = region_rtts(state)
-        self.rtt = np.array([[rtt[(a, b)] for b in self.regions] for a in self.regions])
-        self.base_ms = np.array(
-            [n.layer_latency_ms if n.layer_latency_ms > 0 else DEFAULT_LAYER_MS for n in self.nodes]
-        )
-        self.running = np.array([n.running for n in self.nodes], dtype=float)
+        self.rtt = np.array(
+            [[rtt[(a, b)] for b in ix.regions] for a in ix.regions], dtype=COST_DTYPE
+        ).reshape(len(ix.regions), len(ix.regions))
+        n = np.array(
+            [
+                (
+                    x.layer_latency_ms,
+                    x.running,
+                    x.layer_tokens_per_s,
+                    x.kv_free_tokens,
+                    x.kv_capacity_tokens,
+                )
+                for x in self.nodes
+            ],
+            dtype=float,
+        ).reshape(-1, 5)
+        base = np.where(n[:, 0] > 0, n[:, 0], DEFAULT_LAYER_MS)
         # Sequences a node serves before its per-token time grows: its capacity times its
         # idle latency (Little's law), or a typical batch when capacity is unknown.
-        self.saturation = np.array(
-            [
-                max(1.0, n.layer_tokens_per_s * base / 1e3)
-                if n.layer_tokens_per_s > 0
-                else SATURATION_BATCH
-                for n, base in zip(self.nodes, self.base_ms, strict=True)
-            ]
-        )
-        self.kv_free = np.array([n.kv_free_tokens for n in self.nodes], dtype=float)
-        self.kv_known = np.array([n.kv_capacity_tokens > 0 for n in self.nodes])
-        self.ids = [n.node_id for n in self.nodes]
-        self._blank = np.full(len(self.nodes), math.inf)
-        self._index_lanes()
+        saturation = np.where(n[:, 2] > 0, np.maximum(1.0, n[:, 2] * base / 1e3), SATURATION_BATCH)
+        self.load_ms = base * (1.0 + n[:, 1] / saturation)
+        self.kv_free = n[:, 3]
+        self.kv_known = n[:, 4] > 0
 
-    def _index_lanes(self) -> None:
-        """Whole pipelines (nodes meeting end to start from 0 to L), for big clusters:
-        pricing every lane at once is one vectorised sum, where the segment DP needs a
-        pass per segment."""
-        L = self.state.num_layers
-        by_start: dict[int, list[int]] = {}
-        for i, n in enumerate(self.nodes):
-            by_start.setdefault(n.range.start, []).append(i)
-        used: set[int] = set()
-        lanes: list[list[int]] = []
-        for first in by_start.get(0, []):
-            lane, at = [first], self.nodes[first].range.end
-            region = self.nodes[first].region
-            while at < L:
-                nxt = [i for i in by_start.get(at, []) if i not in used and i not in lane]
-                if not nxt:
-                    break
-                same = [i for i in nxt if self.nodes[i].region == region]
-                lane.append((same or nxt)[0])
-                at = self.nodes[lane[-1]].range.end
-            if at >= L:
-                lanes.append(lane)
-                used.update(lane)
-        self.lanes = lanes
-        self.lanes_hold_all = len(used) == len(self.nodes)
-        flat = [i for lane in lanes for i in lane]
-        self.lane_nodes = np.array(flat, dtype=np.int64)
-        self.lane_len = np.array([len(self.nodes[i].range) for i in flat], dtype=float)
-        self.lane_starts = np.cumsum([0] + [len(x) for x in lanes[:-1]]).astype(np.int64)
-        self.lane_link_ms = np.array(
-            [
-                sum(
-                    self.rtt[self.region_of[a], self.region_of[b]]
-                    for a, b in zip(lane, lane[1:], strict=False)
-                )
-                for lane in lanes
-            ]
-        )
+    @property
+    def segments(self) -> list[tuple[int, int]]:
+        """Layers cut at every range boundary."""
+        return self.index.segments
 
-    def best_lane(self, cpl: np.ndarray) -> int | None:
-        if not self.lanes:
-            return None
-        per_node = cpl[self.lane_nodes] * self.lane_len
-        cost = np.add.reduceat(per_node, self.lane_starts) + self.lane_link_ms
-        k = int(np.argmin(cost))
-        return k if np.isfinite(cost[k]) else None
+    def with_loads(self, state: ClusterState) -> Router:
+        """A router for `state`, reusing this index when the topology is the same."""
+        return Router(state, self.index if self.index.matches(state) else None)
 
     def uncovered(self) -> list[LayerRange]:
-        return [
-            LayerRange(a, b)
-            for (a, b), c in zip(self.segments, self.covering, strict=True)
-            if not len(c)
-        ]
+        return list(self.index.gaps)
 
     def layer_costs(self, request: RouteRequest) -> np.ndarray:
+        """Per-layer ms of every node (id order) for this request."""
         need = request.prompt_tokens + request.max_tokens
-        cost = self.base_ms * (1.0 + self.running / self.saturation)
-        cost = cost + np.where(self.kv_known & (self.kv_free < need), KV_FULL_PENALTY_MS, 0.0)
+        cost = self.load_ms + np.where(self.kv_known & (self.kv_free < need), KV_FULL_PENALTY_MS, 0)
         if request.avoid:
-            cost[[i for i, nid in enumerate(self.ids) if nid in request.avoid]] = math.inf
+            pos = self.index.position
+            cost[[pos[nid] for nid in request.avoid if nid in pos]] = math.inf
         return cost
 
+    def hop_costs(self, cpl: np.ndarray) -> np.ndarray:
+        """`W[p, q, r]`: ms of a hop over cuts [p, q) on the cheapest node of region r
+        holding all of it; +inf where none does or q <= p."""
+        ix = self.index
+        K, R = len(ix.cuts), len(ix.regions)
+        cheapest = np.minimum.reduceat(cpl[ix.order], ix.group_starts)
+        w = np.full((K, K, R), math.inf, dtype=COST_DTYPE)  # [K-1-hi, lo, region]
+        w[K - 1 - ix.g_hi, ix.g_lo, ix.g_region] = cheapest
+        w = _prefix_min(w)[::-1]  # [q, lo, r]: cheapest with hi >= q
+        w = _prefix_min(np.ascontiguousarray(w.transpose(1, 0, 2)))  # [p, q, r]: lo <= p
+        return w * ix.span + ix.forbid
+
     def route(self, request: RouteRequest) -> Route:
-        gaps = self.uncovered()
-        if gaps:
+        ix = self.index
+        if ix.gaps:
             raise NotCovered(
                 "no node holds layers "
-                + ", ".join(map(str, gaps))
-                + f" of {self.state.num_layers}; wait for nodes to join or re-allocate"
+                + ", ".join(map(str, ix.gaps))
+                + f" of {ix.num_layers}; wait for nodes to join or re-allocate"
             )
         cpl = self.layer_costs(request)
-        if len(self.segments) > DP_MAX_SEGMENTS and self.lanes_hold_all:
-            lane = self.best_lane(cpl)
-            if lane is not None:
-                n = self.nodes
-                return Route(
-                    tuple(Hop(n[i].node_id, n[i].address, n[i].range) for i in self.lanes[lane])
-                )
-        n_regions = len(self.regions)
-        prev_cost = np.full(len(self.nodes), math.inf)
-        prev_c = np.empty(0, dtype=np.int64)
-        back: list[tuple[np.ndarray, np.ndarray]] = []
-        for j, cand in enumerate(self.covering):
-            step = self.seg_len[j] * cpl[cand]
-            if j == 0:
-                total, src = step, cand.copy()
-            else:
-                cont = prev_cost[cand]
-                vals = prev_cost[prev_c]
-                regs = self.region_of[prev_c]
-                best_val = np.full(n_regions, math.inf)
-                best_src = np.zeros(n_regions, dtype=np.int64)
-                if n_regions == 1:
-                    k = int(np.argmin(vals))
-                    best_val[0], best_src[0] = vals[k], prev_c[k]
-                else:
-                    for r in range(n_regions):
-                        m = np.where(regs == r, vals, math.inf)
-                        k = int(np.argmin(m))
-                        best_val[r], best_src[r] = m[k], prev_c[k]
-                via = best_val[:, None] + self.rtt[:, self.region_of[cand]]
-                pick = np.argmin(via, axis=0)
-                switch = via[pick, np.arange(len(cand))]
-                stay = cont <= switch
-                total = np.where(stay, cont, switch) + step
-                src = np.where(stay, cand, best_src[pick])
-            if not np.isfinite(total).any():
-                a, b = self.segments[j]
-                raise NotCovered(
-                    f"every node holding layers [{a},{b}) is excluded for request "
-                    f"{request.request_id}; retry when another replica is up"
-                )
-            prev_cost = self._blank.copy()
-            prev_cost[cand] = total
-            prev_c = cand[np.isfinite(total)]
-            back.append((cand, src))
-        finals = prev_c
-        last = int(min(finals.tolist(), key=lambda i: (prev_cost[i], i)))
-        picks = [last]
-        for j in range(len(self.segments) - 1, 0, -1):
-            cand, src = back[j]  # cand is sorted: node indices in id order
-            picks.append(int(src[np.searchsorted(cand, picks[-1])]))
-        picks.reverse()
-        return Route(hops=self._hops(picks))
+        w = self.hop_costs(cpl)
+        best = self._search(w)
+        if not np.isfinite(best[-1]).any():
+            raise NotCovered(self._excluded(cpl, request))
+        return Route(self._hops(self._backtrack(w, best), cpl))
 
-    def _hops(self, picks: list[int]) -> tuple[Hop, ...]:
-        hops: list[Hop] = []
-        for i, (a, b) in zip(picks, self.segments, strict=True):
-            n = self.nodes[i]
+    def _entry(self, best: np.ndarray) -> np.ndarray:
+        """`E[p, r]`: cheapest chain over [0, cut p) plus the RTT into region r."""
+        e = (best[:, :, None] + self.rtt).min(axis=1)
+        e[0] = 0.0  # the first hop: no RTT in
+        return e
+
+    def _search(self, w: np.ndarray) -> np.ndarray:
+        """`best[q, r]`: cheapest chain over [0, cut q) whose last hop is in region r.
+
+        Bellman-Ford in rounds, a round one hop more, from the cuts whose cost the
+        last round improved. A state is dropped when its cost plus a lower bound on
+        the rest of the chain (each later segment on its cheapest node, no RTT) is no
+        better than the best complete chain so far: it cannot improve on that. Costs
+        are positive, so rounds stop once the best chain's hops are all relaxed."""
+        best = w[0].copy()
+        seg = np.arange(len(best) - 1)
+        rest = np.append(np.cumsum(w[seg, seg + 1].min(axis=1)[::-1])[::-1], 0.0)[:, None]
+        rows = np.flatnonzero(np.isfinite(best[:-1]).any(axis=1))
+        while len(rows):
+            entry = (best[rows, :, None] + self.rtt).min(axis=1)
+            entry[entry + rest[rows] >= best[-1].min()] = math.inf
+            new = (w[rows] + entry[:, None, :]).min(axis=0)
+            rows = np.flatnonzero((new[:-1] < best[:-1]).any(axis=1))
+            np.minimum(best, new, out=best)
+        return best
+
+    def _backtrack(self, w: np.ndarray, best: np.ndarray) -> list[tuple[int, int, int]]:
+        """(start cut, end cut, region) of every hop, first to last."""
+        entry = self._entry(best)
+        q, r = len(best) - 1, int(np.argmin(best[-1]))
+        hops = []
+        while True:
+            p = int(np.argmin(entry[:, r] + w[:, q, r]))
+            hops.append((p, q, r))
+            if p == 0:
+                return hops[::-1]
+            q, r = p, int(np.argmin(best[p] + self.rtt[:, r]))
+
+    def _hops(self, picks: list[tuple[int, int, int]], cpl: np.ndarray) -> tuple[Hop, ...]:
+        ix, hops = self.index, list[Hop]()
+        for p, q, r in picks:
+            fits = (ix.lo <= p) & (ix.hi >= q) & (ix.region_of == r)
+            n = self.nodes[int(np.argmin(np.where(fits, cpl, math.inf)))]
+            a, b = int(ix.cuts[p]), int(ix.cuts[q])
             if hops and hops[-1].node_id == n.node_id:
-                hops[-1] = Hop(n.node_id, n.address, LayerRange(hops[-1].range.start, b))
-            else:
-                hops.append(Hop(n.node_id, n.address, LayerRange(a, b)))
+                a = hops.pop().range.start
+            hops.append(Hop(n.node_id, n.address, LayerRange(a, b)))
         return tuple(hops)
+
+    def _excluded(self, cpl: np.ndarray, request: RouteRequest) -> str:
+        ix = self.index
+        usable = np.isfinite(cpl) & (ix.lo < ix.hi)
+        depth = np.zeros(len(ix.cuts), dtype=np.int64)
+        np.add.at(depth, ix.lo[usable], 1)
+        np.add.at(depth, ix.hi[usable], -1)
+        j = int(np.argmin(np.cumsum(depth)[:-1] > 0))
+        return (
+            f"every node holding layers [{ix.cuts[j]},{ix.cuts[j + 1]}) is excluded for "
+            f"request {request.request_id}; retry when another replica is up"
+        )
+
+
+_indexes: OrderedDict[TopologyKey, RouteIndex] = OrderedDict()
+_indexes_lock = threading.Lock()
+
+
+def index_for(state: ClusterState) -> RouteIndex:
+    """The index of `state`'s topology, kept across calls: a memo, built only when the
+    nodes, their ranges or regions change (not their loads)."""
+    key = topology_key(state)
+    with _indexes_lock:
+        index = _indexes.get(key)
+        if index is not None:
+            _indexes.move_to_end(key)
+            return index
+    index = RouteIndex(state, key)
+    with _indexes_lock:
+        _indexes[key] = index
+        while len(_indexes) > INDEXES_KEPT:
+            _indexes.popitem(last=False)
+    return index
 
 
 def route(request: RouteRequest, state: ClusterState) -> Route:
     """The cheapest complete chain for `request`; raises NotCovered if none exists."""
-    return Router(state).route(request)
+    return Router(state, index_for(state)).route(request)

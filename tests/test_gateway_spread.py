@@ -1,0 +1,113 @@
+"""The gateway spreads a burst over equivalent replicas before any heartbeat says so."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import grpc
+import pytest
+
+from coordinator.gateway.backend import GenerationRequest, UpstreamError
+from coordinator.gateway.cluster_backend import ClusterBackend, RouteFn
+from coordinator.scheduler import route as schedule_route
+from coordinator.scheduler.types import ClusterState, NodeLoad, Route, RouteRequest
+from parallax.rpc import parallax_pb2_grpc as pb_grpc
+from parallax.sampling import SamplingParams
+from parallax.types import LayerRange, NodeId
+from tests.gateway_fake_nodes import FakeNode, start_nodes
+
+LAYERS = 30
+
+
+def _request(rid: str) -> GenerationRequest:
+    return GenerationRequest(rid, (1, 2, 3), SamplingParams(max_tokens=16))
+
+
+def _replicas(nodes: list[FakeNode], running: int = 0) -> ClusterState:
+    """Every node holds every layer, same region, same speed: equivalent replicas."""
+    return ClusterState(
+        LAYERS,
+        tuple(
+            NodeLoad(NodeId(n.node_id), n.address, LayerRange(0, LAYERS), running=running)
+            for n in nodes
+        ),
+    )
+
+
+async def _with_backend(
+    nodes: list[FakeNode],
+    body: Callable[[ClusterBackend], Awaitable[None]],
+    route_fn: RouteFn = schedule_route,
+    heartbeat_running: list[int] | None = None,
+) -> None:
+    """`heartbeat_running[0]`: what every node last reported running (0 unless set)."""
+    servers = await start_nodes(nodes)
+    gateway = grpc.aio.server()
+    port = gateway.add_insecure_port("127.0.0.1:0")
+    running = heartbeat_running if heartbeat_running is not None else [0]
+    backend = ClusterBackend(
+        lambda: _replicas(nodes, running[0]), LAYERS, f"127.0.0.1:{port}", route_fn
+    )
+    pb_grpc.add_GatewayServicer_to_server(backend.servicer, gateway)
+    await gateway.start()
+    try:
+        await body(backend)
+    finally:
+        await backend.close()
+        await gateway.stop(None)
+        for s in servers:
+            await s.stop(None)
+
+
+def test_a_burst_is_spread_over_equivalent_replicas_and_counts_drop_when_done():
+    nodes = [FakeNode("a", hang=True), FakeNode("b", hang=True)]
+
+    async def body(backend: ClusterBackend) -> None:
+        streams = [backend.generate(_request(f"r{i}")) for i in range(6)]
+        for s in streams:  # back to back: each routed while the others are still open
+            await anext(s)
+        assert backend.node_in_flight == {"a": 3, "b": 3}
+        for s in streams[:2]:
+            await s.aclose()
+        assert sum(backend.node_in_flight.values()) == 4
+        for s in streams[2:]:
+            await s.aclose()
+        assert backend.node_in_flight == {}
+
+    asyncio.run(_with_backend(nodes, body))
+    assert [len(n.submits) for n in nodes] == [3, 3]
+
+
+def test_a_failed_attempt_stops_counting():
+    nodes = [FakeNode("a", refuse=grpc.StatusCode.UNAVAILABLE)]
+
+    async def body(backend: ClusterBackend) -> None:
+        with pytest.raises(UpstreamError):
+            await anext(backend.generate(_request("r1")))
+        assert backend.node_in_flight == {}
+
+    asyncio.run(_with_backend(nodes, body))
+
+
+def test_routing_sees_the_larger_of_heartbeat_and_own_count():
+    nodes = [FakeNode("a", hang=True)]
+    seen: list[int] = []
+    heartbeat = [0]
+
+    def record(req: RouteRequest, state: ClusterState) -> Route:
+        seen.append(state.nodes[0].running)
+        return schedule_route(req, state)
+
+    async def body(backend: ClusterBackend) -> None:
+        streams = [backend.generate(_request(f"r{i}")) for i in range(3)]
+        for s in streams:
+            await anext(s)
+        heartbeat[0] = 5  # a heartbeat arrives: 5 running (ours and others')
+        s4 = backend.generate(_request("r4"))
+        await anext(s4)
+        for s in [*streams, s4]:
+            await s.aclose()
+
+    asyncio.run(_with_backend(nodes, body, route_fn=record, heartbeat_running=heartbeat))
+    assert seen == [0, 1, 2, 5]
