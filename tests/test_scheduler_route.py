@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from coordinator.scheduler import ClusterState, NodeLoad, Route, Router, RouteRequest, route
 from coordinator.scheduler.route import (
     DEFAULT_LAYER_MS,
+    HOP_WAIT_STEPS,
     KV_FULL_PENALTY_MS,
     SATURATION_BATCH,
     index_for,
@@ -41,6 +42,14 @@ def layer_ms(n: NodeLoad, req: RouteRequest) -> float:
     return ms + (KV_FULL_PENALTY_MS if short else 0.0)
 
 
+def wait_ms(state: ClusterState, n: NodeLoad, req: RouteRequest) -> float:
+    """Entering a node waits half a step of its whole range (small clusters only)."""
+    if not Router(state).with_wait:
+        return 0.0
+    held = min(n.range.end, state.num_layers) - n.range.start
+    return HOP_WAIT_STEPS * held * layer_ms(n, req)
+
+
 def chain_cost(state: ClusterState, req: RouteRequest, r: Route) -> float:
     """Cost of a returned chain, after checking it is one: covers [0, L) once, in
     order, each hop inside its node's range."""
@@ -51,7 +60,7 @@ def chain_cost(state: ClusterState, req: RouteRequest, r: Route) -> float:
     for hop in r.hops:
         n = by_id[hop.node_id]
         assert n.range.covers(hop.range) and hop.address == n.address
-        cost += len(hop.range) * layer_ms(n, req)
+        cost += len(hop.range) * layer_ms(n, req) + wait_ms(state, n, req)
         if prev is not None:
             assert prev.node_id != n.node_id  # consecutive hops on one node are merged
             cost += rtt[(prev.region, n.region)]
@@ -72,6 +81,7 @@ def brute_force(state: ClusterState, req: RouteRequest) -> float:
         for n in state.nodes:
             if n.range.start <= at < n.range.end and n is not prev:
                 link = rtt[(prev.region, n.region)] if prev is not None else 0.0
+                link += wait_ms(state, n, req)
                 for end in range(at + 1, min(n.range.end, state.num_layers) + 1):
                     walk(end, n, cost + link + (end - at) * layer_ms(n, req))
 
@@ -85,6 +95,7 @@ def segment_dp(state: ClusterState, req: RouteRequest) -> float:
     for n in state.nodes:
         cuts.update((n.range.start, min(n.range.end, state.num_layers)))
     cost = [layer_ms(n, req) for n in state.nodes]
+    wait = [wait_ms(state, n, req) for n in state.nodes]
     prev: dict[int, float] = {}
     for a, b in itertools.pairwise(sorted(cuts)):
         exit_by_region: dict[str, float] = {}
@@ -94,9 +105,9 @@ def segment_dp(state: ClusterState, req: RouteRequest) -> float:
         cur = {}
         for i, n in enumerate(state.nodes):
             if n.range.start <= a and b <= n.range.end:
-                v = 0.0 if a == 0 else prev.get(i, math.inf)
+                v = wait[i] if a == 0 else prev.get(i, math.inf)
                 for reg, e in exit_by_region.items():
-                    v = min(v, e + rtt[(reg, n.region)])
+                    v = min(v, e + rtt[(reg, n.region)] + wait[i])
                 cur[i] = v + (b - a) * cost[i]
         prev = cur
     return min(prev.values(), default=math.inf)
@@ -259,3 +270,15 @@ def test_not_covered_names_the_gap_or_the_excluded_layers() -> None:
     )
     with pytest.raises(NotCovered, match=r"\[20,60\) is excluded"):
         route(RouteRequest("x", 1, 1, avoid=frozenset({NodeId("b")})), state)
+
+
+def test_a_hop_pays_for_waiting_on_a_big_nodes_step() -> None:
+    """Z is 10% faster per layer than Y, but each of its steps runs 50 layers: a request
+    entering it waits about half of one. The pipeline X, Y wins; without the wait, Z
+    would (27 ms of layers against Y's 30)."""
+    x = NodeLoad(NodeId("x"), "x:1", LayerRange(0, 30), layer_latency_ms=1.0)
+    y = NodeLoad(NodeId("y"), "y:1", LayerRange(30, 60), layer_latency_ms=1.0)
+    z = NodeLoad(NodeId("z"), "z:1", LayerRange(10, 60), layer_latency_ms=0.9)
+    state = ClusterState(L, (x, y, z))
+    assert Router(state).with_wait
+    assert [h.node_id for h in route(REQ, state).hops] == ["x", "y"]

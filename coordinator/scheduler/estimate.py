@@ -29,6 +29,7 @@ class Estimate:
 Held = list[tuple[NodeCapacity, LayerRange]]
 # Micro-batches a busy stage holds at once: the one it runs and the one waiting for it.
 IN_FLIGHT_PER_STAGE = 2
+HOP_WAIT_STEPS = 0.5  # the router's: see coordinator/scheduler/route.py
 
 
 def best_chain(held: Held, perf: PerfModel) -> list[tuple[NodeCapacity, LayerRange]] | None:
@@ -50,7 +51,10 @@ def best_chain(held: Held, perf: PerfModel) -> list[tuple[NodeCapacity, LayerRan
         cost, chain = best[a]
         for n, r in active:
             hop = perf.hop_s(chain[-1][0], n) if chain else 0.0
-            c = cost + hop + (r.end - a) * perf.layer_s(n, 1.0)
+            # Entering a node waits for its step in progress: half of its whole range
+            # (as the router prices a hop), so a short hop onto a big node is dear.
+            wait = HOP_WAIT_STEPS * len(r) * perf.layer_s(n, 1.0)
+            c = cost + hop + wait + (r.end - a) * perf.layer_s(n, 1.0)
             if r.end not in best or c < best[r.end][0] - 1e-15:
                 best[r.end] = (c, [*chain, (n, LayerRange(a, r.end))])
     return best[L][1] if L in best else None
@@ -71,7 +75,12 @@ def group_estimate(held: Held, perf: PerfModel) -> Estimate:
     batch = {
         nid: max(min(float(perf.batch_size), s / (depth * waves)), 1e-9) for nid, s in seqs.items()
     }
-    loop = waves * sum(len(r) * perf.layer_s(n, batch[n.node_id]) for n, r in chain)
+    # A stage's step runs its node's whole range, whatever part this chain uses.
+    full = {n.node_id: len(r) for n, r in held}
+    loop = sum(
+        (len(r) + (waves - 1) * full[n.node_id]) * perf.layer_s(n, batch[n.node_id])
+        for n, r in chain
+    )
     if depth > 1:
         loop += sum(
             perf.hop_s(a, b) for (a, _), (b, _) in zip(chain, chain[1:] + chain[:1], strict=True)
