@@ -31,5 +31,10 @@ class CapacityError(ParallaxError):
     """Not enough KV cache or nodes right now; retrying later may succeed."""
 
 
+# In a request's error text (TokenEvent.error), this marks a node that ran out of KV
+# cache for it: the chain is healthy, so the gateway may replay on the same chain.
+KV_FULL_MARK = "KV cache full"
+
+
 class NotCovered(ParallaxError):
     """The cluster's nodes do not cover every layer of the model yet."""

@@ -30,6 +30,7 @@ class FakeNode(pb_grpc.NodeServicer):
     refuse: grpc.StatusCode | None = None  # Submit fails with this code
     silent: bool = False  # accept Submit, never deliver
     hang: bool = False  # deliver the script, then never finish
+    fail_first: str = ""  # the first Submit ends at once in an error event with this text
     address: str = ""
     submits: list[pb.SubmitRequest] = field(default_factory=list)
     releases: list[tuple[tuple[str, ...], str]] = field(default_factory=list)
@@ -50,6 +51,18 @@ class FakeNode(pb_grpc.NodeServicer):
     async def _deliver(self, req: pb.SubmitRequest) -> None:
         async with grpc.aio.insecure_channel(req.reply_to) as channel:
             stub = pb_grpc.GatewayStub(channel)
+            if self.fail_first and len(self.submits) == 1:
+                ev = pb.TokenEvent(
+                    request_id=req.request_id,
+                    finished=True,
+                    finish_reason="error",
+                    error=self.fail_first,
+                )
+                await stub.Deliver(
+                    pb.TokenBatch(events=[ev], sender_id=self.node_id),
+                    timeout=deadlines.DELIVER_S,
+                )
+                return
             ids = self.script[: req.sampling.max_tokens]
             for k, tok in enumerate(ids):
                 await asyncio.sleep(self.delay_s)

@@ -29,7 +29,7 @@ from coordinator.gateway.upstream import (
 )
 from coordinator.scheduler import route as schedule_route
 from coordinator.scheduler.types import ClusterState, Route, RouteRequest
-from parallax.errors import ParallaxError
+from parallax.errors import KV_FULL_MARK, ParallaxError
 from parallax.rpc import parallax_pb2 as pb
 from parallax.types import NodeId
 
@@ -42,6 +42,9 @@ DEFAULT_STALL_S = 60.0
 DEFAULT_MAX_REPLAYS = 2
 DEFAULT_REPLAY_WAIT_S = 30.0  # how long to wait for the coordinator to re-cover layers
 REROUTE_POLL_S = 0.5
+# After a hop ran out of KV for a request, wait this long (for others to finish) before
+# replaying it, on whichever chain the router picks then, the same one included.
+KV_FULL_BACKOFF_S = 1.0
 ROUTE_EXPECTED_NEW_TOKENS = 512
 
 
@@ -126,7 +129,7 @@ class ClusterBackend:
                 await stream.aclose()
             if failure is None:
                 return
-            route = await self._reroute(flight)
+            route = await self._reroute(flight, same_ok=KV_FULL_MARK in failure.error)
             if route is None:
                 yield failure
                 return
@@ -152,20 +155,26 @@ class ClusterBackend:
             raise ValueError(f"router returned a route that does not cover {self._num_layers}")
         return route
 
-    async def _reroute(self, flight: _Flight) -> Route | None:
+    async def _reroute(self, flight: _Flight, same_ok: bool = False) -> Route | None:
         """Wait for a chain that differs from the failed one (the coordinator notices a
-        dead node within its dead-after time and re-covers its layers)."""
+        dead node within its dead-after time and re-covers its layers). With `same_ok`
+        (a hop only ran out of KV: the chain is healthy) any chain will do after a short
+        back-off, so a one-chain cluster under load does not fail the request."""
         failed = [(h.node_id, h.range) for h in flight.route.hops]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._replay_wait_s
+        if same_ok:
+            await asyncio.sleep(KV_FULL_BACKOFF_S)
         while loop.time() < deadline:
-            await asyncio.sleep(REROUTE_POLL_S)
             try:
                 route = self._route(flight.request)
             except ParallaxError:  # layers not covered yet: nodes still reloading
-                continue
-            if [(h.node_id, h.range) for h in route.hops] != failed:
+                route = None
+            if route is not None and (
+                same_ok or [(h.node_id, h.range) for h in route.hops] != failed
+            ):
                 return route
+            await asyncio.sleep(REROUTE_POLL_S)
         return None
 
     async def _attempt(self, flight: _Flight, wire_id: str) -> AsyncIterator[TokenOut]:

@@ -9,7 +9,7 @@ import torch
 from node.engine.kv_blocks import KVBlockManager
 from node.kernels import AttentionMeta
 from node.model import ShardModel
-from parallax.errors import CapacityError, InvalidArgument
+from parallax.errors import KV_FULL_MARK, CapacityError, InvalidArgument
 from parallax.types import LayerRange
 
 
@@ -42,7 +42,7 @@ class ShardRunner:
         if not self.kv.can_grow(chunk.request_id, chunk.start + chunk.n):
             need = self.kv.blocks_needed(chunk.request_id, chunk.start + chunk.n)
             raise CapacityError(
-                f"request {chunk.request_id}: KV cache full on this node "
+                f"request {chunk.request_id}: {KV_FULL_MARK} on this node "
                 f"(needs {need} more blocks, {self.kv.free_blocks} free)"
             )
         if chunk.start + chunk.n > self.model.rotary.cos.shape[0]:
