@@ -10,6 +10,7 @@ import json
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,12 +19,14 @@ from tokenizers import processors
 
 from parallax.errors import InvalidArgument, ModelFormatError
 from parallax.models.gguf_file import read_gguf
-from parallax.tokenizer.chat import ChatTemplate
+from parallax.tokenizer.chat import ChatTemplate, normalize_messages
 from parallax.tokenizer.gguf_vocab import vocab_from_metadata
 
 if TYPE_CHECKING:
     from parallax.models.registry import ResolvedModel
 
+# Marks where a message's text goes in a rendered prompt (a private-use character).
+_HOLE = "\ue000"
 TOKENIZER_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.merges")
 _SPECIAL_NAMES = ("bos_token", "eos_token", "unk_token", "pad_token")
 # Special tokens that end a turn in the chat formats we know (llama.cpp treats
@@ -154,8 +157,42 @@ class Tokenizer:
         return self.chat_template.render(messages, add_generation_prompt=add_generation_prompt)
 
     def encode_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+        """Prompt ids of a conversation. Special tokens come only from the template: a
+        message whose text spells one (a user typing `<|im_end|>` to forge a turn) has
+        that text encoded as plain text. Other messages encode exactly as transformers
+        encodes the rendered prompt."""
         # The template writes BOS itself when the model wants one, as in transformers.
-        return self.encode(self.apply_chat_template(messages, add_generation_prompt))
+        plain = normalize_messages(messages)
+        forged = [
+            i
+            for i, m in enumerate(plain)
+            if isinstance(m.get("content"), str) and any(t in m["content"] for t in self._specials)
+        ]
+        if not forged:
+            return self.encode(self.apply_chat_template(plain, add_generation_prompt))
+        texts = {i: plain[i]["content"] for i in forged}
+        for i in forged:
+            plain[i] = {**plain[i], "content": f"{_HOLE}{i}{_HOLE}"}
+        pieces = self.apply_chat_template(plain, add_generation_prompt).split(_HOLE)
+        ids: list[int] = []
+        for k, piece in enumerate(pieces):
+            if k % 2 == 0:  # template text: its special tokens are real
+                ids += self.encode(piece) if piece else []
+            else:  # a forged message's own text, specials spelled out as plain text
+                ids += self._plain.encode(texts[int(piece)], add_special_tokens=False).ids
+        return ids
+
+    @cached_property
+    def _specials(self) -> tuple[str, ...]:
+        added = self.backend.get_added_tokens_decoder().values()
+        return tuple(t.content for t in added if t.special)
+
+    @cached_property
+    def _plain(self) -> Backend:
+        """A copy of the backend that encodes special-token text as ordinary text."""
+        plain = Backend.from_str(self.backend.to_str())
+        plain.encode_special_tokens = True
+        return plain
 
 
 def _read_json(path: Path) -> dict[str, Any]:
