@@ -185,7 +185,11 @@ def test_page_shows_disconnected_and_recovers_after_a_coordinator_restart(browse
     try:
         pg.goto(f"http://127.0.0.1:{port}/dashboard")
         pg.wait_for_selector("#conn[data-state=live]", timeout=10_000)
-        assert "No node holds layers yet" in pg.locator("#layer-map").inner_text()
+        # The map renders just after the state turns live: on a busy box, a moment later.
+        pg.wait_for_function(
+            "document.querySelector('#layer-map').innerText.includes('No node holds layers yet')",
+            timeout=10_000,
+        )
         pg.evaluate("window.__sameDocument = true")
         stop(coordinator)
         pg.wait_for_selector("#conn[data-state=disconnected]", timeout=10_000)
