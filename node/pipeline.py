@@ -44,6 +44,7 @@ class Outbox:
     releases: dict[str, pb.ReleaseRequest] = field(
         default_factory=lambda: defaultdict(pb.ReleaseRequest)
     )
+    ran: int = 0  # chunks the step took up (run or failed): 0 = it could do nothing
 
 
 class NodePipeline:
@@ -170,6 +171,7 @@ class NodePipeline:
                 chunk = Chunk(c.request_id, c.start_pos, c.num_tokens, c.sample)
                 items.append((chunk, rows))
         for layers, items in work.items():
+            out.ran += len(items)
             self._run_group(layers, items, out)
         return out
 

@@ -125,6 +125,7 @@ class NodeServer(pb_grpc.NodeServicer):
                 continue
             out = Outbox()
             self._apply_inbox(pipe, out)
+            progressed = False
             if pipe.has_work():
                 t0 = time.perf_counter()
                 try:
@@ -137,10 +138,15 @@ class NodeServer(pb_grpc.NodeServicer):
                     why = f"internal error: the engine step failed on node {self.node_id}"
                     self._fail_all(pipe, why)
                     continue
-                self._account(pipe, time.perf_counter() - t0, step_out)
+                progressed = step_out.ran > 0
+                if progressed:  # an empty step would drag the reported layer time to 0
+                    self._account(pipe, time.perf_counter() - t0, step_out)
                 self._merge(out, step_out)
             self._send(out)
-            if pipe.has_work() or self.inbox:
+            # Work that could not run (KV full, --max-running reached, every request
+            # awaiting its token) waits for the next message, which is what can unblock
+            # it: stepping again at once would spin a core until tokens come back.
+            if (progressed and pipe.has_work()) or self.inbox:
                 self.wake.set()
 
     def _apply_inbox(self, pipe: NodePipeline, out: Outbox) -> None:
