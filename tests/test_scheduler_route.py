@@ -27,8 +27,10 @@ from parallax.types import LayerRange, NodeId
 
 L = 60
 REQ = RouteRequest("x", 10, 10)
-# The search runs in float32: chains this close (relative) are ties.
-REL = 1e-6
+# The search runs in float32: chains this close (relative) are ties. A few float32
+# roundings of costs near the KV-full penalty (1e6 ms a layer) reach 1.2e-6 (CI found
+# 2500017.5 against 2500014.5), so the tolerance is 1e-5.
+REL = 1e-5
 
 
 def layer_ms(n: NodeLoad, req: RouteRequest) -> float:

@@ -17,7 +17,7 @@ every p, q and r, comes from the cheapest member of each (range, region) group. 
 search relaxes one more hop per round from the states the last round improved,
 skipping states that cannot beat the best complete chain found so far, so a decision
 takes about as many rounds as the best chain has hops: a few tenths of a millisecond
-at a thousand nodes. It is exact up to float32 rounding (chains within about 1e-6 of
+at a thousand nodes. It is exact up to float32 rounding (chains within about 1e-5 of
 each other's cost are ties). `RouteIndex` holds what changes only with the topology.
 """
 

@@ -19,7 +19,7 @@ from parallax.types import LayerRange
 
 TopologyKey = tuple[int, tuple[tuple[str, int, int, str], ...]]
 # The hop table and the search run in float32: half the memory traffic of float64, and
-# a table small enough to stay in cache. Chains closer than about 1e-6 of their cost
+# a table small enough to stay in cache. Chains closer than about 1e-5 of their cost
 # are ties.
 COST_DTYPE = np.float32
 
