@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from typing import Any
 
 import grpc
 
@@ -162,13 +163,34 @@ class NodeServer(pb_grpc.NodeServicer):
                 elif op == "release":
                     pipe.release(list(arg.request_ids))
             except ParallaxError as e:
-                rid = arg.request_id if op == "submit" else ""
                 log.warning("operation rejected", extra={"op": op, "error": str(e)})
                 if op == "submit":
-                    ev = pb.TokenEvent(
-                        request_id=rid, finished=True, finish_reason="error", error=str(e)
-                    )
-                    out.delivers[arg.reply_to].events.append(ev)
+                    self._refuse(arg, str(e), out)
+            except Exception:
+                # A bug in handling one message must not end the loop (a node that takes
+                # work and never answers): fail the requests it concerns, keep serving.
+                log.exception("operation failed", extra={"op": op})
+                why = f"internal error on node {self.node_id} while handling {op}"
+                for rid in _request_ids(op, arg):
+                    if rid in pipe.reqs:
+                        pipe.fail(rid, why, out)
+                    elif op == "submit":
+                        self._refuse(arg, why, out)
+                # A request this node never registered: tell its gateway from the info
+                # its first chunk carries (the gateway releases the chain and replays).
+                for c in arg[0].chunks if op == "forward" else ():
+                    if c.request_id not in pipe.reqs and c.HasField("request"):
+                        self._refuse(c.request, why, out)
+                        for h in c.request.route.hops:  # and free it on the other hops
+                            if h.node_id != self.node_id:
+                                out.releases[h.address].request_ids.append(c.request_id)
+                                out.releases[h.address].reason = "error"
+
+    def _refuse(self, submit: pb.SubmitRequest, why: str, out: Outbox) -> None:
+        ev = pb.TokenEvent(
+            request_id=submit.request_id, finished=True, finish_reason="error", error=why
+        )
+        out.delivers[submit.reply_to].events.append(ev)
 
     def _merge(self, a: Outbox, b: Outbox) -> None:
         a.forwards.update(b.forwards)
@@ -295,3 +317,14 @@ class NodeServer(pb_grpc.NodeServicer):
         st.tokens_per_s = self.tokens_per_s
         self.metrics.on_status(st)
         return st
+
+
+def _request_ids(op: str, arg: Any) -> list[str]:
+    """The requests an inbox message concerns."""
+    if op == "submit":
+        return [arg.request_id]
+    if op == "forward":
+        return list(dict.fromkeys(c.request_id for c in arg[0].chunks))
+    if op == "tokens":
+        return list(dict.fromkeys(e.request_id for e in arg.events))
+    return []
