@@ -241,9 +241,9 @@ def bench_schedule(config: BenchConfig) -> dict:
         if quick
         else [
             ("mixed-8", 8, 1, True),
-            ("mixed-16", 16, 1, False),
-            ("mixed-32-2reg", 32, 2, False),
-            ("mixed-64-3reg", 64, 3, False),
+            ("mixed-16", 16, 1, True),
+            ("mixed-32-2reg", 32, 2, True),
+            ("mixed-64-3reg", 64, 3, True),
         ]
     )
     requests = 300 if quick else 600
