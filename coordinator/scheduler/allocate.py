@@ -16,12 +16,12 @@ from parallax.errors import InvalidArgument
 from parallax.models.spec import ModelSpec
 from parallax.types import LayerRange, NodeId
 
-# "auto" also runs the exact MILP (deterministic: one worker, a deterministic-time
-# limit) up to this many nodes, and takes its allocation only when the performance model
-# rates it higher: the MILP maximises the full-batch layer flow, which ignores Little's
-# law, so its answer is often the worse one in served tokens (simulated, Nov 2026: 59 vs
-# 54 tok/s on 8 mixed GPUs, where the model picks it; 233 vs 377, 848 vs 1,251 and
-# 1,446 vs 1,436 on 16, 32 and 64, where it does not).
+# "auto" also runs the exact MILP up to this many nodes, and takes its allocation only
+# when the MILP proved it optimal and the performance model rates it higher. The MILP
+# maximises the full-batch layer flow, which ignores Little's law, and a time-limited
+# incumbent's odd overlaps are a lottery in served tokens: on one 8-node pool they
+# simulated at 17-87 tok/s depending on node order and limits (the heuristic: 54), and
+# the model rated a 27 tok/s one above the heuristic's (simulated, Nov 2026).
 AUTO_EXACT_MAX_NODES = 64
 
 Assignments = Mapping[NodeId, LayerRange | None]
@@ -78,8 +78,8 @@ def best_of_both(
     if len(nodes) > AUTO_EXACT_MAX_NODES or perf.options.min_stages_when_possible > 1:
         return fast
     exact = solve(nodes, replace_solver(perf, "exact"))
-    if exact[1] != "exact":
-        return fast
+    if exact[1] != "exact" or not exact[2].startswith("MILP optimal"):
+        return fast[0], fast[1], f"{fast[2]}; the MILP did not prove an optimum in time"
     rate = {
         name: estimate(got[0], nodes, perf).throughput_tok_s
         for name, got in (("fast", fast), ("exact", exact))

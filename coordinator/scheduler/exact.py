@@ -100,10 +100,9 @@ def solve_group(
                 per_layer[x] += share if inside else 0
         m.add_hint(F, min(per_layer))
     solver = cp_model.CpSolver()
-    # One worker and a deterministic-time limit: the same cluster gets the same answer
-    # on any machine (a wall-clock limit with parallel workers gave allocations that
-    # simulated at 17-87 tok/s on one 8-node pool). A deterministic second is about
-    # 1.7 wall seconds on a shared 2-core box; the wall limit stays as the hard stop.
+    # One worker and a deterministic-time limit: the same model gets the same answer on
+    # any machine unless the wall limit (the hard stop) comes first. A deterministic
+    # second is about 1.7 wall seconds on a shared 2-core box.
     solver.parameters.max_time_in_seconds = time_limit_s
     solver.parameters.max_deterministic_time = time_limit_s * DETERMINISTIC_SHARE
     solver.parameters.num_workers = 1
