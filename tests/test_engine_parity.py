@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.engine_helpers import greedy_pipeline, shard_runners
-from tests.tiny_models import load_reference
+from tests.tiny_models import load_reference, make_tiny_model
 
 PROMPT = [5, 17, 33, 99, 100, 3, 7, 250, 12]
 STEPS = 21  # prefill + 20 decode steps
@@ -23,6 +23,31 @@ def test_logits_match_transformers(tiny_models, family):
     for i, got in enumerate(ours):
         want = full[len(PROMPT) - 1 + i]
         assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), f"step {i} differs"
+
+
+def test_mistral_sliding_window_matches_transformers(tmp_path):
+    """A window of 6 positions, shorter than the prompt: prefill in one shot, in chunks
+    (a chunk's queries reach back past its own start) and 20 decode steps past it."""
+    path = make_tiny_model(tmp_path / "swa", "mistral", sliding_window=6)
+    ref = load_reference(path)
+    assert ref.config.sliding_window == 6
+    tokens, ours = greedy_pipeline(shard_runners(path, [2]), PROMPT, STEPS)
+    with torch.no_grad():
+        full = ref(torch.tensor([PROMPT + tokens])).logits[0]
+        unwindowed = load_reference(make_tiny_model(tmp_path / "full", "mistral"))
+        plain = unwindowed(torch.tensor([PROMPT + tokens])).logits[0]
+    for i, got in enumerate(ours):
+        want = full[len(PROMPT) - 1 + i]
+        assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), f"step {i} differs"
+    # The window matters here: without it the same weights give other logits.
+    assert not torch.allclose(full[-1], plain[-1], atol=1e-3)
+    from node.engine.runner import Chunk
+
+    (chunked,) = shard_runners(path, [])
+    chunked.run([Chunk("a", 0, 4, False, tuple(PROMPT[:4]))])
+    chunked.run([Chunk("a", 4, 3, False, tuple(PROMPT[4:7]))])
+    got = chunked.run([Chunk("a", 7, 2, True, tuple(PROMPT[7:]))])
+    assert torch.allclose(got[0], full[len(PROMPT) - 1], atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("cuts", [[2], [1, 3], [1, 2, 3]])

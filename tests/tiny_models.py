@@ -73,7 +73,8 @@ def hf_config(family: str, num_layers: int = 4, **overrides):
     if family == "qwen3":
         return tf.Qwen3Config(head_dim=16, **common)
     if family == "mistral":
-        return tf.MistralConfig(sliding_window=None, **common)
+        common.setdefault("sliding_window", None)
+        return tf.MistralConfig(**common)
     raise ValueError(family)
 
 

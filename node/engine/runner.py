@@ -99,6 +99,8 @@ class ShardRunner:
 
     def _meta(self, chunks: list[Chunk]) -> tuple[AttentionMeta, torch.Tensor]:
         bs, dev = self.kv.block_size, self.device
+        # Mistral's sliding window: attention reaches back this many positions (None: all).
+        window = self.model.spec.sliding_window
         positions, slots = [], []
         for c in chunks:
             positions.extend(range(c.start, c.start + c.n))
@@ -115,20 +117,24 @@ class ShardRunner:
                 tables[r, : len(t)] = torch.tensor(t)
             all_slots = (tables.unsqueeze(-1) * bs + torch.arange(bs)).view(len(decodes), -1)
             decode_slots = all_slots[:, :lmax].to(dev)
-            lens = torch.tensor(lengths)
-            decode_mask = (
-                (torch.arange(lmax).unsqueeze(0) < lens.unsqueeze(1))
-                .view(len(decodes), 1, 1, lmax)
-                .to(dev)
-            )
+            lens = torch.tensor(lengths).unsqueeze(1)
+            keys = torch.arange(lmax).unsqueeze(0)
+            visible = keys < lens
+            if window is not None:  # a query sees the last `window` positions only
+                visible &= keys >= lens - window
+            decode_mask = visible.view(len(decodes), 1, 1, lmax).to(dev)
         prefills, row = [], len(decodes)
         for c in chunks[len(decodes) :]:
             ctx = c.start + c.n
             ctx_slots = torch.tensor(self.kv.slots(c.request_id, 0, ctx), device=dev)
             mask = None
-            if c.start:
+            if c.start or (window is not None and ctx > window):
                 q_pos = torch.arange(c.start, ctx).unsqueeze(1)
-                mask = (torch.arange(ctx).unsqueeze(0) <= q_pos).to(dev)
+                keys = torch.arange(ctx).unsqueeze(0)
+                visible = keys <= q_pos
+                if window is not None:
+                    visible &= keys > q_pos - window
+                mask = visible.to(dev)
             prefills.append((row, c.n, ctx_slots, mask))
             row += c.n
         meta = AttentionMeta(

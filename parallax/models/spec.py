@@ -152,7 +152,7 @@ class ModelSpec:
                 tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
                 attention_bias=bool(cfg.get("attention_bias", family == "qwen2")),
                 qk_norm=family == "qwen3",
-                sliding_window=cfg.get("sliding_window") if cfg.get("use_sliding_window") else None,
+                sliding_window=_sliding_window(cfg, family),
                 torch_dtype=str(cfg.get("torch_dtype") or cfg.get("dtype") or "float32"),
                 bos_token_id=cfg.get("bos_token_id"),
                 eos_token_ids=tuple(int(e) for e in eos_ids),
@@ -170,3 +170,14 @@ class ModelSpec:
         except json.JSONDecodeError as e:
             raise ModelFormatError(f"{cfg_path} is not valid JSON: {e}") from e
         return cls.from_hf_config(cfg)
+
+
+def _sliding_window(cfg: dict[str, Any], family: str) -> int | None:
+    """Positions a query attends back to, on every layer. Mistral sets `sliding_window`
+    (null in v0.2 and later); Qwen2 only uses one with `use_sliding_window`."""
+    window = cfg.get("sliding_window")
+    if window is None or not (family == "mistral" or cfg.get("use_sliding_window")):
+        return None
+    if not isinstance(window, int) or window < 1:
+        raise ModelFormatError(f"sliding_window must be a positive integer, not {window!r}")
+    return window
