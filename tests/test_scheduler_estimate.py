@@ -59,3 +59,20 @@ def test_packed_spans_cover_and_fit() -> None:
     assert covered == set(range(perf.num_layers))
     # Spans overlap (more layers held than the model has) and none is empty.
     assert sum(len(r) for _n, r in held) > perf.num_layers
+
+
+def test_the_reason_says_what_was_built_per_region_group() -> None:
+    """The dashboard shows the allocation's reason: it must name the shape, not call
+    overlapping spans pipelines."""
+    s = make_scenario("two", 32, 2, 32)
+    reason = allocate(s.nodes, s.model, with_solver(s, "fast", 1.0)).reason
+    assert "eu: " in reason and "us: " in reason
+    packed = make_scenario("one", 16, 1, 16)
+    assert "packed overlapping spans on 16 node(s)" in (
+        allocate(packed.nodes, packed.model, with_solver(packed, "fast", 1.0)).reason
+    )
+    small = make_scenario("small", 8, 1, 8)
+    assert (
+        "us: 1 pipeline(s)"
+        in allocate(small.nodes, small.model, with_solver(small, "fast", 1.0)).reason
+    )

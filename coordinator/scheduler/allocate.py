@@ -7,7 +7,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from coordinator.scheduler.estimate import estimate
-from coordinator.scheduler.fast import plan_fast
+from coordinator.scheduler.fast import plan_fast_shaped
 from coordinator.scheduler.options import AllocateOptions
 from coordinator.scheduler.perf import PerfModel
 from coordinator.scheduler.simple import allocate_simple
@@ -60,11 +60,11 @@ def solve(
             return out, "exact", note
         solver = "fast"  # no incumbent within the time limit
     if solver == "fast":
-        pipes = plan_fast(nodes, perf, opts.min_stages_when_possible)
-        if pipes:
-            for pipe in pipes:
+        got = plan_fast_shaped(nodes, perf, opts.min_stages_when_possible)
+        if got and got[0]:
+            for pipe in got[0]:
                 out.update({n.node_id: r for n, r in pipe})
-            return out, "fast", f"{len(pipes)} pipeline(s)"
+            return out, "fast", got[1]
     simple = allocate_simple(
         nodes, perf.mem, min_stages=opts.min_stages_when_possible, max_stages=opts.max_stages
     )

@@ -40,6 +40,12 @@ class GroupPlan:
     pipelines: list[Pipeline]
     throughput: float
     latency_ms: float
+    kind: str = "pipeline"  # what the reason says: "pipeline", "tiered pipeline", "packed"
+
+    def shape(self) -> str:
+        if self.kind == "packed":
+            return f"packed overlapping spans on {len(self.pipelines[0])} node(s)"
+        return f"{len(self.pipelines)} {self.kind}(s)"
 
 
 def region_groups(nodes: Sequence[NodeCapacity], perf: PerfModel) -> list[list[NodeCapacity]]:
@@ -207,7 +213,7 @@ def tiered_plan(
         pipes.append(got[0])
         thr += got[1].throughput_tok_s
         lat += got[1].latency_ms_per_token * got[1].throughput_tok_s
-    return GroupPlan(pipes, thr, lat / thr if thr > 0 else 0.0)
+    return GroupPlan(pipes, thr, lat / thr if thr > 0 else 0.0, "tiered pipeline")
 
 
 def packed_plan(
@@ -225,7 +231,7 @@ def packed_plan(
     est = group_estimate(held, perf)
     if opts.latency_target_ms and est.latency_ms_per_token > opts.latency_target_ms:
         return None
-    return GroupPlan([held], est.throughput_tok_s, est.latency_ms_per_token)
+    return GroupPlan([held], est.throughput_tok_s, est.latency_ms_per_token, "packed")
 
 
 def kmin(nodes: Sequence[NodeCapacity], perf: PerfModel) -> int:
@@ -301,8 +307,23 @@ def plan_fast(
     nodes: Sequence[NodeCapacity], perf: PerfModel, min_stages: int = 1
 ) -> list[Pipeline] | None:
     """Pipelines of the best plan, or None when some group cannot hold the model at all."""
+    got = plan_fast_shaped(nodes, perf, min_stages)
+    return None if got is None else got[0]
+
+
+def plan_fast_shaped(
+    nodes: Sequence[NodeCapacity], perf: PerfModel, min_stages: int = 1
+) -> tuple[list[Pipeline], str] | None:
+    """`plan_fast` and what it built per region group, for the allocation's reason."""
     eligible = [n for n in nodes if perf.mem.max_layers(n.memory_bytes) >= 1]
-    plans = [plan_group(g, perf, min_stages) for g in region_groups(eligible, perf)]
+    groups = region_groups(eligible, perf)
+    plans = [plan_group(g, perf, min_stages) for g in groups]
     if any(p is None for p in plans) and not any(p is not None for p in plans):
         return None
-    return [pipe for p in plans if p is not None for pipe in p.pipelines]
+    shapes = [
+        f"{'+'.join(sorted({n.region for n in g}))}: {p.shape()}"
+        for g, p in zip(groups, plans, strict=True)
+        if p is not None
+    ]
+    pipes = [pipe for p in plans if p is not None for pipe in p.pipelines]
+    return pipes, "; ".join(shapes)
