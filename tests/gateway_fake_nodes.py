@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
+from coordinator.gateway.cluster_backend import ClusterBackend
 from coordinator.scheduler.types import Hop, Route
 from parallax.rpc import deadlines
 from parallax.rpc import parallax_pb2 as pb
@@ -90,6 +92,27 @@ class FakeNode(pb_grpc.NodeServicer):
         self.releases.append((tuple(request.request_ids), request.reason))
         self.released.update(request.request_ids)
         return pb.Ack(ok=True)
+
+
+@asynccontextmanager
+async def serving_backend(
+    nodes: Sequence[FakeNode], make_backend: Callable[[str], ClusterBackend]
+) -> AsyncIterator[ClusterBackend]:
+    """The fake nodes and a gateway Deliver server up; `make_backend(own address)` is
+    called once the nodes have their addresses. Everything stops on exit."""
+    servers = await start_nodes(nodes)
+    gateway = grpc.aio.server()
+    port = gateway.add_insecure_port("127.0.0.1:0")
+    backend = make_backend(f"127.0.0.1:{port}")
+    pb_grpc.add_GatewayServicer_to_server(backend.servicer, gateway)
+    await gateway.start()
+    try:
+        yield backend
+    finally:
+        await backend.close()
+        await gateway.stop(None)
+        for s in servers:
+            await s.stop(None)
 
 
 async def start_nodes(nodes: Sequence[FakeNode]) -> list[grpc.aio.Server]:

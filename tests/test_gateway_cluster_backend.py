@@ -13,10 +13,9 @@ from coordinator.gateway.cluster_backend import ClusterBackend
 from coordinator.scheduler.types import ClusterState, NodeLoad
 from parallax.errors import CapacityError, NotCovered
 from parallax.rpc import parallax_pb2 as pb
-from parallax.rpc import parallax_pb2_grpc as pb_grpc
 from parallax.sampling import SamplingParams
 from parallax.types import LayerRange, NodeId
-from tests.gateway_fake_nodes import FakeNode, chain, start_nodes
+from tests.gateway_fake_nodes import FakeNode, chain, serving_backend
 
 LAYERS = 30
 PROMPT = (1, 2, 3)
@@ -31,26 +30,18 @@ async def _with_cluster(
     body: Callable[[ClusterBackend], Awaitable[None]],
     stall_s: float = 60.0,
 ) -> None:
-    servers = await start_nodes(nodes)
-    gateway = grpc.aio.server()
-    port = gateway.add_insecure_port("127.0.0.1:0")
-    route = chain(nodes, LAYERS)
-    backend = ClusterBackend(
-        state_fn=lambda: ClusterState(LAYERS, ()),
-        num_layers=LAYERS,
-        self_address=f"127.0.0.1:{port}",
-        route_fn=lambda _req, _state: route,
-        stall_s=stall_s,
-    )
-    pb_grpc.add_GatewayServicer_to_server(backend.servicer, gateway)
-    await gateway.start()
-    try:
+    def make(address: str) -> ClusterBackend:
+        route = chain(nodes, LAYERS)
+        return ClusterBackend(
+            state_fn=lambda: ClusterState(LAYERS, ()),
+            num_layers=LAYERS,
+            self_address=address,
+            route_fn=lambda _req, _state: route,
+            stall_s=stall_s,
+        )
+
+    async with serving_backend(nodes, make) as backend:
         await body(backend)
-    finally:
-        await backend.close()
-        await gateway.stop(None)
-        for s in servers:
-            await s.stop(None)
 
 
 def _three() -> list[FakeNode]:

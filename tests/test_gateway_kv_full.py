@@ -6,16 +6,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-import grpc
-
 from coordinator.gateway.backend import GenerationRequest
 from coordinator.gateway.cluster_backend import KV_FULL_BACKOFF_S, ClusterBackend
 from coordinator.scheduler.types import ClusterState, NodeLoad
 from parallax.errors import KV_FULL_MARK
-from parallax.rpc import parallax_pb2_grpc as pb_grpc
 from parallax.sampling import SamplingParams
 from parallax.types import LayerRange, NodeId
-from tests.gateway_fake_nodes import FakeNode, start_nodes
+from tests.gateway_fake_nodes import FakeNode, serving_backend
 
 LAYERS = 30
 SCRIPT = (10, 11, 12, 13, 14)
@@ -23,25 +20,15 @@ SCRIPT = (10, 11, 12, 13, 14)
 
 async def _generate(node: FakeNode, replay_wait_s: float) -> list:
     """Tokens of one request through a one-node cluster (one chain only)."""
-    servers = await start_nodes([node])
-    gateway = grpc.aio.server()
-    port = gateway.add_insecure_port("127.0.0.1:0")
-    state = ClusterState(
-        LAYERS, (NodeLoad(NodeId(node.node_id), node.address, LayerRange(0, LAYERS)),)
-    )
-    backend = ClusterBackend(
-        lambda: state, LAYERS, f"127.0.0.1:{port}", replay_wait_s=replay_wait_s
-    )
-    pb_grpc.add_GatewayServicer_to_server(backend.servicer, gateway)
-    await gateway.start()
-    try:
+
+    def make(address: str) -> ClusterBackend:
+        only = NodeLoad(NodeId(node.node_id), node.address, LayerRange(0, LAYERS))
+        state = ClusterState(LAYERS, (only,))
+        return ClusterBackend(lambda: state, LAYERS, address, replay_wait_s=replay_wait_s)
+
+    async with serving_backend([node], make) as backend:
         req = GenerationRequest("r1", (1, 2, 3), SamplingParams(max_tokens=len(SCRIPT)))
         return [t async for t in backend.generate(req)]
-    finally:
-        await backend.close()
-        await gateway.stop(None)
-        for s in servers:
-            await s.stop(None)
 
 
 def test_kv_full_on_the_only_chain_is_replayed_there_after_a_back_off():

@@ -12,10 +12,9 @@ from coordinator.gateway.backend import GenerationRequest, UpstreamError
 from coordinator.gateway.cluster_backend import ClusterBackend, RouteFn
 from coordinator.scheduler import route as schedule_route
 from coordinator.scheduler.types import ClusterState, NodeLoad, Route, RouteRequest
-from parallax.rpc import parallax_pb2_grpc as pb_grpc
 from parallax.sampling import SamplingParams
 from parallax.types import LayerRange, NodeId
-from tests.gateway_fake_nodes import FakeNode, start_nodes
+from tests.gateway_fake_nodes import FakeNode, serving_backend
 
 LAYERS = 30
 
@@ -42,22 +41,13 @@ async def _with_backend(
     heartbeat_running: list[int] | None = None,
 ) -> None:
     """`heartbeat_running[0]`: what every node last reported running (0 unless set)."""
-    servers = await start_nodes(nodes)
-    gateway = grpc.aio.server()
-    port = gateway.add_insecure_port("127.0.0.1:0")
     running = heartbeat_running if heartbeat_running is not None else [0]
-    backend = ClusterBackend(
-        lambda: _replicas(nodes, running[0]), LAYERS, f"127.0.0.1:{port}", route_fn
-    )
-    pb_grpc.add_GatewayServicer_to_server(backend.servicer, gateway)
-    await gateway.start()
-    try:
+
+    def make(address: str) -> ClusterBackend:
+        return ClusterBackend(lambda: _replicas(nodes, running[0]), LAYERS, address, route_fn)
+
+    async with serving_backend(nodes, make) as backend:
         await body(backend)
-    finally:
-        await backend.close()
-        await gateway.stop(None)
-        for s in servers:
-            await s.stop(None)
 
 
 def test_a_burst_is_spread_over_equivalent_replicas_and_counts_drop_when_done():
