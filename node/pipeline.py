@@ -315,8 +315,12 @@ class NodePipeline:
     def _finish(self, rid: str, reason: str, out: Outbox) -> None:
         info = self.reqs.get(rid)
         if info is not None:
-            for h in info.hops:
-                if h.node_id != self.node_id:
-                    out.releases[h.address].request_ids.append(rid)
-                    out.releases[h.address].reason = reason
+            self.release_elsewhere(rid, info.hops, reason, out)
         self.release([rid])
+
+    def release_elsewhere(self, rid: str, hops, reason: str, out: Outbox) -> None:
+        """Tell every other hop of a request's route to free it."""
+        for h in hops:
+            if h.node_id != self.node_id:
+                out.releases[h.address].request_ids.append(rid)
+                out.releases[h.address].reason = reason

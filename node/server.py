@@ -171,7 +171,7 @@ class NodeServer(pb_grpc.NodeServicer):
                 # work and never answers): fail the requests it concerns, keep serving.
                 log.exception("operation failed", extra={"op": op})
                 why = f"internal error on node {self.node_id} while handling {op}"
-                for rid in _request_ids(op, arg):
+                for rid in _request_ids(arg[0] if op == "forward" else arg):
                     if rid in pipe.reqs:
                         pipe.fail(rid, why, out)
                     elif op == "submit":
@@ -181,10 +181,7 @@ class NodeServer(pb_grpc.NodeServicer):
                 for c in arg[0].chunks if op == "forward" else ():
                     if c.request_id not in pipe.reqs and c.HasField("request"):
                         self._refuse(c.request, why, out)
-                        for h in c.request.route.hops:  # and free it on the other hops
-                            if h.node_id != self.node_id:
-                                out.releases[h.address].request_ids.append(c.request_id)
-                                out.releases[h.address].reason = "error"
+                        pipe.release_elsewhere(c.request_id, c.request.route.hops, "error", out)
 
     def _refuse(self, submit: pb.SubmitRequest, why: str, out: Outbox) -> None:
         ev = pb.TokenEvent(
@@ -239,16 +236,11 @@ class NodeServer(pb_grpc.NodeServicer):
 
     def _send_failed(self, address: str, kind: str, message, error: Exception) -> None:
         """A hop is unreachable: fail the requests whose data was lost."""
-        if self.pipeline is None:
-            return
-        if kind == "forward":
-            ids = [c.request_id for c in message.chunks]
-        elif kind == "push":  # the first hop is gone: its requests cannot go on
-            ids = [e.request_id for e in message.events]
-        else:
+        # A lost push means the first hop is gone: its requests cannot go on either.
+        if self.pipeline is None or kind not in ("forward", "push"):
             return
         pipe, out = self.pipeline, Outbox()
-        for rid in ids:
+        for rid in _request_ids(message):
             if rid in pipe.reqs:
                 pipe.fail(rid, f"hop {address} unreachable: {error.code().name}", out)
         self._send(out)
@@ -319,12 +311,13 @@ class NodeServer(pb_grpc.NodeServicer):
         return st
 
 
-def _request_ids(op: str, arg: Any) -> list[str]:
-    """The requests an inbox message concerns."""
-    if op == "submit":
-        return [arg.request_id]
-    if op == "forward":
-        return list(dict.fromkeys(c.request_id for c in arg[0].chunks))
-    if op == "tokens":
-        return list(dict.fromkeys(e.request_id for e in arg.events))
+def _request_ids(message: Any) -> list[str]:
+    """The requests a message concerns: a Submit's, a Forward's chunks', a token batch's
+    events' (a Release names requests only to free them)."""
+    if isinstance(message, pb.SubmitRequest):
+        return [message.request_id]
+    if isinstance(message, pb.ForwardRequest):
+        return list(dict.fromkeys(c.request_id for c in message.chunks))
+    if isinstance(message, pb.TokenBatch):
+        return list(dict.fromkeys(e.request_id for e in message.events))
     return []

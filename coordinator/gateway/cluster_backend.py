@@ -55,7 +55,6 @@ class _Flight:
     request: GenerationRequest
     route: Route
     generated: list[int] = field(default_factory=list)
-    finished: bool = False
 
 
 class ClusterBackend:
@@ -207,7 +206,7 @@ class ClusterBackend:
                 if token.carries_token:
                     flight.generated.append(token.token_id)
                 # Only a clean end is "finished"; after an error the hops are told to abort.
-                finished = flight.finished = token.finished and token.carries_token
+                finished = token.finished and token.carries_token
                 yield token
                 if token.finished:
                     return

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from coordinator.scheduler.perf import PerfModel
+from coordinator.scheduler.route import HOP_WAIT_STEPS
 from coordinator.scheduler.types import NodeCapacity
 from parallax.types import LayerRange, NodeId
 
@@ -29,7 +30,6 @@ class Estimate:
 Held = list[tuple[NodeCapacity, LayerRange]]
 # Micro-batches a busy stage holds at once: the one it runs and the one waiting for it.
 IN_FLIGHT_PER_STAGE = 2
-HOP_WAIT_STEPS = 0.5  # the router's: see coordinator/scheduler/route.py
 
 
 def best_chain(held: Held, perf: PerfModel) -> list[tuple[NodeCapacity, LayerRange]] | None:

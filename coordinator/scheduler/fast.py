@@ -204,16 +204,7 @@ def tiered_plan(
         parts[-1].extend(cur)
     elif cur:
         parts.append(cur)
-    pipes: list[Pipeline] = []
-    thr = lat = 0.0
-    for part in parts:
-        got = build_alike(part, perf, memo)
-        if got is None:
-            return None
-        pipes.append(got[0])
-        thr += got[1].throughput_tok_s
-        lat += got[1].latency_ms_per_token * got[1].throughput_tok_s
-    return GroupPlan(pipes, thr, lat / thr if thr > 0 else 0.0, "tiered pipeline")
+    return plan_of(parts, perf, memo, "tiered pipeline")
 
 
 def packed_plan(
@@ -290,17 +281,23 @@ def build_alike(
 def plan_k(
     nodes: Sequence[NodeCapacity], k: int, perf: PerfModel, memo: Memo | None = None
 ) -> GroupPlan | None:
+    return plan_of(deal(nodes, k, perf), perf, {} if memo is None else memo)
+
+
+def plan_of(
+    parts: Sequence[Sequence[NodeCapacity]], perf: PerfModel, memo: Memo, kind: str = "pipeline"
+) -> GroupPlan | None:
+    """One pipeline per part; throughput adds up, latency is throughput-weighted."""
     pipes: list[Pipeline] = []
     thr = lat = 0.0
-    memo = {} if memo is None else memo
-    for part in deal(nodes, k, perf):
+    for part in parts:
         got = build_alike(part, perf, memo)
         if got is None:
             return None
         pipes.append(got[0])
         thr += got[1].throughput_tok_s
         lat += got[1].latency_ms_per_token * got[1].throughput_tok_s
-    return GroupPlan(pipes, thr, lat / thr if thr > 0 else 0.0)
+    return GroupPlan(pipes, thr, lat / thr if thr > 0 else 0.0, kind)
 
 
 def plan_fast(

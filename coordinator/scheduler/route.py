@@ -146,9 +146,11 @@ class Router:
             cost[[pos[nid] for nid in request.avoid if nid in pos]] = math.inf
         return cost
 
-    def hop_costs(self, cpl: np.ndarray) -> np.ndarray:
+    def hop_costs(self, cpl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`W[p, q, r]`: ms of a hop over cuts [p, q) on the cheapest node of region r
-        holding all of it (its wait included); +inf where none does or q <= p."""
+        holding all of it (its wait included); +inf where none does or q <= p. And a
+        floor per segment for the search: its layers on the cheapest node holding it,
+        without RTT or wait, a lower bound on what any chain pays for it."""
         ix = self.index
         K, R = len(ix.cuts), len(ix.regions)
         cheapest = np.minimum.reduceat(cpl[ix.order], ix.group_starts)
@@ -158,13 +160,16 @@ class Router:
         w[K - 1 - ix.g_hi, ix.g_lo, ix.g_region] = cheapest
         w = _prefix_min(w)[::-1]  # [q, lo, r]: cheapest with hi >= q
         w = _prefix_min(np.ascontiguousarray(w.transpose(1, 0, 2)))  # [p, q, r]: lo <= p
-        return w * ix.span + ix.forbid
+        w = w * ix.span + ix.forbid
+        seg = np.arange(K - 1)
+        return w, w[seg, seg + 1].min(axis=1)
 
-    def _hop_costs_with_wait(self, cheapest: np.ndarray) -> np.ndarray:
+    def _hop_costs_with_wait(self, cheapest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`hop_costs` group by group: c x (layers of the hop + layers of the wait)."""
         ix = self.index
         K, R = len(ix.cuts), len(ix.regions)
         w = np.full((K, K, R), math.inf, dtype=COST_DTYPE)
+        per_layer = np.full(K - 1, math.inf)
         span = ix.span[:, :, 0]
         waits = HOP_WAIT_STEPS * (ix.cuts[ix.g_hi] - ix.cuts[ix.g_lo])
         groups = zip(
@@ -173,20 +178,8 @@ class Router:
         for (c, lo, hi, r), wait in zip(groups, waits.tolist(), strict=True):
             block = w[lo : hi + 1, lo : hi + 1, r]
             np.minimum(block, c * (span[lo : hi + 1, lo : hi + 1] + wait), out=block)
-        return w + ix.forbid
-
-    def _floor(self, cpl: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """A lower bound on each segment's cost in any chain: its layers on the cheapest
-        node holding it, without RTT or wait."""
-        ix = self.index
-        if not self.with_wait:
-            seg = np.arange(len(ix.cuts) - 1)
-            return w[seg, seg + 1].min(axis=1)
-        cheapest = np.minimum.reduceat(cpl[ix.order], ix.group_starts)
-        per_layer = np.full(len(ix.cuts) - 1, math.inf)
-        for c, lo, hi in zip(cheapest.tolist(), ix.g_lo.tolist(), ix.g_hi.tolist(), strict=True):
             np.minimum(per_layer[lo:hi], c, out=per_layer[lo:hi])
-        return per_layer * np.diff(ix.cuts)
+        return w + ix.forbid, per_layer * np.diff(ix.cuts)
 
     def route(self, request: RouteRequest) -> Route:
         ix = self.index
@@ -197,8 +190,8 @@ class Router:
                 + f" of {ix.num_layers}; wait for nodes to join or re-allocate"
             )
         cpl = self.layer_costs(request)
-        w = self.hop_costs(cpl)
-        best = self._search(w, self._floor(cpl, w))
+        w, floor = self.hop_costs(cpl)
+        best = self._search(w, floor)
         if not np.isfinite(best[-1]).any():
             raise NotCovered(self._excluded(cpl, request))
         return Route(self._hops(self._backtrack(w, best), cpl))

@@ -117,11 +117,8 @@ class ShardRunner:
                 tables[r, : len(t)] = torch.tensor(t)
             all_slots = (tables.unsqueeze(-1) * bs + torch.arange(bs)).view(len(decodes), -1)
             decode_slots = all_slots[:, :lmax].to(dev)
-            lens = torch.tensor(lengths).unsqueeze(1)
-            keys = torch.arange(lmax).unsqueeze(0)
-            visible = keys < lens
-            if window is not None:  # a query sees the last `window` positions only
-                visible &= keys >= lens - window
+            q_pos = torch.tensor(lengths).unsqueeze(1) - 1
+            visible = _visible(q_pos, torch.arange(lmax).unsqueeze(0), window)
             decode_mask = visible.view(len(decodes), 1, 1, lmax).to(dev)
         prefills, row = [], len(decodes)
         for c in chunks[len(decodes) :]:
@@ -130,11 +127,7 @@ class ShardRunner:
             mask = None
             if c.start or (window is not None and ctx > window):
                 q_pos = torch.arange(c.start, ctx).unsqueeze(1)
-                keys = torch.arange(ctx).unsqueeze(0)
-                visible = keys <= q_pos
-                if window is not None:
-                    visible &= keys > q_pos - window
-                mask = visible.to(dev)
+                mask = _visible(q_pos, torch.arange(ctx).unsqueeze(0), window).to(dev)
             prefills.append((row, c.n, ctx_slots, mask))
             row += c.n
         meta = AttentionMeta(
@@ -145,3 +138,12 @@ class ShardRunner:
             prefills=prefills,
         )
         return meta, torch.tensor(positions, device=dev)
+
+
+def _visible(q_pos: torch.Tensor, keys: torch.Tensor, window: int | None) -> torch.Tensor:
+    """Which keys each query attends to: causal, and within the sliding window if any
+    (a query sees the last `window` positions only)."""
+    visible = keys <= q_pos
+    if window is not None:
+        visible &= keys > q_pos - window
+    return visible
