@@ -38,7 +38,9 @@ class ReqInfo:
 
 @dataclass
 class Outbox:
-    forwards: dict[str, pb.ForwardRequest] = field(default_factory=dict)
+    # One message per (next hop, layer group): a step may run several layer groups
+    # whose hidden states go to the same next hop (requests cut at different layers).
+    forwards: dict[str, list[pb.ForwardRequest]] = field(default_factory=lambda: defaultdict(list))
     pushes: dict[str, pb.TokenBatch] = field(default_factory=lambda: defaultdict(pb.TokenBatch))
     delivers: dict[str, pb.TokenBatch] = field(default_factory=lambda: defaultdict(pb.TokenBatch))
     releases: dict[str, pb.ReleaseRequest] = field(
@@ -245,7 +247,7 @@ class NodePipeline:
                 if c.start == 0:  # the request's first chunk carries what downstream needs
                     sc.request.CopyFrom(self.reqs[c.request_id].request)
             msg.hidden.CopyFrom(encode_tensor(torch.cat([h for _, h in items]), self.wire_dtype))
-            out.forwards[addr] = msg
+            out.forwards[addr].append(msg)
 
     def _sample(self, chunks: list[Chunk], logits: torch.Tensor, out: Outbox) -> None:
         sampled_chunks, samplers, keep = [], [], []

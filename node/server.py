@@ -190,7 +190,8 @@ class NodeServer(pb_grpc.NodeServicer):
         out.delivers[submit.reply_to].events.append(ev)
 
     def _merge(self, a: Outbox, b: Outbox) -> None:
-        a.forwards.update(b.forwards)
+        for addr, msgs in b.forwards.items():
+            a.forwards[addr].extend(msgs)
         for addr, batch in b.pushes.items():
             a.pushes[addr].events.extend(batch.events)
         for addr, batch in b.delivers.items():
@@ -203,8 +204,9 @@ class NodeServer(pb_grpc.NodeServicer):
         for addr, batch in out.delivers.items():
             batch.sender_id = self.node_id
             self.peers.send(addr, "deliver", batch)
-        for addr, msg in out.forwards.items():
-            self.peers.send(addr, "forward", msg)
+        for addr, msgs in out.forwards.items():
+            for msg in msgs:
+                self.peers.send(addr, "forward", msg)
         for addr, batch in out.pushes.items():
             batch.sender_id = self.node_id
             self.peers.send(addr, "push", batch)
@@ -218,7 +220,7 @@ class NodeServer(pb_grpc.NodeServicer):
         )
         now = time.monotonic()
         sampled = sum(len(b.events) for b in out.delivers.values())
-        forwarded = sum(len(m.chunks) for m in out.forwards.values())
+        forwarded = sum(len(m.chunks) for ms in out.forwards.values() for m in ms)
         n = sampled + forwarded
         depth = len(self.inbox) + len(pipe.incoming) + len(pipe.scheduler.waiting)
         self.metrics.on_step(seconds, sampled, forwarded, depth)

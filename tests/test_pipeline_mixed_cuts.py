@@ -1,0 +1,73 @@
+"""Overlapping shards: requests on the same two nodes may be cut at different layers.
+
+The router picks each request's cut from live loads, so one step of a node can run
+several layer groups whose hidden states all go to the same next hop. Every group's
+chunks must reach it (one ForwardRequest per group): a lost chunk is a request that
+never gets a token. In-process NodeServers on loopback gRPC, golden parity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from node.server import NodeServer
+from parallax.config.generate import EngineConfig
+from parallax.models.registry import resolve_model
+from parallax.rpc import parallax_pb2 as pb
+from parallax.rpc import parallax_pb2_grpc as pb_grpc
+from parallax.sampling import SamplingParams
+from parallax.types import LayerRange
+from tests.engine_helpers import local_engine
+from tests.test_pipeline_preemption import BIG_KV, Collector, prompts, tokens_of, wait_for
+
+CUTS = (1, 2, 3)  # request i is cut at CUTS[i % 3]: node A runs [0, cut), B [cut, 4)
+
+
+async def run_mixed(path, ps, params) -> Collector:
+    resolved = resolve_model(str(path))
+    gateway = grpc.aio.server()
+    collector = Collector()
+    pb_grpc.add_GatewayServicer_to_server(collector, gateway)
+    reply_to = f"127.0.0.1:{gateway.add_insecure_port('127.0.0.1:0')}"
+    await gateway.start()
+    servers, addresses = [], []
+    try:
+        for name, layers in (("a", LayerRange(0, 3)), ("b", LayerRange(1, 4))):
+            s = NodeServer(EngineConfig(**BIG_KV), name=name)
+            servers.append(s)
+            addresses.append(f"127.0.0.1:{await s.start('127.0.0.1', 0)}")
+            s.node_id = name
+            s.set_model(resolved, resolved.spec.eos_token_ids)
+            await s.load(layers)
+        async with grpc.aio.insecure_channel(addresses[0]) as ch:
+            stub = pb_grpc.NodeStub(ch)
+            for i, p in enumerate(ps):
+                cut = CUTS[i % len(CUTS)]
+                route = pb.Route()
+                route.hops.add(node_id="a", address=addresses[0], start=0, end=cut)
+                route.hops.add(node_id="b", address=addresses[1], start=cut, end=4)
+                req = pb.SubmitRequest(
+                    request_id=f"r{i}",
+                    prompt_ids=p,
+                    sampling=params.to_proto(),
+                    route=route,
+                    reply_to=reply_to,
+                )
+                await stub.Submit(req, timeout=5)
+        await wait_for(lambda: len(collector.done) == len(ps), 30, "every request to finish")
+        return collector
+    finally:
+        for s in servers:
+            await s.stop()
+        await gateway.stop(None)
+
+
+def test_requests_cut_at_different_layers_on_the_same_nodes_all_finish(tiny_models):
+    path = tiny_models["llama"]
+    ps = prompts(9, seed=5)
+    params = SamplingParams(max_tokens=12, ignore_eos=True)
+    expected = local_engine(path, **BIG_KV).generate(ps, params)
+    collector = asyncio.run(run_mixed(path, ps, params))
+    assert [tokens_of(collector, f"r{i}") for i in range(len(ps))] == expected
