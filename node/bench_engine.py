@@ -65,6 +65,35 @@ def ours_ttft(eng, prompt: list[int]) -> float:
     return time.perf_counter() - t0
 
 
+def mixed_cuts(eng, shared: bool, batch: int = 16, steps: int = 8) -> float:
+    """Decode step time (ms) of `batch` requests, half cut after half the layers (a hop
+    that forwards from mid-shard), half running them all: one shared pass over the
+    layers (`run_groups`) or one pass per cut, as a node ran them before."""
+    from node.engine.runner import Chunk
+
+    runner, spec = eng.runner, eng.model.spec
+    cuts = [LayerRange(0, spec.num_layers // 2), LayerRange(0, spec.num_layers)]
+    ids = [f"cut{i}" for i in range(batch)]
+    for i, rid in enumerate(ids):
+        runner.run([Chunk(rid, 0, 32, False, tuple(range(3, 35)))], None, cuts[i % 2])
+    elapsed = 0.0
+    for s in range(steps):
+        groups = [
+            ([Chunk(rid, 32 + s, 1, False, (7,)) for rid in ids[j::2]], None, cut)
+            for j, cut in enumerate(cuts)
+        ]
+        t0 = time.perf_counter()
+        if shared:
+            runner.run_groups(groups)
+        else:
+            for g in groups:
+                runner.run(*g)
+        elapsed += time.perf_counter() - t0
+    for rid in ids:
+        runner.kv.free(rid)
+    return elapsed / steps * 1e3
+
+
 def load_reference(resolved):
     import transformers as tf
 
@@ -128,6 +157,8 @@ def bench_engine(config: BenchConfig) -> dict[str, Any]:
             ("ours_agg16", lambda: ours_aggregate(eng, prompt, tokens, 16)),
             ("ref_agg8", lambda: ref_aggregate(ref, prompt, tokens, 8)),
             ("ours_ttft512", lambda: ours_ttft(eng, prompt)),
+            ("mixed_cuts_separate_ms", lambda: mixed_cuts(eng, shared=False)),
+            ("mixed_cuts_shared_ms", lambda: mixed_cuts(eng, shared=True)),
             ("bandwidth_gbs", measure_bandwidth_gbs),
         ):
             m.setdefault(name, []).append(fn())
@@ -150,6 +181,8 @@ def bench_engine(config: BenchConfig) -> dict[str, Any]:
             "agg16_vs_transformers_b1": med["ours_agg16"] / med["ref_b1"],
             "agg16_vs_transformers_batch8": med["ours_agg16"] / med["ref_agg8"],
             "b1_fraction_of_roofline": med["ours_b1"] / roofline,
+            "mixed_cuts_shared_vs_separate_step": med["mixed_cuts_shared_ms"]
+            / med["mixed_cuts_separate_ms"],
         },
     }
     for k, v in result["ratios"].items():

@@ -172,9 +172,31 @@ class NodePipeline:
                     self._restart(c.request_id, items)
                 chunk = Chunk(c.request_id, c.start_pos, c.num_tokens, c.sample)
                 items.append((chunk, rows))
+        groups = []
         for layers, items in work.items():
             out.ran += len(items)
-            self._run_group(layers, items, out)
+            if ok := self._admit(items, out):
+                groups.append((layers, ok))
+        if not groups:
+            return out
+        # One pass over the layers for every group: requests cut at different layers
+        # share each layer's weight reads instead of running it once per group.
+        results = self.runner.run_groups(
+            [
+                (
+                    [c for c, _ in ok],
+                    None if layers.start == 0 else torch.cat([r for _, r in ok]),
+                    layers,
+                )
+                for layers, ok in groups
+            ]
+        )
+        for (layers, ok), result in zip(groups, results, strict=True):
+            chunks = [c for c, _ in ok]
+            if layers.end == self.spec.num_layers:
+                self._sample(chunks, result, out)
+            else:
+                self._forward(chunks, result, out)
         return out
 
     def _restart(self, rid: str, items: list) -> None:
@@ -203,13 +225,15 @@ class NodePipeline:
             return None
         return max(1, -(-len(running) // parts))
 
-    def _run_group(self, layers: LayerRange, items, out: Outbox) -> None:
+    def _admit(self, items, out: Outbox) -> list:
+        """The items that may run: each arriving chunk reserves its KV (scheduled ones
+        did already); a chunk that cannot fails its request."""
         ok = []
         for chunk, rows in items:
             if chunk.request_id not in self.reqs:  # failed by an earlier chunk of this step
                 continue
             try:
-                if rows is not None:  # scheduled chunks reserved their KV already
+                if rows is not None:
                     self.runner.check(chunk)
                 ok.append((chunk, rows))
             except CapacityError as e:
@@ -220,16 +244,7 @@ class NodePipeline:
             except ParallaxError as e:
                 self.fail(chunk.request_id, str(e), out)
         # A failed request's earlier chunks of this step must not run: its KV is freed.
-        ok = [(c, r) for c, r in ok if c.request_id in self.reqs]
-        if not ok:
-            return
-        chunks = [c for c, _ in ok]
-        hidden = None if layers.start == 0 else torch.cat([r for _, r in ok])
-        result = self.runner.run(chunks, hidden, layers)
-        if layers.end == self.spec.num_layers:
-            self._sample(chunks, result, out)
-        else:
-            self._forward(chunks, result, out)
+        return [(c, r) for c, r in ok if c.request_id in self.reqs]
 
     def _forward(self, chunks: list[Chunk], hidden: torch.Tensor, out: Outbox) -> None:
         by_next: dict[str, list[tuple[Chunk, torch.Tensor]]] = defaultdict(list)

@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import math
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from coordinator.scheduler import allocate
 from coordinator.scheduler.perf import PerfModel
 from coordinator.scheduler.sim import designs
-from coordinator.scheduler.sim.engine import simulate
+from coordinator.scheduler.sim.engine import simulate, union_len
 from coordinator.scheduler.sim.scenarios import OUTPUT, PROMPT, make_scenario, with_solver
 from coordinator.scheduler.sim.workload import poisson_requests
+from parallax.types import LayerRange
+
+ranges = st.lists(
+    st.tuples(st.integers(0, 40), st.integers(1, 20)).map(lambda t: LayerRange(t[0], t[0] + t[1])),
+    max_size=8,
+)
+
+
+@given(ranges)
+def test_a_step_costs_the_union_of_its_hops_layers(rs) -> None:
+    # The engine runs a step's layer groups in one pass over the layers they use.
+    assert union_len(rs) == len({i for r in rs for i in range(r.start, r.end)})
 
 
 def test_every_design_serves_every_request() -> None:

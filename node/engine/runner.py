@@ -49,7 +49,6 @@ class ShardRunner:
             raise InvalidArgument(f"request {chunk.request_id}: position beyond the context")
         self.kv.grow(chunk.request_id, chunk.start + chunk.n)
 
-    @torch.inference_mode()
     def run(
         self,
         chunks: list[Chunk],
@@ -60,42 +59,42 @@ class ShardRunner:
 
         `layers` runs only part of this shard (a hop that uses a prefix or suffix of it).
         """
-        layers = layers or self.model.range
-        is_first, is_last = layers.start == 0, layers.end == self.model.spec.num_layers
-        for c in chunks:  # a request may have several chunks in one step: grow, never shrink
-            if c.start + c.n > self.kv.length(c.request_id):
-                self.kv.grow(c.request_id, c.start + c.n)
-        # Decodes (one token) first so attention can batch them; remember the permutation.
-        order = sorted(range(len(chunks)), key=lambda i: chunks[i].n != 1)
-        offsets, at = [], 0
-        for c in chunks:
-            offsets.append(at)
-            at += c.n
-        permuted = order != list(range(len(chunks)))
-        rows = None
-        if permuted:
-            rows = torch.cat([torch.arange(offsets[i], offsets[i] + chunks[i].n) for i in order])
-        ordered = [chunks[i] for i in order]
-        meta, positions = self._meta(ordered)
-        if is_first:
-            x = torch.tensor([t for i in order for t in chunks[i].token_ids], dtype=torch.long)
-        else:
-            x = hidden.index_select(0, rows) if permuted else hidden
-        logits_rows = None
-        if is_last:
-            ends, at = {}, 0
-            for i in order:
-                at += chunks[i].n
-                ends[i] = at - 1
-            logits_rows = torch.tensor(
-                [ends[i] for i, c in enumerate(chunks) if c.sample], dtype=torch.long
-            )
-        out = self.model(x.to(self.device), positions, self.caches, meta, logits_rows, layers)
-        if is_last or not permuted:
-            return out
-        restored = torch.empty_like(out)
-        restored[rows] = out
-        return restored
+        return self.run_groups([(chunks, hidden, layers)])[0]
+
+    @torch.inference_mode()
+    def run_groups(self, groups: list[tuple[list[Chunk], torch.Tensor | None, LayerRange | None]]):
+        """Run several groups of chunks, each over its own part of this shard, in one
+        pass over the layers: a layer runs once for every group that needs it (requests
+        cut at different layers share the weight reads). One result per group, as `run`.
+        """
+        model = self.model
+        for chunks, _, _ in groups:
+            for c in chunks:  # a request may have several chunks in one step: grow only
+                if c.start + c.n > self.kv.length(c.request_id):
+                    self.kv.grow(c.request_id, c.start + c.n)
+        gs = [_Group(chunks, hidden, layers or model.range) for chunks, hidden, layers in groups]
+        for g in gs:
+            if g.layers.start == 0:
+                ids = [t for c in g.ordered for t in c.token_ids]
+                g.x = model.embed(torch.tensor(ids, dtype=torch.long).to(self.device))
+            else:
+                g.x = g.x.to(self.device)
+        cuts = sorted({g.layers.start for g in gs} | {g.layers.end for g in gs})
+        metas: dict[tuple[int, ...], tuple] = {}
+        for lo, hi in zip(cuts, cuts[1:], strict=False):
+            active = tuple(i for i, g in enumerate(gs) if g.layers.start <= lo < g.layers.end)
+            if not active:
+                continue
+            part = [gs[i] for i in active]
+            if active not in metas:  # decodes of every active group first, then prefills
+                ordered = [c for g in part for c in g.ordered[: g.decodes]]
+                ordered += [c for g in part for c in g.ordered[g.decodes :]]
+                metas[active] = self._meta(ordered)
+            meta, positions = metas[active]
+            x = _merge(part)
+            x = model.run_layers(x, positions, self.caches, meta, LayerRange(lo, hi))
+            _split(part, x)
+        return [g.result(model, self.device) for g in gs]
 
     def _meta(self, chunks: list[Chunk]) -> tuple[AttentionMeta, torch.Tensor]:
         bs, dev = self.kv.block_size, self.device
@@ -147,3 +146,59 @@ def _visible(q_pos: torch.Tensor, keys: torch.Tensor, window: int | None) -> tor
     if window is not None:
         visible &= keys > q_pos - window
     return visible
+
+
+class _Group:
+    """One group's rows through `run_groups`: its chunks decodes first (attention
+    batches decodes), and the permutation back to the caller's order."""
+
+    def __init__(self, chunks: list[Chunk], hidden, layers: LayerRange):
+        self.chunks, self.layers = chunks, layers
+        self.order = sorted(range(len(chunks)), key=lambda i: chunks[i].n != 1)
+        self.ordered = [chunks[i] for i in self.order]
+        self.decodes = sum(c.n == 1 for c in chunks)
+        self.rows = None  # caller's row of each ordered row; None: the same order
+        if self.order != list(range(len(chunks))):
+            offsets = [0]
+            for c in chunks:
+                offsets.append(offsets[-1] + c.n)
+            self.rows = torch.cat(
+                [torch.arange(offsets[i], offsets[i] + chunks[i].n) for i in self.order]
+            )
+        self.x = hidden
+        if hidden is not None and self.rows is not None:
+            self.x = hidden.index_select(0, self.rows)
+
+    def result(self, model, device) -> torch.Tensor:
+        if self.layers.end == model.spec.num_layers:
+            # Logits rows follow the caller's chunk order, as the sampler reads them.
+            ends, at = {}, 0
+            for i in self.order:
+                at += self.chunks[i].n
+                ends[i] = at - 1
+            rows = [ends[i] for i, c in enumerate(self.chunks) if c.sample]
+            return model.head(self.x, torch.tensor(rows, dtype=torch.long, device=device))
+        if self.rows is None:
+            return self.x
+        restored = torch.empty_like(self.x)
+        restored[self.rows.to(self.x.device)] = self.x
+        return restored
+
+
+def _merge(part: list[_Group]) -> torch.Tensor:
+    """The active groups' rows in the shared order: every decode row, then prefills."""
+    if len(part) == 1:
+        return part[0].x
+    return torch.cat([g.x[: g.decodes] for g in part] + [g.x[g.decodes :] for g in part])
+
+
+def _split(part: list[_Group], x: torch.Tensor) -> None:
+    """Hand each active group its rows back (the inverse of `_merge`)."""
+    if len(part) == 1:
+        part[0].x = x
+        return
+    decodes = sum(g.decodes for g in part)
+    heads = torch.split(x[:decodes], [g.decodes for g in part])
+    tails = torch.split(x[decodes:], [g.x.shape[0] - g.decodes for g in part])
+    for g, head, tail in zip(part, heads, tails, strict=True):
+        g.x = torch.cat([head, tail])

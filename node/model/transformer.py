@@ -105,16 +105,34 @@ class ShardModel(nn.Module):
         layers: LayerRange | None = None,  # a sub-range of self.range to run (default: all)
     ) -> torch.Tensor:
         layers = layers or self.range
-        a, b = layers.start - self.range.start, layers.end - self.range.start
-        x = self.embed_tokens(inputs) if layers.start == 0 else inputs
+        x = self.embed(inputs) if layers.start == 0 else inputs
+        x = self.run_layers(x, positions, kv, meta, layers)
+        if layers.end != self.spec.num_layers:
+            return x
+        return self.head(x, logits_rows)
+
+    def embed(self, token_ids: torch.Tensor) -> torch.Tensor:
+        return self.embed_tokens(token_ids)
+
+    def run_layers(
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor,
+        kv: list[tuple[torch.Tensor, torch.Tensor]],
+        meta: AttentionMeta,
+        layers: LayerRange,  # global layer indices, inside self.range
+    ) -> torch.Tensor:
         if self.rotary is None:
             raise RuntimeError("call setup_rotary() before forward()")
+        a, b = layers.start - self.range.start, layers.end - self.range.start
         cos, sin = self.rotary.lookup(positions)
         for layer, (k_cache, v_cache) in zip(self.layers[a:b], kv[a:b], strict=True):
             x = layer(x, cos, sin, k_cache, v_cache, meta, self.kernels)
-        if layers.end != self.spec.num_layers:
-            return x
-        if logits_rows is not None:
-            x = x[logits_rows]
+        return x
+
+    def head(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (fp32) of `rows` of the final hidden states (all rows if None)."""
+        if rows is not None:
+            x = x[rows]
         x = self.kernels.rms_norm(x, self.norm, self.spec.rms_norm_eps)
         return self.lm_head(x).float()

@@ -2,7 +2,7 @@
 
 Each node runs continuous batching: when idle with work queued it takes everything
 queued (up to its batch limit) as one step, whose time follows the performance model
-(the longest hop's layers x one layer's time at that batch and token count). A finished
+(the layers any of its hops use x one layer's time at that batch and token count). A finished
 item travels to the next hop after half the link RTT plus its serialisation; the last
 hop's output is a token, and the next decode step starts again at the first hop. KV for
 prompt + output is reserved on every hop at admission; a request waits at the gateway
@@ -66,6 +66,17 @@ def percentile(xs: Sequence[float], q: float) -> float:
         return math.nan
     s = sorted(xs)
     return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def union_len(ranges) -> int:
+    """Layers in the union of half-open ranges."""
+    total, reach = 0, 0
+    for r in sorted(ranges):
+        lo = max(r.start, reach)
+        if r.end > lo:
+            total += r.end - lo
+        reach = max(reach, r.end)
+    return total
 
 
 def simulate(
@@ -156,8 +167,10 @@ def simulate(
                 rest.append(item)
         s.queue = rest
         toks = sum(i[2] for i in batch)
-        layers = max(len(chains[i[0].request_id][i[1]][1]) for i in batch)
-        dt = layers * perf.layer_s(s.node, float(len(batch)), float(toks))
+        # The engine runs a step's layer groups in one pass: each layer once, over the
+        # rows of the hops that use it, so a step costs the union of their ranges.
+        hops = {chains[i[0].request_id][i[1]][1] for i in batch}
+        dt = union_len(hops) * perf.layer_s(s.node, float(len(batch)), float(toks))
         s.busy = True
         push(now + dt, "step_done", (s, batch))
 
