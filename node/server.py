@@ -286,7 +286,7 @@ class NodeServer(pb_grpc.NodeServicer):
             )
         except (ParallaxError, ValueError) as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        return self._queue("forward", (request, hidden.clone()))
+        return self._queue("forward", (request, hidden))
 
     async def PushTokens(self, request, context):
         await self._ready(context)

@@ -52,13 +52,15 @@ def test_bytes_are_little_endian_ieee() -> None:
     assert msg.data[:4] == b"\x00\x00\x80\x3f"
 
 
-def test_same_dtype_decode_is_zero_copy() -> None:
-    # A stand-in message whose buffer we can mutate: a view sees the change, a copy would not.
+def test_decoded_tensor_owns_its_memory() -> None:
+    # The node queues decoded activations past the RPC: they must not alias its bytes.
     msg = encode_tensor(torch.zeros(3, H))
     buf = bytearray(msg.data)
     out = decode(SimpleNamespace(data=buf, dtype=msg.dtype, shape=msg.shape))
     buf[0:4] = encode_tensor(torch.full((1, 1), 7.0)).data
-    assert out[0, 0].item() == 7.0
+    assert out[0, 0].item() == 0.0
+    out[1, 1] = 3.0  # writable: no read-only-buffer warning, no shared state
+    assert decode(msg)[1, 1].item() == 0.0
 
 
 def test_empty_batch_and_non_contiguous_input() -> None:

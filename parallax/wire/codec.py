@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import sys
-import warnings
 from collections.abc import Iterable
 
 import numpy as np
@@ -29,11 +28,6 @@ DEFAULT_ALLOWED = ("float32", "bfloat16", "float16")
 # view keeps byte handling uniform for every dtype.
 _INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32}
 _LITTLE = sys.byteorder == "little"
-
-# Decoding views the message's immutable bytes without copying; torch warns once
-# that the tensor is not writable. Decoded activations are only read, so the
-# warning carries no information here.
-warnings.filterwarnings("ignore", message="The given buffer is not writable", category=UserWarning)
 
 
 def dtype_from_name(name: str) -> torch.dtype:
@@ -77,8 +71,8 @@ def decode_tensor(
 ) -> torch.Tensor:
     """Validate and deserialize a `[rows, hidden_size]` tensor; returns `out_dtype`.
 
-    Zero-copy when the wire dtype already is `out_dtype`: the result then shares
-    memory with `msg.data` (read-only bytes), so callers must not write into it.
+    The result owns its memory (one copy out of the message's read-only bytes), so
+    callers may keep it after the message is gone and write into it.
     """
     allowed = tuple(allowed_dtypes)
     if msg.dtype not in allowed:
@@ -116,7 +110,7 @@ def decode_tensor(
     if expected == 0:
         return torch.empty(shape, dtype=out_dtype)
     if _LITTLE:
-        raw = torch.frombuffer(msg.data, dtype=_INT_VIEW[itemsize])
+        raw = torch.frombuffer(bytearray(msg.data), dtype=_INT_VIEW[itemsize])
     else:
         raw = torch.from_numpy(
             np.frombuffer(msg.data, dtype=f"<i{itemsize}").astype(f"=i{itemsize}")
