@@ -113,7 +113,12 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         try:
             hardware = hardware_from_pb(request.hardware)
             node_id, assignment = await asyncio.to_thread(
-                self.registry.join, request.name, request.address, hardware, self.clock()
+                self.registry.join,
+                request.name,
+                request.address,
+                hardware,
+                self.clock(),
+                request.metrics_address,
             )
         except InvalidArgument as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))

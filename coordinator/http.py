@@ -16,6 +16,7 @@ from coordinator.gateway.app import create_app
 from coordinator.gateway.cluster_backend import ClusterBackend
 from coordinator.registry import Registry
 from coordinator.scheduler import route as schedule_route
+from coordinator.snapshot import prometheus_targets
 from parallax.config.coordinator import CoordinatorConfig
 from parallax.errors import ConfigError
 from parallax.models.registry import ResolvedModel
@@ -27,12 +28,22 @@ def add_status_route(app: FastAPI, snapshot: Callable[[], dict[str, Any]]) -> Fa
     async def cluster_status() -> dict[str, Any]:
         return snapshot()
 
+    async def prometheus_sd() -> list[dict[str, Any]]:
+        return prometheus_targets(snapshot())
+
     app.add_api_route(
         "/cluster/status",
         cluster_status,
         methods=["GET"],
         tags=["cluster"],
         summary="Nodes, their layers and load, the allocation, coverage gaps and decisions",
+    )
+    app.add_api_route(
+        "/cluster/prometheus-sd",
+        prometheus_sd,
+        methods=["GET"],
+        tags=["cluster"],
+        summary="Every live node's /metrics address, for Prometheus http_sd_configs",
     )
     return app
 

@@ -75,9 +75,16 @@ class Registry:
 
     # ---- membership ----
     def join(
-        self, name: str, address: str, hardware: HardwareInfo, now: float
+        self,
+        name: str,
+        address: str,
+        hardware: HardwareInfo,
+        now: float,
+        metrics_address: str = "",  # HOST:PORT of its Prometheus /metrics, "" if none
     ) -> tuple[NodeId, Assignment]:
         check_address(address)
+        if metrics_address:
+            check_address(metrics_address)
         name = check_name(name) or address
         with self._membership:
             with self._lock:
@@ -94,6 +101,7 @@ class Registry:
                     assignment=Assignment(self.model_name, None, 0),
                     joined_at=now,
                     last_heartbeat=now,
+                    metrics_address=metrics_address,
                 )
                 self._decide(
                     now,

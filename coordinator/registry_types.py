@@ -115,6 +115,7 @@ class NodeRecord:
     state: NodeState = NodeState.JOINING
     report: NodeReport = field(default_factory=NodeReport)
     rtt_ms: tuple[tuple[NodeId, float], ...] = ()  # to peers, as last measured
+    metrics_address: str = ""  # HOST:PORT of its Prometheus /metrics ("" if none)
 
     @property
     def alive(self) -> bool:

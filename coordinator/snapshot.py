@@ -39,6 +39,7 @@ def node_json(rec: NodeRecord, now: float) -> dict[str, Any]:
         "node_id": rec.node_id,
         "name": rec.name,
         "address": rec.address,
+        "metrics_address": rec.metrics_address,
         "state": str(rec.state),
         "serving": rec.serving,
         "hardware": {
@@ -66,6 +67,24 @@ def node_json(rec: NodeRecord, now: float) -> dict[str, Any]:
         },
         "rtt_ms": dict(rec.rtt_ms),
     }
+
+
+def prometheus_targets(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+    """Prometheus HTTP service discovery (`http_sd_configs`): one target group per live
+    node that serves `/metrics`, labelled with its id, name and model."""
+    dead = ("dead", "leaving")
+    return [
+        {
+            "targets": [n["metrics_address"]],
+            "labels": {
+                "parallax_node_id": n["node_id"],
+                "parallax_node_name": n["name"],
+                "parallax_model": snapshot["model"]["name"],
+            },
+        }
+        for n in snapshot["nodes"]
+        if n["metrics_address"] and n["state"] not in dead
+    ]
 
 
 def build_snapshot(

@@ -78,8 +78,10 @@ async def run_node(cfg: NodeConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         metrics_port = server.start_metrics(cfg.host, cfg.metrics_port)
-        print(f"node metrics listening on http://{cfg.host}:{metrics_port}", flush=True)
-        node_id, assignment, _ = await client.join(cfg, address, hardware)
+        # Advertised like the gRPC address, so Prometheus can find it from the coordinator.
+        metrics_address = f"{cfg.advertise_host or cfg.host}:{metrics_port}"
+        print(f"node metrics listening on http://{metrics_address}", flush=True)
+        node_id, assignment, _ = await client.join(cfg, address, hardware, metrics_address)
         server.node_id = node_id
         resolved = resolve_model(cfg.model or assignment.model)
         tok = Tokenizer.from_model(resolved)

@@ -62,7 +62,7 @@ class ControlClient:
         )
 
     async def join(
-        self, config: NodeConfig, address: str, hardware: Hardware
+        self, config: NodeConfig, address: str, hardware: Hardware, metrics_address: str = ""
     ) -> tuple[str, pb.Assignment, float]:
         """Join the cluster: (node id, assignment, heartbeat interval in seconds)."""
         name = config.name or f"{socket.gethostname()}-{address.rpartition(':')[2]}"
@@ -72,6 +72,7 @@ class ControlClient:
             hardware=hardware.to_pb(),
             model=config.model,
             join_token=config.join_token,
+            metrics_address=metrics_address,
         )
         self.interval_s = config.heartbeat_s
         await self._connect()

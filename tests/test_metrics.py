@@ -112,3 +112,22 @@ def test_node_metrics_record_steps_hops_and_state(cluster):
         assert total(a, "parallax_node_layers", bound="end") > 0
         assert total(a, "parallax_node_send_failures_total") == 0
     assert not any("metrics-canary" in line for w in cluster.workers for line in w.lines)
+
+
+def test_prometheus_discovers_every_node_from_the_coordinator(cluster):
+    # What a Prometheus `http_sd_configs` entry pointed at the coordinator would read.
+    groups = httpx.get(f"{cluster.http_url}/cluster/prometheus-sd", timeout=5).json()
+    status = cluster.status()
+    by_id = {n["node_id"]: n for n in status["nodes"]}
+    assert sorted(g["labels"]["parallax_node_id"] for g in groups) == sorted(by_id)
+    printed = sorted(
+        u.removeprefix("http://").removesuffix("/metrics") for u in node_metrics_urls(cluster)
+    )
+    assert sorted(t for g in groups for t in g["targets"]) == printed
+    for g in groups:
+        node = by_id[g["labels"]["parallax_node_id"]]
+        assert g["labels"]["parallax_node_name"] == node["name"]
+        assert g["labels"]["parallax_model"] == status["model"]["name"]
+        (target,) = g["targets"]
+        samples = scrape(f"http://{target}/metrics")  # a real scrape of what was found
+        assert total(samples, "parallax_node_state", state="ready") == 1

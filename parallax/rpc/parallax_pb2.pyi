@@ -212,18 +212,20 @@ class Hardware(_message.Message):
     def __init__(self, device: _Optional[str] = ..., device_name: _Optional[str] = ..., flops: _Optional[float] = ..., mem_bandwidth: _Optional[float] = ..., memory_bytes: _Optional[float] = ...) -> None: ...
 
 class JoinRequest(_message.Message):
-    __slots__ = ("name", "address", "hardware", "model", "join_token")
+    __slots__ = ("name", "address", "hardware", "model", "join_token", "metrics_address")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     HARDWARE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     JOIN_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     name: str
     address: str
     hardware: Hardware
     model: str
     join_token: str
-    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., hardware: _Optional[_Union[Hardware, _Mapping]] = ..., model: _Optional[str] = ..., join_token: _Optional[str] = ...) -> None: ...
+    metrics_address: str
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., hardware: _Optional[_Union[Hardware, _Mapping]] = ..., model: _Optional[str] = ..., join_token: _Optional[str] = ..., metrics_address: _Optional[str] = ...) -> None: ...
 
 class Assignment(_message.Message):
     __slots__ = ("model", "start", "end", "standby", "epoch")
