@@ -163,6 +163,8 @@ def test_bad_address_and_report_are_rejected() -> None:
     reg = registry()
     with pytest.raises(InvalidArgument, match="HOST:PORT"):
         reg.join("a", "no-port", hw(), now=0.0)
+    with pytest.raises(InvalidArgument, match="HOST:PORT"):
+        reg.join("a", "127.0.0.1:5001", hw(), now=0.0, metrics_address="metrics-without-port")
     with pytest.raises(InvalidArgument, match="running_requests"):
         NodeReport(running_requests=-1)
 
