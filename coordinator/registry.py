@@ -41,6 +41,7 @@ from coordinator.scheduler import (
     NodeLoad,
     allocate,
 )
+from coordinator.scheduler.perf import PerfModel
 from coordinator.snapshot import build_snapshot
 from parallax.errors import NotCovered
 from parallax.models.spec import ModelSpec
@@ -67,6 +68,7 @@ class Registry:
         self.dead_after_s = dead_after_s
         self.forget_after_s = forget_after_s
         self.options = options or AllocateOptions()
+        self._perf = PerfModel.of(spec, self.options)
         self.allocation = Allocation(assignments={}, reason="no nodes yet")
         self._nodes: dict[NodeId, NodeRecord] = {}
         self._decisions: deque[Decision] = deque(maxlen=MAX_DECISIONS)
@@ -188,19 +190,7 @@ class Registry:
     def node_capacities(self) -> list[NodeCapacity]:
         with self._lock:
             records = list(self._nodes.values())
-        return [
-            NodeCapacity(
-                node_id=r.node_id,
-                memory_bytes=r.hardware.memory_bytes,
-                flops=r.hardware.flops,
-                mem_bandwidth=r.hardware.mem_bandwidth,
-                region=r.hardware.region,
-                layer_latency_ms=r.report.layer_latency_ms or None,
-                current=r.assignment.range,
-            )
-            for r in records
-            if r.alive
-        ]
+        return [_capacity(r) for r in records if r.alive]
 
     def cluster_state(self) -> ClusterState:
         """Routable nodes only: ready, with the assigned range loaded."""
@@ -213,8 +203,14 @@ class Registry:
                 range=r.assignment.range,
                 running=r.report.running_requests,
                 kv_free_tokens=r.report.kv_free_tokens,
+                # Without its capacity the router cannot trust kv_free_tokens, and would
+                # send requests to a node whose KV is full (each then fails and replays).
+                kv_capacity_tokens=r.report.kv_total_tokens,
                 layer_latency_ms=r.report.layer_latency_ms,
                 region=r.hardware.region,
+                # When it saturates and queues: the performance model's decode capacity
+                # from its measured hardware, calibrated by its reported layer latency.
+                layer_tokens_per_s=self._perf.speed(_capacity(r)),
             )
             for r in serving
             if r.assignment.range is not None
@@ -286,3 +282,16 @@ def _slug(name: str) -> str:
 def _range_text(rec: NodeRecord) -> str:
     r = rec.assignment.range
     return f"layers {r}" if r is not None else "no layers"
+
+
+def _capacity(r: NodeRecord) -> NodeCapacity:
+    """What the scheduler knows of a node: measured hardware and reported layer latency."""
+    return NodeCapacity(
+        node_id=r.node_id,
+        memory_bytes=r.hardware.memory_bytes,
+        flops=r.hardware.flops,
+        mem_bandwidth=r.hardware.mem_bandwidth,
+        region=r.hardware.region,
+        layer_latency_ms=r.report.layer_latency_ms or None,
+        current=r.assignment.range,
+    )

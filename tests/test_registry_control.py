@@ -187,3 +187,35 @@ def test_snapshot_is_json_and_complete() -> None:
     assert snap["coverage"]["serving_gaps"] == [node[b]["assignment"]["range"]]
     assert snap["allocation"]["assignments"][a] == node[a]["assignment"]["range"]
     assert snap["decisions"][0]["kind"] == "allocate"  # newest first
+
+
+def test_live_routing_steers_off_a_node_whose_kv_is_full() -> None:
+    from coordinator.scheduler import RouteRequest, route
+
+    reg = registry()
+    a, _ = reg.join("a", "127.0.0.1:5001", hw(), now=0.0)
+    b, _ = reg.join("b", "127.0.0.1:5002", hw(), now=0.0)
+    ra, rb = reg.get(a).assignment.range, reg.get(b).assignment.range
+    assert ra == rb == LayerRange(0, 8), "two whole replicas"
+
+    def report(node, free: int, running: int) -> None:
+        rng = reg.get(node).assignment.range
+        status = NodeReport(
+            state=NodeState.READY,
+            loaded=rng,
+            running_requests=running,
+            kv_free_tokens=free,
+            kv_total_tokens=4096,
+        )
+        reg.heartbeat(node, status, {}, now=1.0)
+
+    # a is idle but its KV is nearly full; b is busier with room to spare.
+    report(a, free=10, running=0)
+    report(b, free=4000, running=6)
+    state = reg.cluster_state()
+    assert {n.node_id: n.kv_capacity_tokens for n in state.nodes} == {a: 4096, b: 4096}
+    # Their decode capacity, so the router knows when each saturates (the same hardware).
+    speeds = {n.layer_tokens_per_s for n in state.nodes}
+    assert len(speeds) == 1 and speeds.pop() > 0
+    hops = route(RouteRequest("r", prompt_tokens=50, max_tokens=50), state).hops
+    assert [h.node_id for h in hops] == [b]
