@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import secrets
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -62,6 +63,7 @@ class Registry:
         dead_after_s: float,
         options: AllocateOptions | None = None,
         forget_after_s: float = 300.0,
+        state_max_age_s: float = 0.1,
     ) -> None:
         self.model_name = model_name
         self.spec = spec
@@ -71,6 +73,12 @@ class Registry:
         self._perf = PerfModel.of(spec, self.options)
         self.allocation = Allocation(assignments={}, reason="no nodes yet")
         self._nodes: dict[NodeId, NodeRecord] = {}
+        # `cluster_state()` is read on every request and costs O(nodes) to build: it is
+        # kept until membership, an assignment or a node's routability changes, and
+        # for load figures (heartbeats) at most `state_max_age_s` seconds.
+        self.state_max_age_s = state_max_age_s
+        self._version = 0  # bumped by every change that a cached state must not miss
+        self._state_cache: tuple[ClusterState, int, float] | None = None
         self._decisions: deque[Decision] = deque(maxlen=MAX_DECISIONS)
         self._membership = threading.Lock()
         self._lock = threading.RLock()
@@ -93,8 +101,10 @@ class Registry:
                 for old in [r for r in self._nodes.values() if r.address == address]:
                     # Same address: the same node restarted (or the coordinator forgot it).
                     del self._nodes[old.node_id]
+                    self._version += 1
                     self._decide(now, "leave", f"{old.node_id} replaced by a re-join")
                 node_id = NodeId(f"{_slug(name)}-{secrets.token_hex(3)}")
+                self._version += 1
                 self._nodes[node_id] = NodeRecord(
                     node_id=node_id,
                     name=name,
@@ -125,13 +135,15 @@ class Registry:
             if rec is None or rec.state is NodeState.DEAD:
                 return None
             known = tuple(sorted((p, float(ms)) for p, ms in rtts.items() if p in self._nodes))
-            self._nodes[node_id] = dataclasses.replace(
+            new = self._nodes[node_id] = dataclasses.replace(
                 rec,
                 last_heartbeat=now,
                 state=report.state if report.state is not NodeState.JOINING else rec.state,
                 report=report,
                 rtt_ms=known,
             )
+            if new.serving != rec.serving:  # routable or not: the cached state must go
+                self._version += 1
             return rec.assignment
 
     def leave(self, node_id: NodeId, now: float) -> bool:
@@ -140,6 +152,7 @@ class Registry:
                 rec = self._nodes.pop(node_id, None)
                 if rec is None:
                     return False
+                self._version += 1
                 self._decide(now, "leave", f"{node_id} left; it held {_range_text(rec)}")
             self._reallocate(now)
             return True
@@ -156,6 +169,7 @@ class Registry:
                 for node_id in died:
                     rec = self._nodes[node_id]
                     self._nodes[node_id] = dataclasses.replace(rec, state=NodeState.DEAD)
+                    self._version += 1
                     self._decide(
                         now,
                         "dead",
@@ -193,7 +207,20 @@ class Registry:
         return [_capacity(r) for r in records if r.alive]
 
     def cluster_state(self) -> ClusterState:
-        """Routable nodes only: ready, with the assigned range loaded."""
+        """Routable nodes only: ready, with the assigned range loaded. Load figures may
+        be up to `state_max_age_s` old; anything else is current."""
+        with self._lock:
+            version, cached = self._version, self._state_cache
+        now = time.monotonic()
+        if cached is not None and cached[1] == version and now - cached[2] < self.state_max_age_s:
+            return cached[0]
+        # Built from records read after `version`: newer than it, never older.
+        state = self._build_cluster_state()
+        with self._lock:
+            self._state_cache = (state, version, now)
+        return state
+
+    def _build_cluster_state(self) -> ClusterState:
         serving = [r for r in self.nodes if r.serving]
         ids = {r.node_id for r in serving}
         loads = tuple(
@@ -272,6 +299,7 @@ class Registry:
                 if new != rec.assignment.range:
                     assignment = Assignment(self.model_name, new, rec.assignment.epoch + 1)
                     self._nodes[c.node_id] = dataclasses.replace(rec, assignment=assignment)
+                    self._version += 1
 
 
 def _slug(name: str) -> str:

@@ -86,7 +86,8 @@ def test_routing_sees_the_larger_of_heartbeat_and_own_count():
     heartbeat = [0]
 
     def record(req: RouteRequest, state: ClusterState) -> Route:
-        seen.append(state.nodes[0].running)
+        n = state.nodes[0]  # what the router counts: report or own open chains, the larger
+        seen.append(max(n.running, state.running_floor.get(n.node_id, 0)))
         return schedule_route(req, state)
 
     async def body(backend: ClusterBackend) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -219,3 +220,26 @@ def test_live_routing_steers_off_a_node_whose_kv_is_full() -> None:
     assert len(speeds) == 1 and speeds.pop() > 0
     hops = route(RouteRequest("r", prompt_tokens=50, max_tokens=50), state).hops
     assert [h.node_id for h in hops] == [b]
+
+
+def test_cluster_state_is_kept_for_loads_and_rebuilt_for_topology() -> None:
+    import time
+
+    reg = Registry("tiny", SPEC, dead_after_s=4.0, options=OPTS, state_max_age_s=0.2)
+    a, _ = reg.join("a", "127.0.0.1:5001", hw(HALF), now=0.0)
+    b, _ = reg.join("b", "127.0.0.1:5002", hw(HALF), now=0.0)
+    ready(reg, a, now=1.0)
+    first = reg.cluster_state()
+    assert [n.node_id for n in first.nodes] == [a]
+    busy = NodeReport(state=NodeState.READY, loaded=reg.get(a).assignment.range, running_requests=7)
+    reg.heartbeat(a, busy, {}, now=1.5)
+    assert reg.cluster_state() is first, "a load-only heartbeat keeps the state a while"
+    ready(reg, b, now=2.0)  # b becomes routable: at once
+    second = reg.cluster_state()
+    assert sorted(n.node_id for n in second.nodes) == sorted([a, b])
+    assert {n.node_id: n.running for n in second.nodes}[a] == 7
+    reg.heartbeat(a, dataclasses.replace(busy, running_requests=9), {}, now=2.5)
+    time.sleep(0.25)  # past state_max_age_s: the loads are read again
+    assert {n.node_id: n.running for n in reg.cluster_state().nodes}[a] == 9
+    assert reg.leave(b, now=3.0)
+    assert [n.node_id for n in reg.cluster_state().nodes] == [a], "a leave shows at once"

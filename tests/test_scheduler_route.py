@@ -199,6 +199,23 @@ def test_thousand_nodes_matches_a_plain_segment_dp_and_is_fast() -> None:
     assert (time.perf_counter() - t) / 20 < 5e-3  # about 0.3 ms; slack for a busy CI box
 
 
+@given(small_clusters(), st.data())
+def test_a_running_floor_routes_as_the_raised_counts_would(case, data) -> None:
+    # The gateway's own open chains, passed as a floor over the reported counts, must
+    # route exactly as a state whose nodes carried the larger counts.
+    state, req = case
+    ids = [n.node_id for n in state.nodes]
+    floor = data.draw(st.dictionaries(st.sampled_from(ids), st.integers(0, 40), max_size=4))
+    raised = tuple(replace(n, running=max(n.running, floor.get(n.node_id, 0))) for n in state.nodes)
+    try:
+        want = route(req, replace(state, nodes=raised))
+    except NotCovered:
+        with pytest.raises(NotCovered):
+            route(req, replace(state, running_floor=floor))
+        return
+    assert route(req, replace(state, running_floor=floor)) == want
+
+
 def test_index_is_kept_until_the_topology_changes() -> None:
     state = big_cluster(50)
     ix = index_for(state)

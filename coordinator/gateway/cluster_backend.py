@@ -95,15 +95,8 @@ class ClusterBackend:
         """The live state, each node's `running` raised to this gateway's own open
         requests on it: those are known now, the heartbeat's count up to a second late."""
         state = self._state_fn()
-        if not self._open:
-            return state
-        nodes = tuple(
-            replace(n, running=self._open[n.node_id])
-            if self._open.get(n.node_id, 0) > n.running
-            else n
-            for n in state.nodes
-        )
-        return replace(state, nodes=nodes)
+        floor = {nid: k for nid, k in self._open.items() if k > 0}
+        return replace(state, running_floor=floor) if floor else state
 
     def check_ready(self) -> None:
         # A probe request through the real router: raises NotCovered naming the gaps.

@@ -92,34 +92,19 @@ class Router:
 
     def __init__(self, state: ClusterState, index: RouteIndex | None = None) -> None:
         # A given index must be of this state's topology (`index.matches(state)`).
-        self.index = ix = index if index is not None else RouteIndex(state)
+        t = _table_for(state, index)
+        self.index = ix = t.index
         self.state = state
-        self.nodes = [state.nodes[i] for i in ix.perm]  # id order, as the index
-        self.ids = ix.ids
-        rtt = region_rtts(state)
-        self.rtt = np.array(
-            [[rtt[(a, b)] for b in ix.regions] for a in ix.regions], dtype=COST_DTYPE
-        ).reshape(len(ix.regions), len(ix.regions))
-        n = np.array(
-            [
-                (
-                    x.layer_latency_ms,
-                    x.running,
-                    x.layer_tokens_per_s,
-                    x.kv_free_tokens,
-                    x.kv_capacity_tokens,
-                )
-                for x in self.nodes
-            ],
-            dtype=float,
-        ).reshape(-1, 5)
-        base = np.where(n[:, 0] > 0, n[:, 0], DEFAULT_LAYER_MS)
-        # Sequences a node serves before its per-token time grows: its capacity times its
-        # idle latency (Little's law), or a typical batch when capacity is unknown.
-        saturation = np.where(n[:, 2] > 0, np.maximum(1.0, n[:, 2] * base / 1e3), SATURATION_BATCH)
-        self.load_ms = base * (1.0 + n[:, 1] / saturation)
-        self.kv_free = n[:, 3]
-        self.kv_known = n[:, 4] > 0
+        self.nodes, self.ids, self.rtt = t.nodes, ix.ids, t.rtt
+        running = t.running
+        if state.running_floor:
+            running = running.copy()
+            for nid, k in state.running_floor.items():
+                i = ix.position.get(nid)
+                if i is not None and k > running[i]:
+                    running[i] = k
+        self.load_ms = t.base * (1.0 + running / t.saturation)
+        self.kv_free, self.kv_known = t.kv_free, t.kv_known
         # Layers' worth of per-layer cost a hop onto each node waits (id order).
         self.with_wait = len(ix.group_starts) <= EXACT_WAIT_GROUPS
         held = (ix.cuts[ix.hi] - ix.cuts[ix.lo]).astype(float)
@@ -132,7 +117,8 @@ class Router:
 
     def with_loads(self, state: ClusterState) -> Router:
         """A router for `state`, reusing this index when the topology is the same."""
-        return Router(state, self.index if self.index.matches(state) else None)
+        same = state.nodes is self.state.nodes or self.index.matches(state)
+        return Router(state, self.index if same else None)
 
     def uncovered(self) -> list[LayerRange]:
         return list(self.index.gaps)
@@ -260,6 +246,61 @@ class Router:
 
 _indexes: OrderedDict[TopologyKey, RouteIndex] = OrderedDict()
 _indexes_lock = threading.Lock()
+
+
+class _Table:
+    """What a router reads from one `nodes` tuple and `rtt_ms` map, in the index's id
+    order: kept per state object, since a gateway routes many requests against the
+    same registry state and re-reading a thousand nodes costs more than routing."""
+
+    def __init__(self, state: ClusterState, index: RouteIndex) -> None:
+        self.pinned = (state.nodes, state.rtt_ms)  # keeps the ids in the cache key alive
+        self.index = ix = index
+        self.nodes = [state.nodes[i] for i in ix.perm]
+        rtt = region_rtts(state)
+        self.rtt = np.array(
+            [[rtt[(a, b)] for b in ix.regions] for a in ix.regions], dtype=COST_DTYPE
+        ).reshape(len(ix.regions), len(ix.regions))
+        n = np.array(
+            [
+                (
+                    x.layer_latency_ms,
+                    x.running,
+                    x.layer_tokens_per_s,
+                    x.kv_free_tokens,
+                    x.kv_capacity_tokens,
+                )
+                for x in self.nodes
+            ],
+            dtype=float,
+        ).reshape(-1, 5)
+        self.base = np.where(n[:, 0] > 0, n[:, 0], DEFAULT_LAYER_MS)
+        # Sequences a node serves before its per-token time grows: its capacity times its
+        # idle latency (Little's law), or a typical batch when capacity is unknown.
+        self.saturation = np.where(
+            n[:, 2] > 0, np.maximum(1.0, n[:, 2] * self.base / 1e3), SATURATION_BATCH
+        )
+        self.running = n[:, 1]
+        self.kv_free = n[:, 3]
+        self.kv_known = n[:, 4] > 0
+
+
+_tables: OrderedDict[tuple[int, int], _Table] = OrderedDict()
+
+
+def _table_for(state: ClusterState, index: RouteIndex | None) -> _Table:
+    key = (id(state.nodes), id(state.rtt_ms))
+    with _indexes_lock:
+        table = _tables.get(key)
+        if table is not None:
+            _tables.move_to_end(key)
+            return table
+    table = _Table(state, index if index is not None else index_for(state))
+    with _indexes_lock:
+        _tables[key] = table
+        while len(_tables) > INDEXES_KEPT:
+            _tables.popitem(last=False)
+    return table
 
 
 def index_for(state: ClusterState) -> RouteIndex:

@@ -72,6 +72,10 @@ class ClusterState:
     nodes: tuple[NodeLoad, ...]
     # Measured round-trip times between nodes, ms, keyed (from, to).
     rtt_ms: Mapping[tuple[NodeId, NodeId], float] = field(default_factory=dict)
+    # Requests the caller knows a node runs now, which its last report may not show yet
+    # (a gateway's own open chains): the router takes the larger of the two. Cheaper
+    # than a new `nodes` tuple per request, which the router would have to re-read.
+    running_floor: Mapping[NodeId, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
