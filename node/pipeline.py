@@ -106,21 +106,38 @@ class NodePipeline:
         self.seqs[rid] = seq
         self.scheduler.add(seq)
 
-    def enqueue(self, msg: pb.ForwardRequest, hidden: torch.Tensor) -> None:
-        if any(c.request_id in self.released for c in msg.chunks):
-            keep = [c.request_id not in self.released for c in msg.chunks]
+    def enqueue(self, msg: pb.ForwardRequest, hidden: torch.Tensor, out: Outbox) -> None:
+        """Queue a message's chunks for the next step. A chunk this node cannot take
+        (its request released here, unknown, or on a stale route) is dropped alone:
+        the others in the message are other requests, which must not stall for it."""
+        keep = [self._admit_chunk(c, out) for c in msg.chunks]
+        if not all(keep):
             rows = [k for c, k in zip(msg.chunks, keep, strict=True) for _ in range(c.num_tokens)]
             hidden = hidden[torch.tensor(rows, dtype=torch.bool)]
-            chunks = [c for c, k in zip(msg.chunks, keep, strict=True) if k]
-            msg = pb.ForwardRequest(chunks=chunks, hidden=msg.hidden, sender_id=msg.sender_id)
-            if not chunks:
-                return
-        for c in msg.chunks:
-            if c.HasField("request") and c.request_id not in self.reqs:
-                self._register(c.request)
-            elif c.request_id not in self.reqs:
-                raise InvalidArgument(f"request {c.request_id}: unknown here and no request info")
-        self.incoming.append((list(msg.chunks), hidden))
+        chunks = [c for c, k in zip(msg.chunks, keep, strict=True) if k]
+        if chunks:
+            self.incoming.append((chunks, hidden))
+
+    def _admit_chunk(self, c: pb.SeqChunk, out: Outbox) -> bool:
+        rid = c.request_id
+        if rid in self.released:  # freed here while this chunk was in flight
+            return False
+        if rid in self.reqs:
+            return True
+        if not c.HasField("request"):
+            # Its first chunk (which names the route and the gateway) never arrived or
+            # was refused: nobody to tell from here; the gateway's stall timer replays it.
+            log.warning("chunk of an unknown request dropped", extra={"request_id": rid})
+            return False
+        try:
+            self._register(c.request)
+            return True
+        except ParallaxError as e:
+            log.warning("request refused", extra={"request_id": rid, "error": str(e)})
+            ev = pb.TokenEvent(request_id=rid, finished=True, finish_reason="error", error=str(e))
+            out.delivers[c.request.reply_to].events.append(ev)
+            self.release_elsewhere(rid, c.request.route.hops, "error", out)
+            return False
 
     def on_tokens(self, batch: pb.TokenBatch) -> None:
         for ev in batch.events:

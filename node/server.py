@@ -157,7 +157,7 @@ class NodeServer(pb_grpc.NodeServicer):
                 if op == "submit":
                     pipe.submit(arg)
                 elif op == "forward":
-                    pipe.enqueue(*arg)
+                    pipe.enqueue(*arg, out)
                 elif op == "tokens":
                     pipe.on_tokens(arg)
                 elif op == "release":

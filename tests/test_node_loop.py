@@ -59,11 +59,11 @@ def test_a_bug_handling_one_message_fails_that_request_and_the_node_keeps_servin
         pipe = servers[1].pipeline
         real = pipe.enqueue
 
-        def enqueue(msg, hidden):
+        def enqueue(msg, hidden, out):
             if not broken:
                 broken.extend(c.request_id for c in msg.chunks)
                 raise RuntimeError("a bug")
-            return real(msg, hidden)
+            return real(msg, hidden, out)
 
         pipe.enqueue = enqueue
 
