@@ -139,6 +139,9 @@ def adjust(
         notes.append(f"no local repair fits: re-allocated ({note}), {moved} layers reloaded")
         return fresh, solver, "; ".join(notes)
     for nid in joined:
+        if (r := assign.get(nid)) is not None:  # the repair above placed it already
+            notes.append(f"node {nid} joined: layers {r.start}–{r.end - 1}, covering the gap")
+            continue
         placed = place_joiner(assign, by_id[nid], nodes, perf)
         r = placed.get(nid)
         thr_new, thr_old = throughput(placed, nodes, perf), throughput(assign, nodes, perf)
