@@ -46,6 +46,10 @@ class Outbox:
     releases: dict[str, pb.ReleaseRequest] = field(
         default_factory=lambda: defaultdict(pb.ReleaseRequest)
     )
+    # KV-only releases: requests this first hop preempted, whose KV the others can free.
+    frees: dict[str, pb.ReleaseRequest] = field(
+        default_factory=lambda: defaultdict(pb.ReleaseRequest)
+    )
     ran: int = 0  # chunks the step took up (run or failed): 0 = it could do nothing
 
 
@@ -67,6 +71,11 @@ class NodePipeline:
         # Ids released recently: a chunk still in flight for one must not re-allocate KV.
         self.released: OrderedDict[str, None] = OrderedDict()
         self.restarts = 0  # re-prefills from the first hop (it preempted the request)
+        self.freed_early = 0  # requests whose KV a KV-only release freed before that
+        self.awaiting_reprefill: set[str] = set()
+        # Per request: times this first hop preempted it / this hop restarted it.
+        self.preempted: dict[str, int] = {}
+        self.restarted: dict[str, int] = {}
 
     # ---- inputs (called from RPC handlers, between steps) ----
     def _register(self, request: pb.SubmitRequest) -> ReqInfo:
@@ -147,6 +156,19 @@ class NodePipeline:
                 if ev.finished:
                     self._forget(ev.request_id)
 
+    def free_kv(self, preempted: dict[str, int]) -> None:
+        """The first hop preempted these requests: their KV here is stale until the
+        re-prefill, so it is freed now for others. The requests (and the last hop's
+        sampling state) stay. An entry whose re-prefill already ran here (it came by
+        way of the hops in between, which may overtake this message) is ignored."""
+        for rid, times in preempted.items():
+            if self.restarted.get(rid, 0) >= times:
+                continue
+            if rid in self.reqs and self.kv.has(rid):
+                self.kv.free(rid)
+                self.awaiting_reprefill.add(rid)
+                self.freed_early += 1
+
     def release(self, request_ids) -> None:
         for rid in request_ids:
             seq = self.seqs.get(rid)
@@ -163,6 +185,9 @@ class NodePipeline:
         while len(self.released) > 10_000:
             self.released.popitem(last=False)
         self.kv.free(rid)
+        self.awaiting_reprefill.discard(rid)
+        self.preempted.pop(rid, None)
+        self.restarted.pop(rid, None)
         self.reqs.pop(rid, None)
         self.seqs.pop(rid, None)
         self.samplers.pop(rid, None)
@@ -176,6 +201,11 @@ class NodePipeline:
         work: dict[LayerRange, list[tuple[Chunk, torch.Tensor | None]]] = defaultdict(list)
         for chunk in self.scheduler.schedule(self._micro_batch()):
             work[self.reqs[chunk.request_id].layers].append((chunk, None))
+        for rid in self.scheduler.preempted:
+            times = self.preempted[rid] = self.preempted.get(rid, 0) + 1
+            for h in self.reqs[rid].hops[1:]:
+                out.frees[h.address].kv_only[rid] = times
+        self.scheduler.preempted.clear()
         while self.incoming:
             chunks, hidden = self.incoming.popleft()
             row = 0
@@ -225,8 +255,11 @@ class NodePipeline:
         already generated, so its history, seed state and token index carry on.
         """
         stale = [i for i, (c, _) in enumerate(items) if c.request_id == rid]
-        if not self.kv.has(rid) and not stale:
+        freed = rid in self.awaiting_reprefill
+        if not self.kv.has(rid) and not stale and not freed:
             return  # its very first chunk
+        self.awaiting_reprefill.discard(rid)
+        self.restarted[rid] = self.restarted.get(rid, 0) + 1
         for i in reversed(stale):
             del items[i]
         self.kv.free(rid)

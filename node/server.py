@@ -161,6 +161,7 @@ class NodeServer(pb_grpc.NodeServicer):
                 elif op == "tokens":
                     pipe.on_tokens(arg)
                 elif op == "release":
+                    pipe.free_kv(dict(arg.kv_only))
                     pipe.release(list(arg.request_ids))
             except ParallaxError as e:
                 log.warning("operation rejected", extra={"op": op, "error": str(e)})
@@ -199,6 +200,8 @@ class NodeServer(pb_grpc.NodeServicer):
         for addr, rel in b.releases.items():
             a.releases[addr].request_ids.extend(rel.request_ids)
             a.releases[addr].reason = rel.reason
+        for addr, rel in b.frees.items():
+            a.frees[addr].kv_only.update(rel.kv_only)
 
     def _send(self, out: Outbox) -> None:
         for addr, batch in out.delivers.items():
@@ -210,6 +213,8 @@ class NodeServer(pb_grpc.NodeServicer):
         for addr, batch in out.pushes.items():
             batch.sender_id = self.node_id
             self.peers.send(addr, "push", batch)
+        for addr, rel in out.frees.items():  # before releases: a request may end here too
+            self.peers.send(addr, "release", rel)
         for addr, rel in out.releases.items():
             self.peers.send(addr, "release", rel)
 

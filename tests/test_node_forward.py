@@ -73,3 +73,37 @@ def test_a_stale_chunk_fails_alone_and_its_neighbours_run(tiny_models):
     assert stale.finish_reason == "error" and "route is stale" in stale.error
     (good,) = collector.events["good"]
     assert good.finished and not good.error and good.finish_reason == "length"
+
+
+def test_a_late_kv_free_never_drops_a_re_prefill_that_overtook_it(tiny_models):
+    # The first hop's KV-only release goes straight to this hop, the re-prefill it
+    # announces comes by way of the hops between: it may arrive first. The count in
+    # the release tells a stale KV (free it) from a fresh one (keep it).
+    from node.engine.engine import make_runner
+    from node.pipeline import NodePipeline, Outbox
+    from node.weights import load_shard_model
+
+    resolved = resolve_model(str(tiny_models["llama"]))
+    cfg = EngineConfig(**BIG_KV)
+    model = load_shard_model(resolved, LayerRange(2, 4), progress=False)
+    pipe = NodePipeline("b", make_runner(model, cfg), cfg, resolved.spec.eos_token_ids)
+
+    def forward(n: int) -> None:  # the request's first chunk: n tokens from position 0
+        msg = pb.ForwardRequest(sender_id="a")
+        c = msg.chunks.add(request_id="r", start_pos=0, num_tokens=n, sample=False)
+        c.request.CopyFrom(request("r", "127.0.0.1:2", "127.0.0.1:3", 2))
+        hidden = torch.randn(n, resolved.spec.hidden_size)
+        pipe.enqueue(msg, hidden, Outbox())
+        pipe.step()
+
+    forward(3)
+    assert pipe.kv.length("r") == 3
+    forward(5)  # the first hop preempted it: its re-prefill (prompt + 2 tokens) ran here
+    assert pipe.restarts == 1 and pipe.kv.length("r") == 5
+    pipe.free_kv({"r": 1})  # the release for that preemption, late: stale news
+    assert pipe.kv.length("r") == 5 and pipe.freed_early == 0
+    pipe.free_kv({"r": 2})  # a second preemption, announced before its re-prefill
+    assert not pipe.kv.has("r") and pipe.freed_early == 1
+    forward(6)
+    assert pipe.restarts == 2 and pipe.kv.length("r") == 6
+    pipe.kv.check_invariants()

@@ -1,8 +1,9 @@
 """KV pressure in a real multi-node chain: in-process NodeServers on loopback gRPC.
 
 The first node of a chain preempts a request when its KV runs out and re-prefills it
-from position 0; the downstream hops must start that request over (not fail it), and
-the last hop must keep its sampling state so the token stream is unchanged. A
+from position 0; the downstream hops free its stale KV when told, start that request
+over (not fail it), and the last hop keeps its sampling state so the token stream is
+unchanged. A
 downstream hop that runs out of KV itself cannot recompute a request: it fails that
 request with a clear error (the gateway replays it) and keeps serving the others.
 """
@@ -150,6 +151,8 @@ def test_first_node_preemption_keeps_the_stream_of_every_request(tiny_models, cu
     for p in downstream:
         assert p.restarts > 0, "a downstream hop never saw a re-prefill"
         assert p.scheduler.preemptions == 0
+    # The first hop told the others to free a preempted request's stale KV at once.
+    assert sum(p.freed_early for p in downstream) > 0
     got = [tokens_of(collector, f"r{i}") for i in range(len(ps))]
     assert got == expected
     assert all(collector.events[f"r{i}"][-1].finish_reason == "length" for i in range(len(ps)))

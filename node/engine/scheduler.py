@@ -43,6 +43,7 @@ class Scheduler:
     waiting: deque[Sequence] = field(default_factory=deque)
     running: list[Sequence] = field(default_factory=list)  # RUNNING or IN_FLIGHT
     preemptions: int = 0  # requests whose KV was freed to make room (they re-prefill)
+    preempted: list[str] = field(default_factory=list)  # ids since the owner last took them
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
@@ -108,6 +109,7 @@ class Scheduler:
             victim.state = SeqState.WAITING
             self.waiting.appendleft(victim)
             self.preemptions += 1
+            self.preempted.append(victim.request_id)
             return True
         return False
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bparallax/rpc/parallax.proto\x12\x0cparallax.rpc\"4\n\x06Tensor\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\x9c\x03\n\x0eSamplingParams\x12\x13\n\x0btemperature\x18\x01 \x01(\x01\x12\r\n\x05top_p\x18\x02 \x01(\x01\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\r\n\x05min_p\x18\x04 \x01(\x01\x12\x10\n\x08has_seed\x18\x05 \x01(\x08\x12\x0c\n\x04seed\x18\x06 \x01(\x04\x12\x1a\n\x12repetition_penalty\x18\x07 \x01(\x01\x12\x18\n\x10presence_penalty\x18\x08 \x01(\x01\x12\x19\n\x11\x66requency_penalty\x18\t \x01(\x01\x12\x16\n\x0estop_token_ids\x18\n \x03(\x05\x12\x12\n\nmax_tokens\x18\x0b \x01(\x05\x12\x12\n\nmin_tokens\x18\x0c \x01(\x05\x12\x12\n\nignore_eos\x18\r \x01(\x08\x12\x10\n\x08logprobs\x18\x0e \x01(\x05\x12?\n\nlogit_bias\x18\x0f \x03(\x0b\x32+.parallax.rpc.SamplingParams.LogitBiasEntry\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"C\n\x03Hop\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05start\x18\x03 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x05\"(\n\x05Route\x12\x1f\n\x04hops\x18\x01 \x03(\x0b\x32\x11.parallax.rpc.Hop\"\xb7\x01\n\rSubmitRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nprompt_ids\x18\x02 \x03(\x05\x12.\n\x08sampling\x18\x03 \x01(\x0b\x32\x1c.parallax.rpc.SamplingParams\x12\"\n\x05route\x18\x04 \x01(\x0b\x32\x13.parallax.rpc.Route\x12\x10\n\x08reply_to\x18\x05 \x01(\t\x12\x18\n\x10generated_offset\x18\x06 \x01(\x05\"\x83\x01\n\x08SeqChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tstart_pos\x18\x02 \x01(\x05\x12\x12\n\nnum_tokens\x18\x03 \x01(\x05\x12\x0e\n\x06sample\x18\x04 \x01(\x08\x12,\n\x07request\x18\x05 \x01(\x0b\x32\x1b.parallax.rpc.SubmitRequest\"q\n\x0e\x46orwardRequest\x12&\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x16.parallax.rpc.SeqChunk\x12$\n\x06hidden\x18\x02 \x01(\x0b\x32\x14.parallax.rpc.Tensor\x12\x11\n\tsender_id\x18\x03 \x01(\t\"/\n\nTopLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\x05\x12\x0f\n\x07logprob\x18\x02 \x01(\x02\"\xba\x01\n\nTokenEvent\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\x05\x12\x10\n\x08\x66inished\x18\x03 \x01(\x08\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12\x0f\n\x07logprob\x18\x05 \x01(\x02\x12.\n\x0ctop_logprobs\x18\x06 \x03(\x0b\x32\x18.parallax.rpc.TopLogprob\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\r\n\x05index\x18\x08 \x01(\x05\"I\n\nTokenBatch\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.parallax.rpc.TokenEvent\x12\x11\n\tsender_id\x18\x02 \x01(\t\"5\n\x0eReleaseRequest\x12\x13\n\x0brequest_ids\x18\x01 \x03(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\"\n\x03\x41\x63k\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x0f\n\rHealthRequest\"\xe0\x01\n\nNodeStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\r\n\x05start\x18\x04 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x05 \x01(\x05\x12\x18\n\x10running_requests\x18\x06 \x01(\x05\x12\x16\n\x0ekv_free_tokens\x18\x07 \x01(\x03\x12\x17\n\x0fkv_total_tokens\x18\x08 \x01(\x03\x12\x18\n\x10layer_latency_ms\x18\t \x01(\x01\x12\x14\n\x0ctokens_per_s\x18\n \x01(\x01\x12\r\n\x05model\x18\x0b \x01(\t\"k\n\x08Hardware\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65vice_name\x18\x02 \x01(\t\x12\r\n\x05\x66lops\x18\x03 \x01(\x01\x12\x15\n\rmem_bandwidth\x18\x04 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x05 \x01(\x01\"\x92\x01\n\x0bJoinRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12(\n\x08hardware\x18\x03 \x01(\x0b\x32\x16.parallax.rpc.Hardware\x12\r\n\x05model\x18\x04 \x01(\t\x12\x12\n\njoin_token\x18\x05 \x01(\t\x12\x17\n\x0fmetrics_address\x18\x06 \x01(\t\"W\n\nAssignment\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x05\x12\x0f\n\x07standby\x18\x04 \x01(\x08\x12\r\n\x05\x65poch\x18\x05 \x01(\x03\"h\n\tJoinReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12,\n\nassignment\x18\x02 \x01(\x0b\x32\x18.parallax.rpc.Assignment\x12\x1c\n\x14heartbeat_interval_s\x18\x03 \x01(\x01\"*\n\x07PeerRtt\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06rtt_ms\x18\x02 \x01(\x01\"r\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0b\x32\x18.parallax.rpc.NodeStatus\x12#\n\x04rtts\x18\x03 \x03(\x0b\x32\x15.parallax.rpc.PeerRtt\"v\n\x0eHeartbeatReply\x12,\n\nassignment\x18\x01 \x01(\x0b\x32\x18.parallax.rpc.Assignment\x12 \n\x05peers\x18\x02 \x03(\x0b\x32\x11.parallax.rpc.Hop\x12\x14\n\x0cunknown_node\x18\x03 \x01(\x08\"\x1f\n\x0cLeaveRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t2\xb4\x02\n\x04Node\x12\x38\n\x06Submit\x12\x1b.parallax.rpc.SubmitRequest\x1a\x11.parallax.rpc.Ack\x12:\n\x07\x46orward\x12\x1c.parallax.rpc.ForwardRequest\x1a\x11.parallax.rpc.Ack\x12\x39\n\nPushTokens\x12\x18.parallax.rpc.TokenBatch\x1a\x11.parallax.rpc.Ack\x12:\n\x07Release\x12\x1c.parallax.rpc.ReleaseRequest\x1a\x11.parallax.rpc.Ack\x12?\n\x06Health\x12\x1b.parallax.rpc.HealthRequest\x1a\x18.parallax.rpc.NodeStatus2A\n\x07Gateway\x12\x36\n\x07\x44\x65liver\x12\x18.parallax.rpc.TokenBatch\x1a\x11.parallax.rpc.Ack2\xcc\x01\n\x0b\x43oordinator\x12:\n\x04Join\x12\x19.parallax.rpc.JoinRequest\x1a\x17.parallax.rpc.JoinReply\x12I\n\tHeartbeat\x12\x1e.parallax.rpc.HeartbeatRequest\x1a\x1c.parallax.rpc.HeartbeatReply\x12\x36\n\x05Leave\x12\x1a.parallax.rpc.LeaveRequest\x1a\x11.parallax.rpc.Ackb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bparallax/rpc/parallax.proto\x12\x0cparallax.rpc\"4\n\x06Tensor\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\x9c\x03\n\x0eSamplingParams\x12\x13\n\x0btemperature\x18\x01 \x01(\x01\x12\r\n\x05top_p\x18\x02 \x01(\x01\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\r\n\x05min_p\x18\x04 \x01(\x01\x12\x10\n\x08has_seed\x18\x05 \x01(\x08\x12\x0c\n\x04seed\x18\x06 \x01(\x04\x12\x1a\n\x12repetition_penalty\x18\x07 \x01(\x01\x12\x18\n\x10presence_penalty\x18\x08 \x01(\x01\x12\x19\n\x11\x66requency_penalty\x18\t \x01(\x01\x12\x16\n\x0estop_token_ids\x18\n \x03(\x05\x12\x12\n\nmax_tokens\x18\x0b \x01(\x05\x12\x12\n\nmin_tokens\x18\x0c \x01(\x05\x12\x12\n\nignore_eos\x18\r \x01(\x08\x12\x10\n\x08logprobs\x18\x0e \x01(\x05\x12?\n\nlogit_bias\x18\x0f \x03(\x0b\x32+.parallax.rpc.SamplingParams.LogitBiasEntry\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"C\n\x03Hop\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05start\x18\x03 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x05\"(\n\x05Route\x12\x1f\n\x04hops\x18\x01 \x03(\x0b\x32\x11.parallax.rpc.Hop\"\xb7\x01\n\rSubmitRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nprompt_ids\x18\x02 \x03(\x05\x12.\n\x08sampling\x18\x03 \x01(\x0b\x32\x1c.parallax.rpc.SamplingParams\x12\"\n\x05route\x18\x04 \x01(\x0b\x32\x13.parallax.rpc.Route\x12\x10\n\x08reply_to\x18\x05 \x01(\t\x12\x18\n\x10generated_offset\x18\x06 \x01(\x05\"\x83\x01\n\x08SeqChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tstart_pos\x18\x02 \x01(\x05\x12\x12\n\nnum_tokens\x18\x03 \x01(\x05\x12\x0e\n\x06sample\x18\x04 \x01(\x08\x12,\n\x07request\x18\x05 \x01(\x0b\x32\x1b.parallax.rpc.SubmitRequest\"q\n\x0e\x46orwardRequest\x12&\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x16.parallax.rpc.SeqChunk\x12$\n\x06hidden\x18\x02 \x01(\x0b\x32\x14.parallax.rpc.Tensor\x12\x11\n\tsender_id\x18\x03 \x01(\t\"/\n\nTopLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\x05\x12\x0f\n\x07logprob\x18\x02 \x01(\x02\"\xba\x01\n\nTokenEvent\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\x05\x12\x10\n\x08\x66inished\x18\x03 \x01(\x08\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12\x0f\n\x07logprob\x18\x05 \x01(\x02\x12.\n\x0ctop_logprobs\x18\x06 \x03(\x0b\x32\x18.parallax.rpc.TopLogprob\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\r\n\x05index\x18\x08 \x01(\x05\"I\n\nTokenBatch\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.parallax.rpc.TokenEvent\x12\x11\n\tsender_id\x18\x02 \x01(\t\"\x9f\x01\n\x0eReleaseRequest\x12\x13\n\x0brequest_ids\x18\x01 \x03(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x39\n\x07kv_only\x18\x03 \x03(\x0b\x32(.parallax.rpc.ReleaseRequest.KvOnlyEntry\x1a-\n\x0bKvOnlyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"\"\n\x03\x41\x63k\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x0f\n\rHealthRequest\"\xe0\x01\n\nNodeStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\r\n\x05start\x18\x04 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x05 \x01(\x05\x12\x18\n\x10running_requests\x18\x06 \x01(\x05\x12\x16\n\x0ekv_free_tokens\x18\x07 \x01(\x03\x12\x17\n\x0fkv_total_tokens\x18\x08 \x01(\x03\x12\x18\n\x10layer_latency_ms\x18\t \x01(\x01\x12\x14\n\x0ctokens_per_s\x18\n \x01(\x01\x12\r\n\x05model\x18\x0b \x01(\t\"k\n\x08Hardware\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65vice_name\x18\x02 \x01(\t\x12\r\n\x05\x66lops\x18\x03 \x01(\x01\x12\x15\n\rmem_bandwidth\x18\x04 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x05 \x01(\x01\"\x92\x01\n\x0bJoinRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12(\n\x08hardware\x18\x03 \x01(\x0b\x32\x16.parallax.rpc.Hardware\x12\r\n\x05model\x18\x04 \x01(\t\x12\x12\n\njoin_token\x18\x05 \x01(\t\x12\x17\n\x0fmetrics_address\x18\x06 \x01(\t\"W\n\nAssignment\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x05\x12\x0f\n\x07standby\x18\x04 \x01(\x08\x12\r\n\x05\x65poch\x18\x05 \x01(\x03\"h\n\tJoinReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12,\n\nassignment\x18\x02 \x01(\x0b\x32\x18.parallax.rpc.Assignment\x12\x1c\n\x14heartbeat_interval_s\x18\x03 \x01(\x01\"*\n\x07PeerRtt\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06rtt_ms\x18\x02 \x01(\x01\"r\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0b\x32\x18.parallax.rpc.NodeStatus\x12#\n\x04rtts\x18\x03 \x03(\x0b\x32\x15.parallax.rpc.PeerRtt\"v\n\x0eHeartbeatReply\x12,\n\nassignment\x18\x01 \x01(\x0b\x32\x18.parallax.rpc.Assignment\x12 \n\x05peers\x18\x02 \x03(\x0b\x32\x11.parallax.rpc.Hop\x12\x14\n\x0cunknown_node\x18\x03 \x01(\x08\"\x1f\n\x0cLeaveRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t2\xb4\x02\n\x04Node\x12\x38\n\x06Submit\x12\x1b.parallax.rpc.SubmitRequest\x1a\x11.parallax.rpc.Ack\x12:\n\x07\x46orward\x12\x1c.parallax.rpc.ForwardRequest\x1a\x11.parallax.rpc.Ack\x12\x39\n\nPushTokens\x12\x18.parallax.rpc.TokenBatch\x1a\x11.parallax.rpc.Ack\x12:\n\x07Release\x12\x1c.parallax.rpc.ReleaseRequest\x1a\x11.parallax.rpc.Ack\x12?\n\x06Health\x12\x1b.parallax.rpc.HealthRequest\x1a\x18.parallax.rpc.NodeStatus2A\n\x07Gateway\x12\x36\n\x07\x44\x65liver\x12\x18.parallax.rpc.TokenBatch\x1a\x11.parallax.rpc.Ack2\xcc\x01\n\x0b\x43oordinator\x12:\n\x04Join\x12\x19.parallax.rpc.JoinRequest\x1a\x17.parallax.rpc.JoinReply\x12I\n\tHeartbeat\x12\x1e.parallax.rpc.HeartbeatRequest\x1a\x1c.parallax.rpc.HeartbeatReply\x12\x36\n\x05Leave\x12\x1a.parallax.rpc.LeaveRequest\x1a\x11.parallax.rpc.Ackb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,6 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._loaded_options = None
   _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_options = b'8\001'
+  _globals['_RELEASEREQUEST_KVONLYENTRY']._loaded_options = None
+  _globals['_RELEASEREQUEST_KVONLYENTRY']._serialized_options = b'8\001'
   _globals['_TENSOR']._serialized_start=45
   _globals['_TENSOR']._serialized_end=97
   _globals['_SAMPLINGPARAMS']._serialized_start=100
@@ -55,34 +57,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOKENEVENT']._serialized_end=1296
   _globals['_TOKENBATCH']._serialized_start=1298
   _globals['_TOKENBATCH']._serialized_end=1371
-  _globals['_RELEASEREQUEST']._serialized_start=1373
-  _globals['_RELEASEREQUEST']._serialized_end=1426
-  _globals['_ACK']._serialized_start=1428
-  _globals['_ACK']._serialized_end=1462
-  _globals['_HEALTHREQUEST']._serialized_start=1464
-  _globals['_HEALTHREQUEST']._serialized_end=1479
-  _globals['_NODESTATUS']._serialized_start=1482
-  _globals['_NODESTATUS']._serialized_end=1706
-  _globals['_HARDWARE']._serialized_start=1708
-  _globals['_HARDWARE']._serialized_end=1815
-  _globals['_JOINREQUEST']._serialized_start=1818
-  _globals['_JOINREQUEST']._serialized_end=1964
-  _globals['_ASSIGNMENT']._serialized_start=1966
-  _globals['_ASSIGNMENT']._serialized_end=2053
-  _globals['_JOINREPLY']._serialized_start=2055
-  _globals['_JOINREPLY']._serialized_end=2159
-  _globals['_PEERRTT']._serialized_start=2161
-  _globals['_PEERRTT']._serialized_end=2203
-  _globals['_HEARTBEATREQUEST']._serialized_start=2205
-  _globals['_HEARTBEATREQUEST']._serialized_end=2319
-  _globals['_HEARTBEATREPLY']._serialized_start=2321
-  _globals['_HEARTBEATREPLY']._serialized_end=2439
-  _globals['_LEAVEREQUEST']._serialized_start=2441
-  _globals['_LEAVEREQUEST']._serialized_end=2472
-  _globals['_NODE']._serialized_start=2475
-  _globals['_NODE']._serialized_end=2783
-  _globals['_GATEWAY']._serialized_start=2785
-  _globals['_GATEWAY']._serialized_end=2850
-  _globals['_COORDINATOR']._serialized_start=2853
-  _globals['_COORDINATOR']._serialized_end=3057
+  _globals['_RELEASEREQUEST']._serialized_start=1374
+  _globals['_RELEASEREQUEST']._serialized_end=1533
+  _globals['_RELEASEREQUEST_KVONLYENTRY']._serialized_start=1488
+  _globals['_RELEASEREQUEST_KVONLYENTRY']._serialized_end=1533
+  _globals['_ACK']._serialized_start=1535
+  _globals['_ACK']._serialized_end=1569
+  _globals['_HEALTHREQUEST']._serialized_start=1571
+  _globals['_HEALTHREQUEST']._serialized_end=1586
+  _globals['_NODESTATUS']._serialized_start=1589
+  _globals['_NODESTATUS']._serialized_end=1813
+  _globals['_HARDWARE']._serialized_start=1815
+  _globals['_HARDWARE']._serialized_end=1922
+  _globals['_JOINREQUEST']._serialized_start=1925
+  _globals['_JOINREQUEST']._serialized_end=2071
+  _globals['_ASSIGNMENT']._serialized_start=2073
+  _globals['_ASSIGNMENT']._serialized_end=2160
+  _globals['_JOINREPLY']._serialized_start=2162
+  _globals['_JOINREPLY']._serialized_end=2266
+  _globals['_PEERRTT']._serialized_start=2268
+  _globals['_PEERRTT']._serialized_end=2310
+  _globals['_HEARTBEATREQUEST']._serialized_start=2312
+  _globals['_HEARTBEATREQUEST']._serialized_end=2426
+  _globals['_HEARTBEATREPLY']._serialized_start=2428
+  _globals['_HEARTBEATREPLY']._serialized_end=2546
+  _globals['_LEAVEREQUEST']._serialized_start=2548
+  _globals['_LEAVEREQUEST']._serialized_end=2579
+  _globals['_NODE']._serialized_start=2582
+  _globals['_NODE']._serialized_end=2890
+  _globals['_GATEWAY']._serialized_start=2892
+  _globals['_GATEWAY']._serialized_end=2957
+  _globals['_COORDINATOR']._serialized_start=2960
+  _globals['_COORDINATOR']._serialized_end=3164
 # @@protoc_insertion_point(module_scope)
