@@ -115,6 +115,10 @@ class Registry:
                     last_heartbeat=now,
                     metrics_address=metrics_address,
                 )
+                rec = self._nodes[node_id]
+                self._nodes[node_id] = dataclasses.replace(
+                    rec, decode_speed=self._perf.speed(_capacity(rec))
+                )
                 self._decide(
                     now,
                     "join",
@@ -142,6 +146,10 @@ class Registry:
                 report=report,
                 rtt_ms=known,
             )
+            if new.report.layer_latency_ms != rec.report.layer_latency_ms:
+                new = self._nodes[node_id] = dataclasses.replace(
+                    new, decode_speed=self._perf.speed(_capacity(new))
+                )
             if new.serving != rec.serving:  # routable or not: the cached state must go
                 self._version += 1
             return rec.assignment
@@ -237,7 +245,7 @@ class Registry:
                 region=r.hardware.region,
                 # When it saturates and queues: the performance model's decode capacity
                 # from its measured hardware, calibrated by its reported layer latency.
-                layer_tokens_per_s=self._perf.speed(_capacity(r)),
+                layer_tokens_per_s=r.decode_speed,
             )
             for r in serving
             if r.assignment.range is not None

@@ -116,6 +116,9 @@ class NodeRecord:
     report: NodeReport = field(default_factory=NodeReport)
     rtt_ms: tuple[tuple[NodeId, float], ...] = ()  # to peers, as last measured
     metrics_address: str = ""  # HOST:PORT of its Prometheus /metrics ("" if none)
+    # Decode capacity, layer-tokens/s, from the performance model of its hardware and
+    # reported layer latency: kept here, computed when those change, not per state read.
+    decode_speed: float = 0.0
 
     @property
     def alive(self) -> bool:
