@@ -31,6 +31,7 @@ class FakeNode(pb_grpc.NodeServicer):
     delay_s: float = 0.01
     refuse: grpc.StatusCode | None = None  # Submit fails with this code
     silent: bool = False  # accept Submit, never deliver
+    silent_first: bool = False  # the first Submit is accepted and never answered
     hang: bool = False  # deliver the script, then never finish
     fail_first: str = ""  # the first Submit ends at once in an error event with this text
     address: str = ""
@@ -44,7 +45,7 @@ class FakeNode(pb_grpc.NodeServicer):
         self.submits.append(request)
         if self.refuse is not None:
             await context.abort(self.refuse, f"{self.node_id} refuses")
-        if not self.silent:
+        if not self.silent and not (self.silent_first and len(self.submits) == 1):
             task = asyncio.get_running_loop().create_task(self._deliver(request))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)

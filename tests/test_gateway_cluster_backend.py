@@ -29,6 +29,7 @@ async def _with_cluster(
     nodes: list[FakeNode],
     body: Callable[[ClusterBackend], Awaitable[None]],
     stall_s: float = 60.0,
+    replay_wait_s: float = 30.0,
 ) -> None:
     def make(address: str) -> ClusterBackend:
         route = chain(nodes, LAYERS)
@@ -38,6 +39,7 @@ async def _with_cluster(
             self_address=address,
             route_fn=lambda _req, _state: route,
             stall_s=stall_s,
+            replay_wait_s=replay_wait_s,
         )
 
     async with serving_backend(nodes, make) as backend:
@@ -149,7 +151,7 @@ def test_unreachable_first_node_is_an_upstream_error():
     asyncio.run(_with_cluster(nodes, body))
 
 
-def test_a_stalled_request_ends_with_an_error_and_is_released():
+def test_a_chain_that_stays_silent_ends_in_an_error_and_is_released():
     nodes = [FakeNode("a", silent=True), FakeNode("b")]
 
     async def body(backend: ClusterBackend) -> None:
@@ -157,8 +159,26 @@ def test_a_stalled_request_ends_with_an_error_and_is_released():
         assert len(tokens) == 1 and tokens[0].finish_reason == "error"
         assert "no token" in (tokens[0].error or "")
 
-    asyncio.run(_with_cluster(nodes, body, stall_s=0.3))
-    assert all(n.releases == [(("r1",), "abort")] for n in nodes)
+    asyncio.run(_with_cluster(nodes, body, stall_s=0.3, replay_wait_s=0.2))
+    # No other chain: the silent one was tried again, twice, each attempt released.
+    wire_ids = ["r1", "r1~r1", "r1~r2"]
+    assert [s.request_id for s in nodes[0].submits] == wire_ids
+    assert all(n.releases == [((w,), "abort") for w in wire_ids] for n in nodes)
+
+
+def test_a_lost_message_on_the_only_chain_is_replayed_on_it():
+    # The first attempt's tokens never come (a lost message); the nodes are alive, no
+    # other chain exists: the replay goes to the same chain and the client sees one
+    # stream.
+    nodes = [FakeNode("a", silent_first=True), FakeNode("b")]
+
+    async def body(backend: ClusterBackend) -> None:
+        tokens = [t async for t in backend.generate(_request())]
+        assert [t.token_id for t in tokens] == [10, 11, 12, 13, 14]
+        assert tokens[-1].finish_reason == "stop" and not tokens[-1].error
+
+    asyncio.run(_with_cluster(nodes, body, stall_s=0.3, replay_wait_s=0.2))
+    assert [s.request_id for s in nodes[0].submits] == ["r1", "r1~r1"]
 
 
 def test_deliver_drops_tokens_of_unknown_requests():

@@ -45,6 +45,7 @@ REROUTE_POLL_S = 0.5
 # After a hop ran out of KV for a request, wait this long (for others to finish) before
 # replaying it, on whichever chain the router picks then, the same one included.
 KV_FULL_BACKOFF_S = 1.0
+STALL_MARK = "no token from the cluster for"
 ROUTE_EXPECTED_NEW_TOKENS = 512
 
 
@@ -121,7 +122,11 @@ class ClusterBackend:
                 await stream.aclose()
             if failure is None:
                 return
-            route = await self._reroute(flight, same_ok=KV_FULL_MARK in failure.error)
+            route = await self._reroute(
+                flight,
+                same_ok=KV_FULL_MARK in failure.error,
+                same_at_last=failure.error.startswith(STALL_MARK),
+            )
             if route is None:
                 yield failure
                 return
@@ -147,16 +152,22 @@ class ClusterBackend:
             raise ValueError(f"router returned a route that does not cover {self._num_layers}")
         return route
 
-    async def _reroute(self, flight: _Flight, same_ok: bool = False) -> Route | None:
+    async def _reroute(
+        self, flight: _Flight, same_ok: bool = False, same_at_last: bool = False
+    ) -> Route | None:
         """Wait for a chain that differs from the failed one (the coordinator notices a
         dead node within its dead-after time and re-covers its layers). With `same_ok`
         (a hop only ran out of KV: the chain is healthy) any chain will do after a short
-        back-off, so a one-chain cluster under load does not fail the request."""
+        back-off, so a one-chain cluster under load does not fail the request. With
+        `same_at_last` (the chain went silent) the same chain is taken when no other
+        shows up in the wait: its nodes still heartbeat, so a message was lost, not a
+        node, and a replay may well get through."""
         failed = [(h.node_id, h.range) for h in flight.route.hops]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._replay_wait_s
         if same_ok:
             await asyncio.sleep(KV_FULL_BACKOFF_S)
+        route = None
         while loop.time() < deadline:
             try:
                 route = self._route(flight.request)
@@ -167,7 +178,7 @@ class ClusterBackend:
             ):
                 return route
             await asyncio.sleep(REROUTE_POLL_S)
-        return None
+        return route if same_at_last else None
 
     async def _attempt(self, flight: _Flight, wire_id: str) -> AsyncIterator[TokenOut]:
         req, route = flight.request, flight.route
@@ -238,7 +249,7 @@ class ClusterBackend:
             token_id=0,
             finished=True,
             finish_reason="error",
-            error=f"no token from the cluster for {self._stall_s:g} s",
+            error=f"{STALL_MARK} {self._stall_s:g} s",
         )
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
