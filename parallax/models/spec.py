@@ -174,10 +174,23 @@ class ModelSpec:
 
 def _sliding_window(cfg: dict[str, Any], family: str) -> int | None:
     """Positions a query attends back to, on every layer. Mistral sets `sliding_window`
-    (null in v0.2 and later); Qwen2 only uses one with `use_sliding_window`."""
+    (null in v0.2 and later); Qwen2 only uses one with `use_sliding_window`, and then
+    only from layer `max_window_layers` on."""
     window = cfg.get("sliding_window")
     if window is None or not (family == "mistral" or cfg.get("use_sliding_window")):
         return None
     if not isinstance(window, int) or window < 1:
         raise ModelFormatError(f"sliding_window must be a positive integer, not {window!r}")
+    if family != "mistral":
+        # Qwen2 slides only on layers from `max_window_layers` on (as transformers does).
+        layers = cfg.get("num_hidden_layers", 0)
+        first = cfg.get("max_window_layers", 0)
+        if isinstance(first, int) and first >= layers:
+            return None
+        if first:
+            raise ModelFormatError(
+                f"sliding_window on layers {first} and up only (max_window_layers={first} of "
+                f"{layers}) is not supported: set use_sliding_window to false, or "
+                "max_window_layers to 0 (every layer) or the layer count (none)"
+            )
     return window
