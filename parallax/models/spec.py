@@ -177,11 +177,19 @@ def _sliding_window(cfg: dict[str, Any], family: str) -> int | None:
     (null in v0.2 and later); Qwen2 only uses one with `use_sliding_window`, and then
     only from layer `max_window_layers` on."""
     window = cfg.get("sliding_window")
-    if window is None or not (family == "mistral" or cfg.get("use_sliding_window")):
+    kinds = set(cfg.get("layer_types") or ())
+    if kinds - {"full_attention", "sliding_attention"} or len(kinds) > 1:
+        raise ModelFormatError(
+            f"layer_types {sorted(kinds)} mix attention kinds across layers; only all "
+            "full_attention or all sliding_attention is supported"
+        )
+    if kinds == {"full_attention"}:  # written out by newer transformers: it decides
+        return None
+    if window is None or not (family == "mistral" or cfg.get("use_sliding_window") or kinds):
         return None
     if not isinstance(window, int) or window < 1:
         raise ModelFormatError(f"sliding_window must be a positive integer, not {window!r}")
-    if family != "mistral":
+    if family != "mistral" and not kinds:
         # Qwen2 slides only on layers from `max_window_layers` on (as transformers does).
         layers = cfg.get("num_hidden_layers", 0)
         first = cfg.get("max_window_layers", 0)
