@@ -19,7 +19,7 @@ from parallax.rpc import parallax_pb2_grpc as pb_grpc
 from parallax.sampling import SamplingParams
 from parallax.types import LayerRange
 from parallax.wire.codec import encode_tensor
-from tests.test_pipeline_preemption import BIG_KV, Collector, wait_for
+from tests.test_pipeline_preemption import BIG_KV, Collector, collecting_gateway, wait_for
 
 PREVIOUS_HOP = "127.0.0.1:1"  # never dialled: every request here finishes at this node
 
@@ -40,31 +40,26 @@ def request(rid: str, reply_to: str, node: str, cut: int) -> pb.SubmitRequest:
 
 async def send_mixed(path) -> Collector:
     resolved = resolve_model(str(path))
-    gateway = grpc.aio.server()
-    collector = Collector()
-    pb_grpc.add_GatewayServicer_to_server(collector, gateway)
-    reply_to = f"127.0.0.1:{gateway.add_insecure_port('127.0.0.1:0')}"
-    await gateway.start()
     node = NodeServer(EngineConfig(**BIG_KV), name="b")
-    try:
-        address = f"127.0.0.1:{await node.start('127.0.0.1', 0)}"
-        node.node_id = "b"
-        node.set_model(resolved, resolved.spec.eos_token_ids)
-        await node.load(LayerRange(2, 4))
-        msg = pb.ForwardRequest(sender_id="a")
-        # Cut at layer 1: this node holds [2, 4), so that route is stale here.
-        for rid, cut in (("stale", 1), ("good", 2)):
-            c = msg.chunks.add(request_id=rid, start_pos=0, num_tokens=3, sample=True)
-            c.request.CopyFrom(request(rid, reply_to, address, cut))
-        msg.hidden.CopyFrom(encode_tensor(torch.randn(6, resolved.spec.hidden_size)))
-        async with grpc.aio.insecure_channel(address) as ch:
-            await pb_grpc.NodeStub(ch).Forward(msg, timeout=5)
-        await wait_for(lambda: collector.done == {"stale", "good"}, 20, "both requests to end")
-        assert node._loop_task is not None and not node._loop_task.done()
-        return collector
-    finally:
-        await node.stop()
-        await gateway.stop(None)
+    async with collecting_gateway() as (collector, reply_to):
+        try:
+            address = f"127.0.0.1:{await node.start('127.0.0.1', 0)}"
+            node.node_id = "b"
+            node.set_model(resolved, resolved.spec.eos_token_ids)
+            await node.load(LayerRange(2, 4))
+            msg = pb.ForwardRequest(sender_id="a")
+            # Cut at layer 1: this node holds [2, 4), so that route is stale here.
+            for rid, cut in (("stale", 1), ("good", 2)):
+                c = msg.chunks.add(request_id=rid, start_pos=0, num_tokens=3, sample=True)
+                c.request.CopyFrom(request(rid, reply_to, address, cut))
+            msg.hidden.CopyFrom(encode_tensor(torch.randn(6, resolved.spec.hidden_size)))
+            async with grpc.aio.insecure_channel(address) as ch:
+                await pb_grpc.NodeStub(ch).Forward(msg, timeout=5)
+            await wait_for(lambda: collector.done == {"stale", "good"}, 20, "both requests to end")
+            assert node._loop_task is not None and not node._loop_task.done()
+            return collector
+        finally:
+            await node.stop()
 
 
 def test_a_stale_chunk_fails_alone_and_its_neighbours_run(tiny_models):

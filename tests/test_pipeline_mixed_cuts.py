@@ -21,55 +21,57 @@ from parallax.rpc import parallax_pb2_grpc as pb_grpc
 from parallax.sampling import SamplingParams
 from parallax.types import LayerRange
 from tests.engine_helpers import local_engine
-from tests.test_pipeline_preemption import BIG_KV, Collector, prompts, tokens_of, wait_for
+from tests.test_pipeline_preemption import (
+    BIG_KV,
+    Collector,
+    collecting_gateway,
+    prompts,
+    tokens_of,
+    wait_for,
+)
 
 CUTS = (1, 2, 3)  # request i is cut at CUTS[i % 3]: node A runs [0, cut), B [cut, 4)
 
 
 async def run_mixed(path, ps, params, groups_seen: list[int]) -> Collector:
     resolved = resolve_model(str(path))
-    gateway = grpc.aio.server()
-    collector = Collector()
-    pb_grpc.add_GatewayServicer_to_server(collector, gateway)
-    reply_to = f"127.0.0.1:{gateway.add_insecure_port('127.0.0.1:0')}"
-    await gateway.start()
     servers, addresses = [], []
-    try:
-        for name, layers in (("a", LayerRange(0, 3)), ("b", LayerRange(1, 4))):
-            s = NodeServer(EngineConfig(**BIG_KV), name=name)
-            servers.append(s)
-            addresses.append(f"127.0.0.1:{await s.start('127.0.0.1', 0)}")
-            s.node_id = name
-            s.set_model(resolved, resolved.spec.eos_token_ids)
-            await s.load(layers)
-            real = s.pipeline.runner.run_groups
+    async with collecting_gateway() as (collector, reply_to):
+        try:
+            for name, layers in (("a", LayerRange(0, 3)), ("b", LayerRange(1, 4))):
+                s = NodeServer(EngineConfig(**BIG_KV), name=name)
+                servers.append(s)
+                addresses.append(f"127.0.0.1:{await s.start('127.0.0.1', 0)}")
+                s.node_id = name
+                s.set_model(resolved, resolved.spec.eos_token_ids)
+                await s.load(layers)
+                real = s.pipeline.runner.run_groups
 
-            def spy(groups, real=real):
-                groups_seen.append(len(groups))
-                return real(groups)
+                def spy(groups, real=real):
+                    groups_seen.append(len(groups))
+                    return real(groups)
 
-            s.pipeline.runner.run_groups = spy
-        async with grpc.aio.insecure_channel(addresses[0]) as ch:
-            stub = pb_grpc.NodeStub(ch)
-            for i, p in enumerate(ps):
-                cut = CUTS[i % len(CUTS)]
-                route = pb.Route()
-                route.hops.add(node_id="a", address=addresses[0], start=0, end=cut)
-                route.hops.add(node_id="b", address=addresses[1], start=cut, end=4)
-                req = pb.SubmitRequest(
-                    request_id=f"r{i}",
-                    prompt_ids=p,
-                    sampling=params.to_proto(),
-                    route=route,
-                    reply_to=reply_to,
-                )
-                await stub.Submit(req, timeout=5)
-        await wait_for(lambda: len(collector.done) == len(ps), 30, "every request to finish")
-        return collector
-    finally:
-        for s in servers:
-            await s.stop()
-        await gateway.stop(None)
+                s.pipeline.runner.run_groups = spy
+            async with grpc.aio.insecure_channel(addresses[0]) as ch:
+                stub = pb_grpc.NodeStub(ch)
+                for i, p in enumerate(ps):
+                    cut = CUTS[i % len(CUTS)]
+                    route = pb.Route()
+                    route.hops.add(node_id="a", address=addresses[0], start=0, end=cut)
+                    route.hops.add(node_id="b", address=addresses[1], start=cut, end=4)
+                    req = pb.SubmitRequest(
+                        request_id=f"r{i}",
+                        prompt_ids=p,
+                        sampling=params.to_proto(),
+                        route=route,
+                        reply_to=reply_to,
+                    )
+                    await stub.Submit(req, timeout=5)
+            await wait_for(lambda: len(collector.done) == len(ps), 30, "every request to finish")
+            return collector
+        finally:
+            for s in servers:
+                await s.stop()
 
 
 def test_requests_cut_at_different_layers_on_the_same_nodes_all_finish(tiny_models):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import grpc
@@ -59,6 +60,20 @@ class Collector(pb_grpc.GatewayServicer):
         return pb.Ack(ok=True)
 
 
+@asynccontextmanager
+async def collecting_gateway():
+    """A gRPC server with the gateway's Deliver side: (collector, its reply_to address)."""
+    gateway = grpc.aio.server()
+    collector = Collector()
+    pb_grpc.add_GatewayServicer_to_server(collector, gateway)
+    reply_to = f"127.0.0.1:{gateway.add_insecure_port('127.0.0.1:0')}"
+    await gateway.start()
+    try:
+        yield collector, reply_to
+    finally:
+        await gateway.stop(None)
+
+
 async def wait_for(check, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -75,54 +90,49 @@ async def run_chain(path, cuts: list[int], cfgs: list[dict], ps, params, setup=N
     resolved = resolve_model(str(path))
     bounds = [0, *cuts, resolved.spec.num_layers]
     servers: list[NodeServer] = []
-    gateway = grpc.aio.server()
-    collector = Collector()
-    pb_grpc.add_GatewayServicer_to_server(collector, gateway)
-    gw_port = gateway.add_insecure_port("127.0.0.1:0")
-    await gateway.start()
-    try:
-        route = pb.Route()
-        for i, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)):
-            s = NodeServer(EngineConfig(**cfgs[i]), name=f"n{i}")
-            servers.append(s)
-            port = await s.start("127.0.0.1", 0)
-            s.node_id = f"n{i}"
-            s.set_model(resolved, resolved.spec.eos_token_ids)
-            await s.load(LayerRange(a, b))
-            route.hops.add(node_id=s.node_id, address=f"127.0.0.1:{port}", start=a, end=b)
-        if setup is not None:
-            setup(servers)
-        async with grpc.aio.insecure_channel(route.hops[0].address) as ch:
-            stub = pb_grpc.NodeStub(ch)
-            for i, p in enumerate(ps):
-                req = pb.SubmitRequest(
-                    request_id=f"r{i}",
-                    prompt_ids=p,
-                    sampling=params.to_proto(),
-                    route=route,
-                    reply_to=f"127.0.0.1:{gw_port}",
+    async with collecting_gateway() as (collector, reply_to):
+        try:
+            route = pb.Route()
+            for i, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)):
+                s = NodeServer(EngineConfig(**cfgs[i]), name=f"n{i}")
+                servers.append(s)
+                port = await s.start("127.0.0.1", 0)
+                s.node_id = f"n{i}"
+                s.set_model(resolved, resolved.spec.eos_token_ids)
+                await s.load(LayerRange(a, b))
+                route.hops.add(node_id=s.node_id, address=f"127.0.0.1:{port}", start=a, end=b)
+            if setup is not None:
+                setup(servers)
+            async with grpc.aio.insecure_channel(route.hops[0].address) as ch:
+                stub = pb_grpc.NodeStub(ch)
+                for i, p in enumerate(ps):
+                    req = pb.SubmitRequest(
+                        request_id=f"r{i}",
+                        prompt_ids=p,
+                        sampling=params.to_proto(),
+                        route=route,
+                        reply_to=reply_to,
+                    )
+                    await stub.Submit(req, timeout=5)
+            await wait_for(lambda: len(collector.done) == len(ps), 30, "every request to finish")
+
+            def idle() -> bool:
+                return all(
+                    s.pipeline.kv.free_blocks == s.pipeline.kv.num_blocks
+                    and not s.pipeline.reqs
+                    and not s.pipeline.samplers
+                    and not s.pipeline.scheduler.has_work()
+                    for s in servers
                 )
-                await stub.Submit(req, timeout=5)
-        await wait_for(lambda: len(collector.done) == len(ps), 30, "every request to finish")
 
-        def idle() -> bool:
-            return all(
-                s.pipeline.kv.free_blocks == s.pipeline.kv.num_blocks
-                and not s.pipeline.reqs
-                and not s.pipeline.samplers
-                and not s.pipeline.scheduler.has_work()
-                for s in servers
-            )
-
-        await wait_for(idle, 10, "every node to free the requests' KV")
-        for s in servers:
-            s.pipeline.kv.check_invariants()
-            assert s._loop_task is not None and not s._loop_task.done(), "a node loop died"
-        return collector, servers
-    finally:
-        for s in servers:
-            await s.stop()
-        await gateway.stop(None)
+            await wait_for(idle, 10, "every node to free the requests' KV")
+            for s in servers:
+                s.pipeline.kv.check_invariants()
+                assert s._loop_task is not None and not s._loop_task.done(), "a node loop died"
+            return collector, servers
+        finally:
+            for s in servers:
+                await s.stop()
 
 
 def tokens_of(collector: Collector, rid: str) -> list[int]:
