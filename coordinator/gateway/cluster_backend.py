@@ -45,6 +45,9 @@ REROUTE_POLL_S = 0.5
 # After a hop ran out of KV for a request, wait this long (for others to finish) before
 # replaying it, on whichever chain the router picks then, the same one included.
 KV_FULL_BACKOFF_S = 1.0
+# After a stall, how long to look for another chain before replaying on the silent one
+# (its nodes still heartbeat, or the router would not offer it).
+STALL_REROUTE_WAIT_S = 5.0
 STALL_MARK = "no token from the cluster for"
 ROUTE_EXPECTED_NEW_TOKENS = 512
 
@@ -56,6 +59,7 @@ class _Flight:
     request: GenerationRequest
     route: Route
     generated: list[int] = field(default_factory=list)
+    silent_retried: bool = False  # replayed once already on a chain that went silent
 
 
 class ClusterBackend:
@@ -125,7 +129,7 @@ class ClusterBackend:
             route = await self._reroute(
                 flight,
                 same_ok=KV_FULL_MARK in failure.error,
-                same_at_last=failure.error.startswith(STALL_MARK),
+                same_at_last=failure.error.startswith(STALL_MARK) and not flight.silent_retried,
             )
             if route is None:
                 yield failure
@@ -159,12 +163,15 @@ class ClusterBackend:
         dead node within its dead-after time and re-covers its layers). With `same_ok`
         (a hop only ran out of KV: the chain is healthy) any chain will do after a short
         back-off, so a one-chain cluster under load does not fail the request. With
-        `same_at_last` (the chain went silent) the same chain is taken when no other
-        shows up in the wait: its nodes still heartbeat, so a message was lost, not a
-        node, and a replay may well get through."""
+        `same_at_last` (the chain went silent) the same chain is taken, once per request,
+        when no other shows up within `STALL_REROUTE_WAIT_S`: its nodes still heartbeat,
+        so a message was lost, not a node, and a replay may well get through."""
         failed = [(h.node_id, h.range) for h in flight.route.hops]
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._replay_wait_s
+        wait = self._replay_wait_s
+        if same_at_last:
+            wait = min(wait, STALL_REROUTE_WAIT_S)
+        deadline = loop.time() + wait
         if same_ok:
             await asyncio.sleep(KV_FULL_BACKOFF_S)
         route = None
@@ -178,7 +185,10 @@ class ClusterBackend:
             ):
                 return route
             await asyncio.sleep(REROUTE_POLL_S)
-        return route if same_at_last else None
+        if same_at_last and route is not None:
+            flight.silent_retried = True
+            return route
+        return None
 
     async def _attempt(self, flight: _Flight, wire_id: str) -> AsyncIterator[TokenOut]:
         req, route = flight.request, flight.route
