@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 import grpc
@@ -30,6 +31,7 @@ async def _with_cluster(
     body: Callable[[ClusterBackend], Awaitable[None]],
     stall_s: float = 60.0,
     replay_wait_s: float = 30.0,
+    token_stall_s: float = 20.0,
 ) -> None:
     def make(address: str) -> ClusterBackend:
         route = chain(nodes, LAYERS)
@@ -40,6 +42,7 @@ async def _with_cluster(
             route_fn=lambda _req, _state: route,
             stall_s=stall_s,
             replay_wait_s=replay_wait_s,
+            token_stall_s=token_stall_s,
         )
 
     async with serving_backend(nodes, make) as backend:
@@ -164,6 +167,22 @@ def test_a_chain_that_stays_silent_ends_in_an_error_and_is_released():
     wire_ids = ["r1", "r1~r1"]
     assert [s.request_id for s in nodes[0].submits] == wire_ids
     assert all(n.releases == [((w,), "abort") for w in wire_ids] for n in nodes)
+
+
+def test_a_chain_that_hangs_mid_stream_is_noticed_by_the_shorter_token_timer():
+    # Tokens came, then silence: a hung hop. The between-tokens timer ends the attempt
+    # long before the first-token timer would (60 s here).
+    nodes = [FakeNode("a", hang=True), FakeNode("b")]
+
+    async def body(backend: ClusterBackend) -> None:
+        t0 = time.monotonic()
+        tokens = [t async for t in backend.generate(_request())]
+        assert time.monotonic() - t0 < 10
+        assert tokens[-1].finish_reason == "error" and "no token" in (tokens[-1].error or "")
+        assert [t.token_id for t in tokens[:5]] == [10, 11, 12, 13, 14]
+
+    asyncio.run(_with_cluster(nodes, body, stall_s=60, replay_wait_s=0.2, token_stall_s=0.3))
+    assert len(nodes[0].submits) == 2  # the attempt, and one replay on the same chain
 
 
 def test_a_lost_message_on_the_only_chain_is_replayed_on_it():

@@ -36,7 +36,11 @@ from parallax.types import NodeId
 log = logging.getLogger(__name__)
 
 RouteFn = Callable[[RouteRequest, ClusterState], Route]
+# Silence that ends an attempt: until its first token (a long prompt's prefill on slow
+# nodes, or a re-prefill after a replay), and between tokens, where a decode step of
+# every hop is all that is awaited, so a hung hop shows much sooner.
 DEFAULT_STALL_S = 60.0
+DEFAULT_TOKEN_STALL_S = 20.0
 # A request whose chain fails (a hop died or was reassigned) is replayed on a new chain:
 # prompt plus the tokens generated so far, so the client sees one uninterrupted stream.
 DEFAULT_MAX_REPLAYS = 2
@@ -71,6 +75,7 @@ class ClusterBackend:
         route_fn: RouteFn = schedule_route,
         *,
         stall_s: float = DEFAULT_STALL_S,
+        token_stall_s: float = DEFAULT_TOKEN_STALL_S,
         max_replays: int = DEFAULT_MAX_REPLAYS,
         replay_wait_s: float = DEFAULT_REPLAY_WAIT_S,
     ) -> None:
@@ -81,6 +86,7 @@ class ClusterBackend:
         self._self_address = self_address
         self._route_fn = route_fn
         self._stall_s = stall_s
+        self._token_stall_s = token_stall_s
         self._board = DeliveryBoard()
         self._clients = NodeClients()
         self._releases: set[asyncio.Task[None]] = set()
@@ -210,12 +216,14 @@ class ClusterBackend:
         try:
             await self._clients.submit(route, self._submit_message(flight, wire_id))
             with_logprobs = req.sampling.logprobs >= 0
+            wait = self._stall_s
             while True:
                 try:
-                    ev = await asyncio.wait_for(queue.get(), self._stall_s)
+                    ev = await asyncio.wait_for(queue.get(), wait)
                 except TimeoutError:
-                    yield self._stalled(flight)
+                    yield self._stalled(flight, wait)
                     return
+                wait = self._token_stall_s
                 token = event_to_token(ev, with_logprobs)
                 if token.carries_token:
                     flight.generated.append(token.token_id)
@@ -245,12 +253,12 @@ class ClusterBackend:
             generated_offset=len(flight.generated),
         )
 
-    def _stalled(self, flight: _Flight) -> TokenOut:
+    def _stalled(self, flight: _Flight, waited_s: float) -> TokenOut:
         log.warning(
             "request stalled",
             extra={
                 "request_id": flight.request.request_id,
-                "stall_s": self._stall_s,
+                "stall_s": waited_s,
                 "generated": len(flight.generated),
                 "route": [h.node_id for h in flight.route.hops],
             },
@@ -259,7 +267,7 @@ class ClusterBackend:
             token_id=0,
             finished=True,
             finish_reason="error",
-            error=f"{STALL_MARK} {self._stall_s:g} s",
+            error=f"{STALL_MARK} {waited_s:g} s",
         )
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
