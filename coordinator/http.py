@@ -69,6 +69,8 @@ def build_gateway(
         resolved.spec.num_layers,
         self_address,
         route_fn=observed_route(schedule_route, dashboard.traffic),
+        stall_s=config.stall_s,
+        token_stall_s=config.token_stall_s,
     )
     pb_grpc.add_GatewayServicer_to_server(backend.servicer, server)
     app = create_app(

@@ -30,6 +30,10 @@ class CoordinatorConfig(ConfigBase):
         1, help="split the model over at least this many nodes when they can hold it"
     )
     solver: str = opt("auto", help="layer allocation solver", choices=("auto", "exact", "fast"))
+    stall_s: float = opt(60.0, help="a request with no first token this long is replayed", unit="s")
+    token_stall_s: float = opt(
+        20.0, help="a request with no next token this long is replayed", unit="s"
+    )
     wire_dtype: str = opt(
         "",
         help="activation dtype on the wire; default the model's",
@@ -43,6 +47,8 @@ class CoordinatorConfig(ConfigBase):
         self.require(
             self.dead_after_s > self.heartbeat_s, "dead_after_s", "must exceed --heartbeat-s"
         )
+        for name in ("stall_s", "token_stall_s"):
+            self.require(getattr(self, name) > 0, name, "must be positive")
 
     @property
     def http_host(self) -> str:
