@@ -32,12 +32,13 @@ def measure_bandwidth_gbs(seconds: float = 1.0) -> float:
     return 2 * src.numel() * 4 * n / (time.perf_counter() - t0) / 1e9
 
 
-def load_ours(resolved):
-    from node.engine.engine import LocalEngine
+def load_ours(resolved, dtype: str = "float32"):
+    from node.engine.engine import DTYPES, LocalEngine
     from node.weights import load_shard_model
 
-    model = load_shard_model(resolved, LayerRange(0, resolved.spec.num_layers), progress=False)
-    cfg = EngineConfig(kv_cache_mb=512, max_batch_tokens=512, max_running=64)
+    layers = LayerRange(0, resolved.spec.num_layers)
+    model = load_shard_model(resolved, layers, DTYPES[dtype], progress=False)
+    cfg = EngineConfig(kv_cache_mb=512, max_batch_tokens=512, max_running=64, dtype=dtype)
     return LocalEngine(model, cfg, ())
 
 
@@ -142,8 +143,11 @@ def bench_engine(config: BenchConfig) -> dict[str, Any]:
     prompt = tok.encode_chat([{"role": "user", "content": "Tell me about the history of Rome."}])
     tokens = 16 if config.quick else 48
     rounds = 1 if config.quick else 3
-    _say(f"bench engine: {resolved.name}, {config.threads} threads, fp32, {rounds} rounds")
-    eng, ref = load_ours(resolved), load_reference(resolved)
+    _say(
+        f"bench engine: {resolved.name}, {config.threads} threads, ours {config.dtype} vs "
+        f"reference float32, {rounds} rounds"
+    )
+    eng, ref = load_ours(resolved, config.dtype), load_reference(resolved)
     eng.generate([prompt], SamplingParams(max_tokens=4))  # warm up both
     ref_generate(ref, torch.tensor([prompt]), 4)
     # Rounds interleave ours and the reference, so load from other processes on this
@@ -169,7 +173,8 @@ def bench_engine(config: BenchConfig) -> dict[str, Any]:
     result = {
         "model": resolved.name,
         "threads": config.threads,
-        "dtype": "float32",
+        "dtype": config.dtype,
+        "reference_dtype": "float32",
         "decode_tokens": tokens,
         "rounds": rounds,
         "median": med,

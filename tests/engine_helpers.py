@@ -13,8 +13,11 @@ from parallax.types import LayerRange
 
 
 def local_engine(path, eos_ids=None, vocab_limit=None, **cfg) -> LocalEngine:
+    from node.engine.engine import DTYPES
+
     r = resolve_model(str(path))
-    model = load_shard_model(r, LayerRange(0, r.spec.num_layers), progress=False)
+    dtype = DTYPES[EngineConfig(**cfg).dtype]  # weights in the engine's dtype, as a node loads
+    model = load_shard_model(r, LayerRange(0, r.spec.num_layers), dtype, progress=False)
     eos = r.spec.eos_token_ids if eos_ids is None else eos_ids
     return LocalEngine(model, EngineConfig(**cfg), eos, vocab_limit=vocab_limit)
 

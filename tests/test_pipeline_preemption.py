@@ -168,6 +168,18 @@ def test_first_node_preemption_keeps_the_stream_of_every_request(tiny_models, cu
     assert all(collector.events[f"r{i}"][-1].finish_reason == "length" for i in range(len(ps)))
 
 
+def test_a_bfloat16_chain_equals_the_bfloat16_local_engine(tiny_models):
+    # Golden parity in the dtype CPU nodes with BF16 instructions are told to use: the
+    # hidden states cross the wire in bfloat16 and every token matches the local run.
+    path = tiny_models["llama"]
+    ps = prompts(4, seed=9)
+    params = SamplingParams(max_tokens=12, ignore_eos=True)
+    cfg = {**BIG_KV, "dtype": "bfloat16"}
+    expected = local_engine(path, **cfg).generate(ps, params)
+    collector, _ = asyncio.run(run_chain(path, [1, 3], [cfg, cfg, cfg], ps, params))
+    assert [tokens_of(collector, f"r{i}") for i in range(len(ps))] == expected
+
+
 def test_a_downstream_hop_out_of_kv_fails_requests_clearly_and_keeps_serving(tiny_models):
     path = tiny_models["llama"]
     ps = prompts(6, seed=11)

@@ -18,6 +18,11 @@ class BenchConfig(ConfigBase):
     )
     model: str = opt(DEFAULT_MODEL, help="model for engine/pipeline benchmarks")
     threads: int = opt(2, help="torch CPU threads for engine benchmarks")
+    dtype: str = opt(
+        "float32",
+        help="our engine's compute dtype in the engine benchmark (the reference stays float32)",
+        choices=("float32", "bfloat16", "float16"),
+    )
     output: str = opt("", help="JSON result path; default bench-output/KIND.json")
     quick: bool = opt(False, help="smaller, faster run (smoke check)")
     seed: int = opt(0, help="random seed of generated workloads")
