@@ -21,6 +21,7 @@ from parallax.config.coordinator import CoordinatorConfig
 from parallax.errors import ConfigError
 from parallax.models.registry import ResolvedModel
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
+from parallax.rpc.tls import Tls
 from parallax.tokenizer.tokenizer import Tokenizer
 
 
@@ -56,6 +57,7 @@ def build_gateway(
     self_address: str,
     context_length: int,
     snapshot: Callable[[], dict[str, Any]],
+    tls: Tls | None = None,
 ) -> tuple[FastAPI, ClusterBackend]:
     """The gateway app over the cluster. Call before `server.start()`: it adds Deliver.
 
@@ -71,6 +73,7 @@ def build_gateway(
         route_fn=observed_route(schedule_route, dashboard.traffic),
         stall_s=config.stall_s,
         token_stall_s=config.token_stall_s,
+        tls=tls,
     )
     pb_grpc.add_GatewayServicer_to_server(backend.servicer, server)
     app = create_app(

@@ -25,10 +25,12 @@ from coordinator.http import bind_http_socket, build_gateway
 from coordinator.registry import Registry
 from coordinator.scheduler import AllocateOptions
 from parallax.config.coordinator import CoordinatorConfig
+from parallax.config.tls import load_tls
 from parallax.errors import ConfigError
 from parallax.models.registry import ResolvedModel, resolve_model
 from parallax.models.spec import DTYPE_BYTES
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
+from parallax.rpc.tls import Tls, add_port
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +57,10 @@ def advertised(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def bind_grpc(server: grpc.aio.Server, host: str, port: int) -> int:
+def bind_grpc(server: grpc.aio.Server, host: str, port: int, tls: Tls | None = None) -> int:
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(target)
+        bound = add_port(server, target, tls)
     except RuntimeError:
         bound = 0
     if bound == 0:
@@ -97,6 +99,7 @@ async def serve(
     on_listening: Callable[[Listeners], None] | None = None,
     clock: Callable[[], float] = time.time,
 ) -> int:
+    tls = load_tls(config)  # before the model: a missing file fails at once
     resolved = resolve_model(config.model)
     options = allocate_options(config, resolved)
     registry = Registry(
@@ -107,7 +110,7 @@ async def serve(
         registry, join_token=config.join_token, heartbeat_s=config.heartbeat_s, clock=clock
     )
     pb_grpc.add_CoordinatorServicer_to_server(service, server)
-    grpc_port = bind_grpc(server, config.grpc_host, config.grpc_port)
+    grpc_port = bind_grpc(server, config.grpc_host, config.grpc_port, tls)
     sock = bind_http_socket(config.http_host, config.port)
     grpc_address = advertised(config.grpc_host, grpc_port)
 
@@ -117,7 +120,7 @@ async def serve(
     # Requests may only be as long as the KV every node reserves per layer.
     context = min(resolved.spec.max_position_embeddings, options.context_tokens)
     app, backend = build_gateway(
-        config, resolved, registry, server, grpc_address, context, snapshot
+        config, resolved, registry, server, grpc_address, context, snapshot, tls
     )
     await server.start()
     http = _Http(

@@ -13,6 +13,7 @@ import torch
 from parallax.cli import Command
 from parallax.config.generate import GenerateConfig
 from parallax.config.node import NodeConfig
+from parallax.config.tls import load_tls
 from parallax.errors import ParallaxError
 from parallax.sampling import SamplingParams
 from parallax.types import LayerRange
@@ -66,12 +67,13 @@ async def run_node(cfg: NodeConfig) -> int:
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    tls = load_tls(cfg)  # before the slow part: a missing file fails at once
     hardware = await asyncio.to_thread(measure_hardware, cfg.device, 1.5, cfg.memory_gb)
-    server = NodeServer(cfg, name=cfg.name, wire_dtype=cfg.wire_dtype)
+    server = NodeServer(cfg, name=cfg.name, wire_dtype=cfg.wire_dtype, tls=tls)
     port = await server.start(cfg.host, cfg.port)
     address = f"{cfg.advertise_host or cfg.host}:{port}"
     print(f"node grpc listening on {address}", flush=True)
-    client = ControlClient(cfg.coordinator)
+    client = ControlClient(cfg.coordinator, tls=tls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

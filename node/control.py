@@ -23,6 +23,7 @@ from parallax.errors import ParallaxError
 from parallax.rpc import deadlines
 from parallax.rpc import parallax_pb2 as pb
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
+from parallax.rpc.tls import Tls, open_channel
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +45,24 @@ class JoinRefused(ParallaxError):
 
 
 class ControlClient:
-    def __init__(self, coordinator: str, *, connect_timeout_s: float = 3.0) -> None:
+    def __init__(
+        self, coordinator: str, *, connect_timeout_s: float = 3.0, tls: Tls | None = None
+    ) -> None:
         self.coordinator = coordinator
         self.connect_timeout_s = connect_timeout_s
-        self._channel = grpc.aio.insecure_channel(coordinator, options=CHANNEL_OPTIONS)
+        self._channel = open_channel(coordinator, tls, CHANNEL_OPTIONS)
         self._stub = pb_grpc.CoordinatorStub(self._channel)
         self._join_request: pb.JoinRequest | None = None
         self.node_id = ""
         self.assignment = pb.Assignment()
         self.interval_s = 1.0
-        self._prober = RttProber()
+        self._prober = RttProber(tls)
 
     def _unreachable(self, why: str) -> CoordinatorUnreachable:
         return CoordinatorUnreachable(
             f"cannot reach coordinator at {self.coordinator} ({why}): is `parallax run` "
-            "running there? (check --coordinator)"
+            "running there? (check --coordinator; a coordinator and its nodes must agree on "
+            "TLS: all use --tls-cert/--tls-key/--tls-ca from one cluster CA, or none do)"
         )
 
     async def join(

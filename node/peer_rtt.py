@@ -15,12 +15,14 @@ import grpc
 from parallax.rpc import deadlines
 from parallax.rpc import parallax_pb2 as pb
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
+from parallax.rpc.tls import Tls, open_channel
 
 log = logging.getLogger(__name__)
 
 
 class RttProber:
-    def __init__(self) -> None:
+    def __init__(self, tls: Tls | None = None) -> None:
+        self._tls = tls
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._rtt_ms: dict[str, float] = {}  # node id -> latest RTT
         self._task: asyncio.Task[None] | None = None
@@ -45,7 +47,7 @@ class RttProber:
         """RTT in ms, or -1 when the peer did not answer."""
         channel = self._channels.get(peer.address)
         if channel is None:
-            channel = self._channels[peer.address] = grpc.aio.insecure_channel(peer.address)
+            channel = self._channels[peer.address] = open_channel(peer.address, self._tls)
         stub = pb_grpc.NodeStub(channel)
         try:
             # Connect first: the RTT must not include TCP and HTTP/2 setup.

@@ -16,6 +16,7 @@ import grpc
 from parallax.rpc import deadlines
 from parallax.rpc import parallax_pb2 as pb
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
+from parallax.rpc.tls import Tls, open_channel
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,11 @@ class Peers:
         self,
         on_failure: Callable[[str, str, object, Exception], None],
         on_sent: Callable[[str, float, bool], None] | None = None,
+        tls: Tls | None = None,
     ):
         # on_sent(kind, seconds, ok) after each RPC: the per-hop latency metric.
         self._on_sent = on_sent
+        self._tls = tls
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._queues: dict[str, asyncio.Queue] = {}
         self._tasks: dict[str, asyncio.Task] = {}
@@ -50,7 +53,7 @@ class Peers:
     def channel(self, address: str) -> grpc.aio.Channel:
         ch = self._channels.get(address)
         if ch is None:
-            ch = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            ch = open_channel(address, self._tls, CHANNEL_OPTIONS)
             self._channels[address] = ch
         return ch
 

@@ -23,6 +23,7 @@ from parallax.config.generate import EngineConfig
 from parallax.errors import ParallaxError
 from parallax.rpc import parallax_pb2 as pb
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
+from parallax.rpc.tls import Tls, add_port
 from parallax.sampling import SamplingParams
 from parallax.types import LayerRange
 from parallax.wire.codec import decode_tensor
@@ -31,8 +32,10 @@ log = logging.getLogger(__name__)
 
 
 class NodeServer(pb_grpc.NodeServicer):
-    def __init__(self, cfg: EngineConfig, name: str = "", wire_dtype: str = ""):
-        self.cfg, self.name = cfg, name
+    def __init__(
+        self, cfg: EngineConfig, name: str = "", wire_dtype: str = "", tls: Tls | None = None
+    ):
+        self.cfg, self.name, self.tls = cfg, name, tls
         self.resolved = self.spec = None
         self.vocab_limit: int | None = None
         self.eos_ids: tuple[int, ...] = ()
@@ -44,7 +47,7 @@ class NodeServer(pb_grpc.NodeServicer):
         self.inbox: deque = deque()
         self.wake = asyncio.Event()
         self.metrics = NodeMetrics()
-        self.peers = Peers(self._send_failed, on_sent=self.metrics.on_sent)
+        self.peers = Peers(self._send_failed, on_sent=self.metrics.on_sent, tls=tls)
         self.max_bytes = 0
         self.step_ms_ema = 0.0
         self.tokens_per_s = 0.0
@@ -64,7 +67,7 @@ class NodeServer(pb_grpc.NodeServicer):
     async def start(self, host: str, port: int) -> int:
         self.server = grpc.aio.server(options=CHANNEL_OPTIONS)
         pb_grpc.add_NodeServicer_to_server(self, self.server)
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        self.port = add_port(self.server, f"{host}:{port}", self.tls)
         if self.port == 0:
             raise ParallaxError(f"cannot bind the node's gRPC server to {host}:{port}: in use?")
         await self.server.start()

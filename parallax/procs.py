@@ -31,13 +31,16 @@ class Child:
 
     def wait_for(self, pattern: str, timeout: float) -> re.Match:
         rx, deadline, seen = re.compile(pattern), time.monotonic() + timeout, 0
+        exited = False
         while time.monotonic() < deadline:
             for line in self.lines[seen:]:
                 if m := rx.search(line):
                     return m
             seen = len(self.lines)
-            if self.popen.poll() is not None:
+            if exited:
                 break
+            # One more pass after the exit: the pump thread may still hold its last lines.
+            exited = self.popen.poll() is not None
             time.sleep(0.05)
         tail = "\n".join(self.lines[-30:])
         raise ChildTimeout(f"no line matching {pattern!r} (exit {self.popen.poll()}):\n{tail}")

@@ -36,6 +36,7 @@ class Cluster:
     nodes: int = 3
     min_stages: int = 3
     node_args: tuple[str, ...] = ()
+    coordinator_args: tuple[str, ...] = ()
     coordinator: Proc | None = None
     workers: list[Proc] = field(default_factory=list)
     grpc_address: str = ""
@@ -60,6 +61,7 @@ class Cluster:
                 "0",
                 "--min-stages",
                 str(self.min_stages),
+                *self.coordinator_args,
             ]
         )
         m = self.coordinator.wait_for(r"coordinator grpc listening on (\S+)", 60)

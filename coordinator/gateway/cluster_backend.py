@@ -31,6 +31,7 @@ from coordinator.scheduler import route as schedule_route
 from coordinator.scheduler.types import ClusterState, Route, RouteRequest
 from parallax.errors import KV_FULL_MARK, ParallaxError
 from parallax.rpc import parallax_pb2 as pb
+from parallax.rpc.tls import Tls
 from parallax.types import NodeId
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class ClusterBackend:
         token_stall_s: float = DEFAULT_TOKEN_STALL_S,
         max_replays: int = DEFAULT_MAX_REPLAYS,
         replay_wait_s: float = DEFAULT_REPLAY_WAIT_S,
+        tls: Tls | None = None,
     ) -> None:
         self._max_replays = max_replays
         self._replay_wait_s = replay_wait_s
@@ -88,7 +90,7 @@ class ClusterBackend:
         self._stall_s = stall_s
         self._token_stall_s = token_stall_s
         self._board = DeliveryBoard()
-        self._clients = NodeClients()
+        self._clients = NodeClients(tls)
         self._releases: set[asyncio.Task[None]] = set()
         self._open: Counter[NodeId] = Counter()  # chains this gateway has open, per node
         self.servicer = DeliverServicer(self._board)

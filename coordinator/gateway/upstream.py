@@ -17,6 +17,7 @@ from parallax.errors import CapacityError, InvalidArgument
 from parallax.rpc import deadlines
 from parallax.rpc import parallax_pb2 as pb
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
+from parallax.rpc.tls import Tls, open_channel
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +34,15 @@ def route_to_proto(route: Route) -> pb.Route:
 class NodeClients:
     """One channel per node address, opened on first use and kept until `close`."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: Tls | None = None) -> None:
+        self._tls = tls
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, pb_grpc.NodeStub] = {}
 
     def stub(self, address: str) -> pb_grpc.NodeStub:
         stub = self._stubs.get(address)
         if stub is None:
-            channel = grpc.aio.insecure_channel(address)
+            channel = open_channel(address, self._tls)
             self._channels[address] = channel
             stub = self._stubs[address] = pb_grpc.NodeStub(channel)
         return stub

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from parallax.config.base import ConfigBase, opt
 from parallax.config.generate import DEFAULT_MODEL
+from parallax.config.tls import tls_ca_opt, tls_cert_opt, tls_key_opt
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class CoordinatorConfig(ConfigBase):
         help="activation dtype on the wire; default the model's",
         choices=("", "bfloat16", "float16", "float32"),
     )
+    tls_cert: str = tls_cert_opt()
+    tls_key: str = tls_key_opt()
+    tls_ca: str = tls_ca_opt()
 
     def validate(self) -> None:
         self.require(self.min_stages >= 1, "min_stages", "must be >= 1")

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from parallax.config.base import opt
 from parallax.config.generate import EngineConfig
+from parallax.config.tls import tls_ca_opt, tls_cert_opt, tls_key_opt
 
 
 # kw_only: `coordinator` has no default but follows EngineConfig's defaulted fields.
@@ -33,6 +34,9 @@ class NodeConfig(EngineConfig):
         help="dtype of activations on the wire; default the model's",
         choices=("", "bfloat16", "float16", "float32"),
     )
+    tls_cert: str = tls_cert_opt()
+    tls_key: str = tls_key_opt()
+    tls_ca: str = tls_ca_opt()
 
     def validate(self) -> None:
         super().validate()
