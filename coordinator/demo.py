@@ -13,7 +13,7 @@ import urllib.request
 from parallax.cli import Command
 from parallax.config.demo import DemoConfig
 from parallax.errors import ParallaxError
-from parallax.procs import Child, spawn
+from parallax.procs import Child, spawn, stop_all
 
 
 class DemoError(ParallaxError):
@@ -97,8 +97,9 @@ def run_demo(cfg: DemoConfig) -> int:
         print("\nstopping...", flush=True)
         return 0
     finally:
-        for child in reversed(procs):  # nodes first, so they can say goodbye
-            child.stop()
+        # Nodes first (together), so they can say goodbye; then the coordinator.
+        stop_all(procs[1:])
+        stop_all(procs[:1])
 
 
 demo_command = Command("demo", DemoConfig, run_demo, DemoConfig.command_help)

@@ -64,7 +64,12 @@ def build_gateway(
     The dashboard (`app.state.dashboard`) watches requests by wrapping the backend
     and the router; `/cluster/status` serves its view: the snapshot plus traffic.
     """
-    info = ClusterInfo(self_address, resolved.name, join_token_required=bool(config.join_token))
+    info = ClusterInfo(
+        self_address,
+        resolved.name,
+        join_token_required=bool(config.join_token),
+        tls=tls is not None,
+    )
     dashboard = Dashboard(snapshot, lambda: registry.decisions, info)
     backend = ClusterBackend(
         registry.cluster_state,

@@ -107,6 +107,12 @@ def test_join_command_never_shows_the_token():
     assert with_token.endswith("--join-token $PARALLAX_JOIN_TOKEN")
 
 
+def test_join_command_asks_for_certificates_when_the_cluster_uses_tls():
+    cmd = ClusterInfo("h:7000", "m", True, tls=True).join_command()
+    assert "--join-token $PARALLAX_JOIN_TOKEN" in cmd and "--tls-ca ca.pem" in cmd
+    assert "--tls" not in ClusterInfo("h:7000", "m", True).join_command()
+
+
 def route(*hops: tuple[str, int, int]) -> Route:
     return Route(tuple(Hop(NodeId(n), "x:1", LayerRange(a, b)) for n, a, b in hops))
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import subprocess
 
 import httpx
 import psutil
+import pytest
 
 from tests.cluster_harness import start
 
@@ -26,6 +30,7 @@ def test_demo_serves_and_stops_cleanly_on_ctrl_c(tiny_models):
             "16",
         ]
     )
+    children: list[psutil.Process] = []
     try:
         url = demo.wait_for(r"API:\s+(\S+)/v1", 240).group(1)
         demo.wait_for(r"parallax join --coordinator \S+", 5)
@@ -45,7 +50,13 @@ def test_demo_serves_and_stops_cleanly_on_ctrl_c(tiny_models):
         )
     finally:
         demo.popen.send_signal(signal.SIGINT)
-        rc = demo.popen.wait(30)
+        try:
+            rc = demo.popen.wait(30)
+        except subprocess.TimeoutExpired:
+            for p in [demo.popen, *children]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+            pytest.fail("demo still running 30 s after Ctrl-C:\n" + "\n".join(demo.lines[-40:]))
     assert rc == 0
     gone, alive = psutil.wait_procs(children, timeout=15)
     assert not alive, f"left running: {alive}"

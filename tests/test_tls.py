@@ -49,6 +49,9 @@ def test_tls_cluster_serves_the_local_engines_text(cluster, tiny_models):
     assert [chat(cluster.http_url, q) for q in QUESTIONS] == local_texts(
         tiny_models["llama"], QUESTIONS
     )
+    # The dashboard's "join a node" command asks for the certificates.
+    joining = cluster.status()["cluster"]
+    assert joining["tls"] and "--tls-cert" in joining["join_command"]
 
 
 def test_a_node_answers_only_clients_signed_by_the_cluster_ca(cluster, ca, tmp_path):

@@ -17,17 +17,23 @@ class ClusterInfo:
     grpc_address: str
     model: str
     join_token_required: bool
+    tls: bool = False  # every gRPC link is mutual TLS: a joiner needs a cluster certificate
 
     def join_command(self) -> str:
         cmd = f"parallax join --coordinator {self.grpc_address}"
         # Never the secret itself: the page may be seen by people who must not join.
-        return cmd + " --join-token $PARALLAX_JOIN_TOKEN" if self.join_token_required else cmd
+        if self.join_token_required:
+            cmd += " --join-token $PARALLAX_JOIN_TOKEN"
+        if self.tls:
+            cmd += " --tls-cert HOST.pem --tls-key HOST.key --tls-ca ca.pem"
+        return cmd
 
     def to_json(self) -> dict[str, Any]:
         return {
             "grpc_address": self.grpc_address,
             "model": self.model,
             "join_token_required": self.join_token_required,
+            "tls": self.tls,
             "join_command": self.join_command(),
         }
 
