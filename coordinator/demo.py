@@ -7,6 +7,7 @@ layer is served, prints where to go, and stops everything on Ctrl-C.
 from __future__ import annotations
 
 import json
+import signal
 import time
 import urllib.request
 
@@ -36,7 +37,15 @@ def _serving(url: str) -> bool:
         return False
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(cfg: DemoConfig) -> int:
+    # Ctrl-C and SIGTERM both stop the cluster. Set explicitly: a process started in the
+    # background by a shell inherits SIGINT ignored, and Python then leaves it ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     procs: list[Child] = []
     try:
         coord = spawn(

@@ -1,4 +1,4 @@
-"""`parallax demo` starts a working cluster and Ctrl-C stops every process."""
+"""`parallax demo` starts a working cluster; Ctrl-C or SIGTERM stops every process."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ import pytest
 from tests.cluster_harness import start
 
 
-def test_demo_serves_and_stops_cleanly_on_ctrl_c(tiny_models):
+# SIGTERM too: the nodes run in their own sessions, so a demo killed without stopping
+# them would leave them running.
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "term"])
+def test_demo_serves_and_stops_cleanly(tiny_models, stop_signal):
     demo = start(
         [
             "demo",
@@ -49,14 +52,16 @@ def test_demo_serves_and_stops_cleanly_on_ctrl_c(tiny_models):
             "length",
         )
     finally:
-        demo.popen.send_signal(signal.SIGINT)
+        demo.popen.send_signal(stop_signal)
         try:
             rc = demo.popen.wait(30)
         except subprocess.TimeoutExpired:
             for p in [demo.popen, *children]:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.pid, signal.SIGKILL)
-            pytest.fail("demo still running 30 s after Ctrl-C:\n" + "\n".join(demo.lines[-40:]))
+            pytest.fail(
+                f"demo still running 30 s after {stop_signal.name}:\n" + "\n".join(demo.lines[-40:])
+            )
     assert rc == 0
     gone, alive = psutil.wait_procs(children, timeout=15)
     assert not alive, f"left running: {alive}"
