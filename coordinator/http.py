@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -91,6 +92,19 @@ def build_gateway(
     app.state.dashboard = dashboard
     dashboard.mount(app)
     return add_status_route(app, dashboard.view), backend
+
+
+def check_https(cert: str, key: str) -> None:
+    """Load the HTTPS pair once at start-up, so a bad file fails with the flag to fix."""
+    if not cert:
+        return
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(
+            f"--https-cert={cert!r} / --https-key={key!r}: cannot load them ({e}); give a "
+            "PEM certificate and its unencrypted private key"
+        ) from None
 
 
 def bind_http_socket(host: str, port: int) -> socket.socket:

@@ -21,7 +21,7 @@ import grpc
 import uvicorn
 
 from coordinator.control import CoordinatorService
-from coordinator.http import bind_http_socket, build_gateway
+from coordinator.http import bind_http_socket, build_gateway, check_https
 from coordinator.registry import Registry
 from coordinator.scheduler import AllocateOptions
 from parallax.config.coordinator import CoordinatorConfig
@@ -100,6 +100,7 @@ async def serve(
     clock: Callable[[], float] = time.time,
 ) -> int:
     tls = load_tls(config)  # before the model: a missing file fails at once
+    check_https(config.https_cert, config.https_key)
     resolved = resolve_model(config.model)
     options = allocate_options(config, resolved)
     registry = Registry(
@@ -125,7 +126,12 @@ async def serve(
     await server.start()
     http = _Http(
         uvicorn.Config(
-            app, log_config=None, access_log=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_S
+            app,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+            ssl_certfile=config.https_cert or None,
+            ssl_keyfile=config.https_key or None,
         )
     )
     stop = asyncio.Event()
@@ -135,7 +141,8 @@ async def serve(
     http_task = asyncio.create_task(http.serve(sockets=[sock]))
     expire_task = asyncio.create_task(_expire_loop(registry, config.heartbeat_s, clock))
     host, port = sock.getsockname()[:2]
-    listeners = Listeners(grpc_address, f"http://{advertised(host, port)}")
+    scheme = "https" if config.https_cert else "http"
+    listeners = Listeners(grpc_address, f"{scheme}://{advertised(host, port)}")
     # The HTTP socket already listens, so clients may connect as soon as this is printed.
     print(f"coordinator grpc listening on {config.grpc_host}:{grpc_port}", flush=True)
     print(f"gateway http listening on {listeners.http_url}", flush=True)

@@ -1,8 +1,12 @@
-"""Mutual TLS: a cluster whose every gRPC link needs a certificate from the cluster CA."""
+"""Mutual TLS on every gRPC link (certificates from the cluster CA), and HTTPS on the gateway."""
 
 from __future__ import annotations
 
+import ssl
+
 import grpc
+import httpx
+import openai
 import pytest
 
 from parallax.errors import ConfigError
@@ -99,3 +103,28 @@ def test_parallax_run_refuses_half_a_tls_setup(ca):
     coordinator = spawn(["run", "--grpc-port", "0", "--port", "0", "--tls-ca", str(ca.ca_path)])
     assert coordinator.popen.wait(60) == 2
     coordinator.wait_for(r"missing --tls-cert, --tls-key", 10)
+
+
+def test_gateway_serves_https_to_an_openai_client(tiny_models, ca):
+    cert, key = ca.issue("gateway", dns="localhost", ips=("127.0.0.1",))
+    args = ["--https-cert", str(cert), "--https-key", str(key)]
+    coordinator = spawn(
+        ["run", "--model", str(tiny_models["llama"]), "--grpc-port", "0"] + ["--port", "0", *args]
+    )
+    try:
+        url = coordinator.wait_for(r"gateway http listening on (\S+)", 60).group(1)
+        assert url.startswith("https://127.0.0.1:")
+        trust = ssl.create_default_context(cafile=str(ca.ca_path))
+        with httpx.Client(verify=trust) as http:
+            client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", http_client=http)
+            assert len(client.models.list().data) == 1
+            assert http.get(f"{url}/cluster/status").json()["nodes"] == []
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            httpx.get(f"{url}/v1/models")  # a client that does not trust the CA
+        with pytest.raises(httpx.TransportError):
+            httpx.get(url.replace("https://", "http://") + "/v1/models")  # plain HTTP
+    finally:
+        coordinator.stop()
+    half = spawn(["run", "--grpc-port", "0", "--port", "0", "--https-cert", str(cert)])
+    assert half.popen.wait(60) == 2
+    half.wait_for(r"--https-key.*together", 10)

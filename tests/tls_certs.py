@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from pathlib import Path
 
 from cryptography import x509
@@ -49,8 +50,11 @@ class CertAuthority:
         self.ca_path = self.dir / "ca.pem"
         self.ca_path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, who: str, dns: str = CLUSTER_NAME) -> tuple[Path, Path]:
-        """(certificate path, key path) for `who`, valid for the DNS name `dns`."""
+    def issue(
+        self, who: str, dns: str = CLUSTER_NAME, ips: tuple[str, ...] = ()
+    ) -> tuple[Path, Path]:
+        """(certificate path, key path) for `who`, valid for the DNS name `dns` and `ips`."""
+        names = [x509.DNSName(dns), *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips)]
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         cert = (
@@ -61,7 +65,7 @@ class CertAuthority:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns)]), critical=False)
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .sign(self.key, hashes.SHA256())
         )
         cert_path, key_path = self.dir / f"{who}.pem", self.dir / f"{who}.key"

@@ -43,6 +43,13 @@ class CoordinatorConfig(ConfigBase):
     tls_cert: str = tls_cert_opt()
     tls_key: str = tls_key_opt()
     tls_ca: str = tls_ca_opt()
+    https_cert: str = opt(
+        "",
+        help="PEM certificate (chain) to serve the API and dashboard over HTTPS; it must "
+        "name the host clients use",
+        env="PARALLAX_HTTPS_CERT",
+    )
+    https_key: str = opt("", help="PEM private key of --https-cert", env="PARALLAX_HTTPS_KEY")
 
     def validate(self) -> None:
         self.require(self.min_stages >= 1, "min_stages", "must be >= 1")
@@ -53,6 +60,11 @@ class CoordinatorConfig(ConfigBase):
         )
         for name in ("stall_s", "token_stall_s"):
             self.require(getattr(self, name) > 0, name, "must be positive")
+        self.require(
+            bool(self.https_cert) == bool(self.https_key),
+            "https_cert" if self.https_key else "https_key",
+            "HTTPS needs --https-cert and --https-key together",
+        )
 
     @property
     def http_host(self) -> str:
