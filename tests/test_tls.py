@@ -119,6 +119,9 @@ def test_gateway_serves_https_to_an_openai_client(tiny_models, ca):
             client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", http_client=http)
             assert len(client.models.list().data) == 1
             assert http.get(f"{url}/cluster/status").json()["nodes"] == []
+        # The CLI clients trust a private CA through SSL_CERT_FILE (httpx reads it).
+        status = spawn(["status", "--url", url], env={"SSL_CERT_FILE": str(ca.ca_path)})
+        assert status.popen.wait(60) == 0, "\n".join(status.lines)
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             httpx.get(f"{url}/v1/models")  # a client that does not trust the CA
         with pytest.raises(httpx.TransportError):
