@@ -16,6 +16,7 @@ import torch
 from node.engine.runner import Chunk, ShardRunner
 from node.engine.sampler import RequestSampler, sample
 from node.engine.scheduler import Scheduler, Sequence
+from node.submit_check import check_submit
 from parallax.errors import CapacityError, InvalidArgument, ParallaxError
 from parallax.rpc import parallax_pb2 as pb
 from parallax.sampling import SamplingParams
@@ -94,23 +95,25 @@ class NodePipeline:
         self.reqs[request.request_id] = info
         return info
 
+    def check_submit(self, request: pb.SubmitRequest) -> None:
+        """Refuse a Submit this node cannot start (read-only: safe during a step)."""
+        check_submit(
+            request,
+            node_id=self.node_id,
+            held=self.runner.model.range,
+            num_layers=self.spec.num_layers,
+            vocab_size=self.spec.vocab_size,
+            max_context=self.max_context,
+        )
+
     def submit(self, request: pb.SubmitRequest) -> None:
         rid = request.request_id
-        if not rid or rid in self.reqs:
-            raise InvalidArgument(f"request id {rid!r} is empty or already running here")
-        params = SamplingParams.from_proto(request.sampling)
-        params.check_vocab(self.spec.vocab_size)
+        # Checked again here: the node may have moved between the RPC and this step.
+        self.check_submit(request)
+        if rid in self.reqs:
+            raise InvalidArgument(f"request id {rid!r} is already running here")
+        self._register(request)
         ids = list(request.prompt_ids)
-        if not ids or any(not 0 <= t < self.spec.vocab_size for t in ids):
-            raise InvalidArgument("the prompt is empty or has a token id outside the vocabulary")
-        if len(ids) >= self.max_context:
-            raise InvalidArgument(
-                f"the prompt has {len(ids)} tokens; context is {self.max_context}"
-            )
-        info = self._register(request)
-        if info.hop != 0 or info.layers.start != 0:
-            del self.reqs[rid]
-            raise InvalidArgument("Submit must go to the first hop of the route")
         seq = Sequence(rid, ids, len(ids))
         self.seqs[rid] = seq
         self.scheduler.add(seq)

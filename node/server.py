@@ -24,7 +24,6 @@ from parallax.errors import ParallaxError
 from parallax.rpc import parallax_pb2 as pb
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
 from parallax.rpc.tls import Tls, add_port
-from parallax.sampling import SamplingParams
 from parallax.types import LayerRange
 from parallax.wire.codec import decode_tensor
 
@@ -166,6 +165,11 @@ class NodeServer(pb_grpc.NodeServicer):
                 elif op == "release":
                     pipe.free_kv(dict(arg.kv_only))
                     pipe.release(list(arg.request_ids))
+                elif op == "lost":
+                    rids, why = arg
+                    for rid in rids:
+                        if rid in pipe.reqs:
+                            pipe.fail(rid, why, out)
             except ParallaxError as e:
                 log.warning("operation rejected", extra={"op": op, "error": str(e)})
                 if op == "submit":
@@ -247,13 +251,13 @@ class NodeServer(pb_grpc.NodeServicer):
     def _send_failed(self, address: str, kind: str, message, error: Exception) -> None:
         """A hop is unreachable: fail the requests whose data was lost."""
         # A lost push means the first hop is gone: its requests cannot go on either.
-        if self.pipeline is None or kind not in ("forward", "push"):
+        if kind not in ("forward", "push"):
             return
-        pipe, out = self.pipeline, Outbox()
-        for rid in _request_ids(message):
-            if rid in pipe.reqs:
-                pipe.fail(rid, f"hop {address} unreachable: {error.code().name}", out)
-        self._send(out)
+        why = f"hop {address} unreachable: {error.code().name}"
+        # Through the inbox, like every RPC: an engine step may be running in its thread,
+        # and freeing a request's KV under it would fail the whole step.
+        self.inbox.append(("lost", (_request_ids(message), why)))
+        self.wake.set()
 
     # ---- RPC handlers ----
     def _queue(self, op: str, arg) -> pb.Ack:
@@ -270,11 +274,9 @@ class NodeServer(pb_grpc.NodeServicer):
         return self.pipeline
 
     async def Submit(self, request, context):
-        await self._ready(context)
+        pipe = await self._ready(context)
         try:
-            SamplingParams.from_proto(request.sampling).check_vocab(self.spec.vocab_size)
-            if not request.request_id or not request.prompt_ids or not request.reply_to:
-                raise ParallaxError("Submit needs request_id, prompt_ids and reply_to")
+            pipe.check_submit(request)
         except (ParallaxError, ValueError) as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         return self._queue("submit", request)
