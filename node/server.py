@@ -45,6 +45,7 @@ class NodeServer(pb_grpc.NodeServicer):
         self.pipeline: NodePipeline | None = None
         self.inbox: deque = deque()
         self.wake = asyncio.Event()
+        self._stepping = asyncio.Lock()  # held while an engine step runs in its thread
         self.metrics = NodeMetrics()
         self.peers = Peers(self._send_failed, on_sent=self.metrics.on_sent, tls=tls)
         self.max_bytes = 0
@@ -94,7 +95,10 @@ class NodeServer(pb_grpc.NodeServicer):
         self.state = "loading"
         old, self.pipeline = self.pipeline, None
         if old is not None:
-            self._fail_all(old, "the node was reassigned; retry the request")
+            # A step may still run on the old pipeline in its thread: fail its requests
+            # (freeing their KV) only once that step is over.
+            async with self._stepping:
+                self._fail_all(old, "the node was reassigned; retry the request")
         if layers is None:
             self.state = "standby"
             return
@@ -132,7 +136,8 @@ class NodeServer(pb_grpc.NodeServicer):
             if pipe.has_work():
                 t0 = time.perf_counter()
                 try:
-                    step_out = await asyncio.to_thread(pipe.step)
+                    async with self._stepping:
+                        step_out = await asyncio.to_thread(pipe.step)
                 except Exception:
                     # A bug must not leave a node that takes work and never answers: fail
                     # what it holds (the gateway replays it) and keep serving.

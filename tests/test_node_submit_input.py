@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import math
 import random
 from types import SimpleNamespace
@@ -129,3 +130,40 @@ def test_bad_submits_are_refused_and_taken_ones_end_cleanly(tiny_models):
     two_hop = {r.request_id for r in requests if len(r.route.hops) == 2} & set(taken)
     finished_ok = {rid for rid in taken if not any(ev.error for ev in collector.events[rid])}
     assert finished_ok and not (finished_ok & two_hop)
+
+
+async def reassign_mid_step(path) -> dict[str, str]:
+    resolved = resolve_model(str(path))
+    node = NodeServer(EngineConfig(**BIG_KV), name="n")
+    async with collecting_gateway() as (collector, reply_to):
+        try:
+            address = f"127.0.0.1:{await node.start('127.0.0.1', 0)}"
+            node.node_id = "n"
+            node.set_model(resolved, resolved.spec.eos_token_ids)
+            await node.load(LayerRange(0, LAYERS))
+            sampling = SamplingParams(max_tokens=400, ignore_eos=True).to_proto()
+            async with grpc.aio.insecure_channel(address) as ch:
+                stub = pb_grpc.NodeStub(ch)
+                for i in range(24):
+                    req = pb.SubmitRequest(
+                        request_id=f"r{i}", prompt_ids=[5 + i, 6, 7], sampling=sampling
+                    )
+                    req.reply_to = reply_to
+                    req.route.hops.add(node_id="n", address=address, start=0, end=LAYERS)
+                    await stub.Submit(req, timeout=5)
+            await wait_for(lambda: len(collector.events) >= 4, 20, "requests to stream")
+            await node.load(LayerRange(0, LAYERS - 1))  # reassigned while steps run
+            await wait_for(lambda: len(collector.done) == 24, 20, "every request to end")
+            return {rid: evs[-1].error for rid, evs in collector.events.items()}
+        finally:
+            await node.stop()
+
+
+def test_a_reassignment_fails_running_requests_without_breaking_a_step(tiny_models, caplog):
+    with caplog.at_level(logging.ERROR, logger="node.server"):
+        errors = asyncio.run(reassign_mid_step(tiny_models["llama"]))
+    assert not [r.message for r in caplog.records if r.levelno >= logging.ERROR]
+    # Each request ended by running to its length ("") or by the reassignment, never
+    # by an engine step that broke under it ("internal error ...").
+    assert set(errors.values()) <= {"", "the node was reassigned; retry the request"}, errors
+    assert sum(e != "" for e in errors.values()) >= 12
