@@ -8,9 +8,13 @@ validates it with the same codec the nodes use.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -20,6 +24,7 @@ from node.peers import CHANNEL_OPTIONS
 from parallax.config.bench import BenchConfig
 from parallax.rpc import parallax_pb2 as pb
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
+from parallax.rpc.tls import CLUSTER_NAME, Tls, add_port, open_channel
 from parallax.wire.codec import decode_tensor, encode_tensor
 
 
@@ -44,12 +49,33 @@ def percentile(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-async def measure(hidden: int, batch: int, iters: int, wire: torch.dtype | None) -> dict:
+def ephemeral_tls(directory: Path) -> Tls | None:
+    """A throwaway cluster CA and one certificate, made with the openssl commands that
+    deploy/README.md gives; None when openssl is not installed."""
+    if shutil.which("openssl") is None:
+        return None
+    d = str(directory)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    for cmd in (
+        ["req", "-x509", *ec, "-days", "1", "-subj", "/CN=bench-ca"]
+        + ["-keyout", f"{d}/ca.key", "-out", f"{d}/ca.pem"],
+        ["req", *ec, "-subj", "/CN=bench", "-addext", f"subjectAltName=DNS:{CLUSTER_NAME}"]
+        + ["-keyout", f"{d}/node.key", "-out", f"{d}/node.csr"],
+        ["x509", "-req", "-in", f"{d}/node.csr", "-CA", f"{d}/ca.pem", "-CAkey", f"{d}/ca.key"]
+        + ["-CAcreateserial", "-days", "1", "-copy_extensions", "copy", "-out", f"{d}/node.pem"],
+    ):
+        subprocess.run(["openssl", *cmd], check=True, capture_output=True)
+    return Tls.from_files(f"{d}/node.pem", f"{d}/node.key", f"{d}/ca.pem")
+
+
+async def measure(
+    hidden: int, batch: int, iters: int, wire: torch.dtype | None, tls: Tls | None = None
+) -> dict:
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
     pb_grpc.add_NodeServicer_to_server(DecodingNode(hidden), server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = add_port(server, "127.0.0.1:0", tls)
     await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS) as ch:
+    async with open_channel(f"127.0.0.1:{port}", tls, CHANNEL_OPTIONS) as ch:
         stub = pb_grpc.NodeStub(ch)
         x = torch.randn(batch, hidden)
         chunks = [
@@ -67,6 +93,7 @@ async def measure(hidden: int, batch: int, iters: int, wire: torch.dtype | None)
         "hidden": hidden,
         "batch": batch,
         "wire_dtype": str(wire or torch.float32).replace("torch.", ""),
+        "tls": tls is not None,
         "p50_ms": statistics.median(times),
         "p99_ms": percentile(times, 0.99),
         "bytes": batch * hidden * (2 if wire else 4),
@@ -87,7 +114,24 @@ def bench_hop(config: BenchConfig) -> dict[str, Any]:
                     file=sys.stderr,
                     flush=True,
                 )
+    # Mutual TLS against plain, interleaved in the same run (absolute times are noise).
+    with tempfile.TemporaryDirectory() as tmp:
+        tls = ephemeral_tls(Path(tmp))
+        if tls is None:
+            print("openssl is not installed: TLS rows skipped", file=sys.stderr)
+        for batch in (1, 16) if tls else ():
+            pair = [asyncio.run(measure(4096, batch, iters, None, t)) for t in (None, tls)]
+            rows.append(pair[1])
+            print(
+                f"hidden  4096 batch {batch:2d} float32 TLS p50 {pair[1]['p50_ms']:.3f} ms "
+                f"vs plain {pair[0]['p50_ms']:.3f} ms ({pair[1]['p50_ms'] / pair[0]['p50_ms']:.2f}x)",
+                file=sys.stderr,
+                flush=True,
+            )
+            pair[1]["plain_p50_ms_same_run"] = pair[0]["p50_ms"]
     target = next(
-        r for r in rows if r["hidden"] == 4096 and r["batch"] == 1 and r["wire_dtype"] == "float32"
+        r
+        for r in rows
+        if r["hidden"] == 4096 and r["batch"] == 1 and r["wire_dtype"] == "float32" and not r["tls"]
     )
     return {"iters": iters, "rows": rows, "target_p50_le_1ms": target["p50_ms"] <= 1.0}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 import ssl
 
 import grpc
@@ -9,6 +11,7 @@ import httpx
 import openai
 import pytest
 
+from node.bench_hop import ephemeral_tls, measure
 from parallax.errors import ConfigError
 from parallax.procs import spawn
 from parallax.rpc import parallax_pb2 as pb
@@ -131,3 +134,12 @@ def test_gateway_serves_https_to_an_openai_client(tiny_models, ca):
     half = spawn(["run", "--grpc-port", "0", "--port", "0", "--https-cert", str(cert)])
     assert half.popen.wait(60) == 2
     half.wait_for(r"--https-key.*together", 10)
+
+
+def test_the_documented_openssl_commands_make_a_working_cluster_certificate(tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    tls = ephemeral_tls(tmp_path)  # the commands of deploy/README.md
+    assert tls is not None
+    row = asyncio.run(measure(576, 1, 5, None, tls))  # a TLS round trip with them
+    assert row["tls"] and row["p50_ms"] > 0
