@@ -14,7 +14,6 @@ from collections.abc import Callable
 import grpc
 
 from parallax.rpc import deadlines
-from parallax.rpc import parallax_pb2 as pb
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
 from parallax.rpc.tls import Tls, open_channel
 
@@ -25,6 +24,9 @@ CHANNEL_OPTIONS = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 )
+
+# A peer nothing was sent to for this long loses its channel and sender task.
+PEER_IDLE_S = 300.0
 
 # kind -> (stub class, method name, deadline)
 KINDS = {
@@ -41,10 +43,12 @@ class Peers:
         on_failure: Callable[[str, str, object, Exception], None],
         on_sent: Callable[[str, float, bool], None] | None = None,
         tls: Tls | None = None,
+        idle_s: float = PEER_IDLE_S,
     ):
         # on_sent(kind, seconds, ok) after each RPC: the per-hop latency metric.
         self._on_sent = on_sent
         self._tls = tls
+        self._idle_s = idle_s
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._queues: dict[str, asyncio.Queue] = {}
         self._tasks: dict[str, asyncio.Task] = {}
@@ -57,6 +61,11 @@ class Peers:
             self._channels[address] = ch
         return ch
 
+    @property
+    def addresses(self) -> list[str]:
+        """Peers with a live sender (and channel)."""
+        return list(self._queues)
+
     def send(self, address: str, kind: str, message) -> None:
         q = self._queues.get(address)
         if q is None:
@@ -67,7 +76,20 @@ class Peers:
     async def _drain(self, address: str, q: asyncio.Queue) -> None:
         stubs = {}
         while True:
-            kind, message = await q.get()
+            try:
+                kind, message = await asyncio.wait_for(q.get(), self._idle_s)
+            except TimeoutError:
+                if not q.empty():
+                    continue
+                # Idle: forget the peer. Gateways and nodes come and go, and a node that
+                # runs for weeks must not keep a channel and a task for every address it
+                # ever answered. No await since the queue was seen empty, so a send
+                # cannot slip in: the next one starts afresh.
+                del self._queues[address], self._tasks[address]
+                channel = self._channels.pop(address, None)
+                if channel is not None:
+                    await channel.close()
+                return
             stub_cls, method, deadline = KINDS[kind]
             stub = stubs.get(stub_cls)
             if stub is None:
@@ -85,10 +107,6 @@ class Peers:
                     extra={"peer": address, "kind": kind, "code": e.code().name},
                 )
                 self._on_failure(address, kind, message, e)
-
-    async def health(self, address: str) -> pb.NodeStatus:
-        stub = pb_grpc.NodeStub(self.channel(address))
-        return await stub.Health(pb.HealthRequest(), timeout=deadlines.HEALTH_S)
 
     async def close(self) -> None:
         for t in self._tasks.values():

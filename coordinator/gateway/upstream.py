@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 
 import grpc
 
@@ -31,15 +33,51 @@ def route_to_proto(route: Route) -> pb.Route:
     )
 
 
-class NodeClients:
-    """One channel per node address, opened on first use and kept until `close`."""
+# A node address unused for this long loses its channel: nodes come and go, and a
+# coordinator that runs for weeks must not keep one for every node it ever routed to.
+# Far above every RPC deadline, so no call is in flight on a channel that is closed.
+NODE_IDLE_S = 300.0
+_SWEEP_S = 60.0
 
-    def __init__(self, tls: Tls | None = None) -> None:
+
+class NodeClients:
+    """One channel per node address, opened on first use, closed when idle or at `close`."""
+
+    def __init__(
+        self,
+        tls: Tls | None = None,
+        idle_s: float = NODE_IDLE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._tls = tls
+        self._idle_s = idle_s
+        self._clock = clock
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, pb_grpc.NodeStub] = {}
+        self._last_used: dict[str, float] = {}
+        self._swept = clock()
+        self._closing: set[asyncio.Task[None]] = set()
+
+    @property
+    def addresses(self) -> list[str]:
+        return list(self._channels)
+
+    def _sweep(self, now: float) -> None:
+        self._swept = now
+        for address in [a for a, t in self._last_used.items() if now - t > self._idle_s]:
+            del self._last_used[address]
+            self._stubs.pop(address, None)
+            channel = self._channels.pop(address, None)
+            if channel is not None:
+                task = asyncio.get_running_loop().create_task(channel.close())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
 
     def stub(self, address: str) -> pb_grpc.NodeStub:
+        now = self._clock()
+        self._last_used[address] = now
+        if now - self._swept > min(_SWEEP_S, self._idle_s):
+            self._sweep(now)
         stub = self._stubs.get(address)
         if stub is None:
             channel = open_channel(address, self._tls)
@@ -83,7 +121,7 @@ class NodeClients:
 
     async def close(self) -> None:
         channels, self._channels, self._stubs = list(self._channels.values()), {}, {}
-        await asyncio.gather(*(c.close() for c in channels), return_exceptions=True)
+        await asyncio.gather(*(c.close() for c in channels), *self._closing, return_exceptions=True)
 
 
 log = logging.getLogger(__name__)
