@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from parallax.errors import InvalidArgument
-from parallax.types import LayerRange, NodeId
+from parallax.types import LayerRange, NodeId, is_host_port
 
 MAX_NAME_CHARS = 64
 DEVICES = ("cpu", "cuda", "mps")
@@ -135,8 +135,7 @@ class NodeRecord:
 
 
 def check_address(address: str) -> str:
-    host, sep, port = address.rpartition(":")
-    if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+    if not is_host_port(address):
         raise InvalidArgument(
             f"node address {address!r} is not HOST:PORT; set --advertise-host to a host "
             "other nodes can reach"

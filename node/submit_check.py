@@ -9,7 +9,7 @@ from typing import Protocol
 from parallax.errors import InvalidArgument
 from parallax.rpc import parallax_pb2 as pb
 from parallax.sampling import SamplingParams
-from parallax.types import LayerRange
+from parallax.types import LayerRange, is_host_port
 
 
 class HopLike(Protocol):
@@ -26,8 +26,8 @@ def check_route(hops: Sequence[HopLike], num_layers: int) -> None:
         raise InvalidArgument("the route has no hops")
     reach = 0
     for i, h in enumerate(hops):
-        if not h.node_id or not h.address:
-            raise InvalidArgument(f"route hop {i} needs a node_id and an address")
+        if not h.node_id or not is_host_port(h.address):
+            raise InvalidArgument(f"route hop {i} needs a node_id and a HOST:PORT address")
         if h.start != reach or not h.start < h.end <= num_layers:
             raise InvalidArgument(
                 f"route hop {i} covers [{h.start}, {h.end}); a route's hops must cover the "
@@ -48,8 +48,8 @@ def check_submit(
     max_context: int,
 ) -> None:
     """Raise InvalidArgument, saying what is wrong, unless this node can start `request`."""
-    if not request.request_id or not request.reply_to:
-        raise InvalidArgument("Submit needs a request_id and a reply_to address")
+    if not request.request_id or not is_host_port(request.reply_to):
+        raise InvalidArgument("Submit needs a request_id and a HOST:PORT reply_to address")
     SamplingParams.from_proto(request.sampling).check_vocab(vocab_size)
     ids = request.prompt_ids
     if not ids or any(not 0 <= t < vocab_size for t in ids):

@@ -50,3 +50,9 @@ class LayerRange:
 
     def is_last(self, num_layers: int) -> bool:
         return self.end == num_layers
+
+
+def is_host_port(address: str) -> bool:
+    """`HOST:PORT` with a port in 1..65535: how nodes and gateways name each other."""
+    host, sep, port = address.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)

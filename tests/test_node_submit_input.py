@@ -47,8 +47,10 @@ def test_check_route_agrees_with_the_reference_on_every_small_route():
             except InvalidArgument:
                 ok = False
             assert ok == covers_in_order(route, LAYERS), route
-    with pytest.raises(InvalidArgument, match="node_id and an address"):
-        check_route([SimpleNamespace(node_id="n", address="", start=0, end=LAYERS)], LAYERS)
+    for address in ("", "garbage", "host:", ":7000", "host:0", "host:65536", "host:x"):
+        with pytest.raises(InvalidArgument, match="node_id and a HOST:PORT address"):
+            hop = SimpleNamespace(node_id="n", address=address, start=0, end=LAYERS)
+            check_route([hop], LAYERS)
 
 
 WEIRD = (0.0, -1.0, 2.0, 1e30, -1e30, math.nan, math.inf)
@@ -67,7 +69,7 @@ def mutated(rng: random.Random, rid: str, node: str, reply_to: str, vocab: int):
     req.route.hops.add(node_id="n", address=node, start=0, end=cut)
     if cut < LAYERS:  # the rest on a node that is down: a runtime failure, not bad input
         req.route.hops.add(node_id="down", address=UNREACHABLE, start=cut, end=LAYERS)
-    what = rng.randrange(8)
+    what = rng.randrange(10)  # 7, 8, 9: left valid
     if what == 0:
         req.prompt_ids.append(rng.choice([-1, vocab, 2**31 - 1]))
     elif what == 1:
@@ -82,6 +84,8 @@ def mutated(rng: random.Random, rid: str, node: str, reply_to: str, vocab: int):
         req.sampling.logit_bias[rng.choice([-1, vocab])] = 1.0
     elif what == 5:
         req.ClearField(rng.choice(["request_id", "reply_to", "prompt_ids", "route"]))
+    elif what == 6:
+        req.reply_to = rng.choice(["garbage", "127.0.0.1:0", "127.0.0.1"])
     return req
 
 
@@ -123,7 +127,7 @@ async def fuzz(path, n: int, seed: int):
 
 def test_bad_submits_are_refused_and_taken_ones_end_cleanly(tiny_models):
     requests, taken, collector = asyncio.run(fuzz(tiny_models["llama"], 160, seed=2))
-    assert 40 < len(taken) < len(requests)  # both kinds were exercised
+    assert 30 < len(taken) < len(requests)  # both kinds were exercised
     errors = {ev.error for rid in taken for ev in collector.events[rid] if ev.error}
     # The only failure left is the one the test built in: a second hop that is down.
     assert errors and all(e.startswith(f"hop {UNREACHABLE} unreachable") for e in errors), errors
@@ -153,7 +157,7 @@ async def reassign_mid_step(path) -> dict[str, str]:
                     await stub.Submit(req, timeout=5)
             await wait_for(lambda: len(collector.events) >= 4, 20, "requests to stream")
             await node.load(LayerRange(0, LAYERS - 1))  # reassigned while steps run
-            await wait_for(lambda: len(collector.done) == 24, 20, "every request to end")
+            await wait_for(lambda: len(collector.done) == 24, 60, "every request to end")
             return {rid: evs[-1].error for rid, evs in collector.events.items()}
         finally:
             await node.stop()
