@@ -167,3 +167,16 @@ def test_openapi_and_health_are_served(gateway):
         spec["paths"]
     )
     assert httpx.get(gateway.base_url + "/health").json()["status"] == "ok"
+
+
+def test_an_oversized_body_is_a_413_whether_declared_or_chunked(gateway):
+    url = gateway.base_url + "/v1/chat/completions"
+    headers = {"Content-Type": "application/json"}
+    big = b" " * (9 * 2**20)  # over the default 8 MiB
+    for content in (big, iter([big[: 2**20]] * 9)):  # with Content-Length, then chunked
+        r = httpx.post(url, content=content, headers=headers, timeout=30)
+        assert r.status_code == 413
+        assert r.json()["error"]["code"] == "request_too_large"
+        assert "--max-request-mb" in r.json()["error"]["message"]
+    assert gateway.backend.requests == []
+    _chat(gateway)  # the gateway still serves

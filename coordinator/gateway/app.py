@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from coordinator.gateway.backend import Backend
+from coordinator.gateway.body_limit import BodyLimit
 from coordinator.gateway.endpoints import chat_router, completions_router
 from coordinator.gateway.errors import ApiError, install_error_handlers
 from coordinator.gateway.generation import GatewayContext
@@ -131,6 +132,7 @@ def create_app(
     )
     app.state.gateway = gw
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=int(config.max_request_mb * 2**20))
     guarded = [Depends(api_key_guard(gw.api_keys))]
     app.include_router(models_router(gw), dependencies=guarded, tags=["models"])
     app.include_router(chat_router(gw), dependencies=guarded, tags=["chat"])

@@ -130,7 +130,8 @@ async def _on_validation(_req: Request, exc: RequestValidationError) -> JSONResp
 async def _on_http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
     status = exc.status_code
     kind = "not_found_error" if status == 404 else "invalid_request_error"
-    err = ApiError(status, str(exc.detail), type=kind, headers=dict(exc.headers or {}))
+    code = "request_too_large" if status == 413 else None
+    err = ApiError(status, str(exc.detail), type=kind, code=code, headers=dict(exc.headers or {}))
     return err.response()
 
 

@@ -40,6 +40,9 @@ class CoordinatorConfig(ConfigBase):
         help="activation dtype on the wire; default the model's",
         choices=("", "bfloat16", "float16", "float32"),
     )
+    max_request_mb: float = opt(
+        8.0, help="largest HTTP request body accepted (413 above it)", unit="MiB"
+    )
     tls_cert: str = tls_cert_opt()
     tls_key: str = tls_key_opt()
     tls_ca: str = tls_ca_opt()
@@ -58,7 +61,7 @@ class CoordinatorConfig(ConfigBase):
         self.require(
             self.dead_after_s > self.heartbeat_s, "dead_after_s", "must exceed --heartbeat-s"
         )
-        for name in ("stall_s", "token_stall_s"):
+        for name in ("stall_s", "token_stall_s", "max_request_mb"):
             self.require(getattr(self, name) > 0, name, "must be positive")
         self.require(
             bool(self.https_cert) == bool(self.https_key),
