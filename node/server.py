@@ -305,6 +305,14 @@ class NodeServer(pb_grpc.NodeServicer):
 
     async def PushTokens(self, request, context):
         await self._ready(context)
+        vocab = self.spec.vocab_size
+        bad = [ev.token_id for ev in request.events if not 0 <= ev.token_id < vocab]
+        if bad:
+            # The next decode step would embed it and fail every request on this node.
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"token ids {bad[:5]} are outside the vocabulary [0, {vocab})",
+            )
         return self._queue("tokens", request)
 
     async def Release(self, request, context):

@@ -171,3 +171,39 @@ def test_a_reassignment_fails_running_requests_without_breaking_a_step(tiny_mode
     # by an engine step that broke under it ("internal error ...").
     assert set(errors.values()) <= {"", "the node was reassigned; retry the request"}, errors
     assert sum(e != "" for e in errors.values()) >= 12
+
+
+async def push_a_bad_token(path) -> tuple[grpc.StatusCode, list[pb.TokenEvent]]:
+    resolved = resolve_model(str(path))
+    vocab = resolved.spec.vocab_size
+    node = NodeServer(EngineConfig(**BIG_KV), name="n")
+    async with collecting_gateway() as (collector, reply_to):
+        try:
+            address = f"127.0.0.1:{await node.start('127.0.0.1', 0)}"
+            node.node_id = "n"
+            node.set_model(resolved, resolved.spec.eos_token_ids)
+            await node.load(LayerRange(0, LAYERS))
+            req = pb.SubmitRequest(
+                request_id="r",
+                prompt_ids=[5, 6, 7],
+                sampling=SamplingParams(max_tokens=40, ignore_eos=True).to_proto(),
+                reply_to=reply_to,
+            )
+            req.route.hops.add(node_id="n", address=address, start=0, end=LAYERS)
+            async with grpc.aio.insecure_channel(address) as ch:
+                stub = pb_grpc.NodeStub(ch)
+                await stub.Submit(req, timeout=5)
+                await wait_for(lambda: "r" in collector.events, 10, "the first token")
+                bad = pb.TokenBatch(events=[pb.TokenEvent(request_id="r", token_id=vocab)])
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.PushTokens(bad, timeout=5)
+            await wait_for(lambda: "r" in collector.done, 20, "the request to end")
+            return refused.value.code(), collector.events["r"]
+        finally:
+            await node.stop()
+
+
+def test_a_pushed_token_outside_the_vocabulary_is_refused_and_harms_nothing(tiny_models):
+    code, events = asyncio.run(push_a_bad_token(tiny_models["llama"]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert len(events) == 40 and not any(ev.error for ev in events)
