@@ -26,6 +26,12 @@ from parallax.wire.codec import encode_tensor
 log = logging.getLogger(__name__)
 
 
+NON_FINITE = (
+    "the model's logits are not finite (NaN or overflow) on this node; float16 overflows "
+    "on some models: try --dtype bfloat16"
+)
+
+
 @dataclass
 class ReqInfo:
     request: pb.SubmitRequest
@@ -319,7 +325,13 @@ class NodePipeline:
 
     def _sample(self, chunks: list[Chunk], logits: torch.Tensor, out: Outbox) -> None:
         sampled_chunks, samplers, keep = [], [], []
+        # A row that overflowed (or came in as NaN) fails its own request; drawing from it
+        # would fail the whole step, and every request on this node with it.
+        finite = torch.isfinite(logits).all(-1).tolist()
         for i, c in enumerate(c for c in chunks if c.sample):
+            if not finite[i]:
+                self.fail(c.request_id, NON_FINITE, out)
+                continue
             s = self._sampler(c.request_id)
             # The chunk must end where the request's tokens so far end (after a re-prefill
             # too): otherwise a token would be repeated or skipped in the stream.

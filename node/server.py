@@ -99,6 +99,7 @@ class NodeServer(pb_grpc.NodeServicer):
             # (freeing their KV) only once that step is over.
             async with self._stepping:
                 self._fail_all(old, "the node was reassigned; retry the request")
+        self._refuse_inbox("the node was reassigned; retry the request")
         if layers is None:
             self.state = "standby"
             return
@@ -128,7 +129,7 @@ class NodeServer(pb_grpc.NodeServicer):
             self.wake.clear()
             pipe = self.pipeline
             if pipe is None:
-                self.inbox.clear()
+                self._refuse_inbox(f"node {self.node_id} serves no layers now; retry the request")
                 continue
             out = Outbox()
             self._apply_inbox(pipe, out)
@@ -195,6 +196,20 @@ class NodeServer(pb_grpc.NodeServicer):
                     if c.request_id not in pipe.reqs and c.HasField("request"):
                         self._refuse(c.request, why, out)
                         pipe.release_elsewhere(c.request_id, c.request.route.hops, "error", out)
+
+    def _refuse_inbox(self, why: str) -> None:
+        """Work queued for a pipeline that is gone is answered, never dropped: a request
+        not yet taken gets an error event, and its gateway replays it."""
+        out = Outbox()
+        while self.inbox:
+            op, arg = self.inbox.popleft()
+            if op == "submit":
+                self._refuse(arg, why, out)
+            elif op == "forward":
+                for c in arg[0].chunks:
+                    if c.HasField("request"):
+                        self._refuse(c.request, why, out)
+        self._send(out)
 
     def _refuse(self, submit: pb.SubmitRequest, why: str, out: Outbox) -> None:
         ev = pb.TokenEvent(

@@ -102,3 +102,25 @@ def test_a_late_kv_free_never_drops_a_re_prefill_that_overtook_it(tiny_models):
     forward(6)
     assert pipe.restarts == 2 and pipe.kv.length("r") == 6
     pipe.kv.check_invariants()
+
+
+def test_non_finite_logits_fail_their_own_request_only(tiny_models):
+    from node.engine.engine import make_runner
+    from node.pipeline import NON_FINITE, NodePipeline, Outbox
+    from node.weights import load_shard_model
+
+    resolved = resolve_model(str(tiny_models["llama"]))
+    cfg = EngineConfig(**BIG_KV)
+    model = load_shard_model(resolved, LayerRange(2, 4), progress=False)
+    pipe = NodePipeline("b", make_runner(model, cfg), cfg, resolved.spec.eos_token_ids)
+    msg = pb.ForwardRequest(sender_id="a")
+    for rid in ("nan", "good"):
+        c = msg.chunks.add(request_id=rid, start_pos=0, num_tokens=3, sample=True)
+        c.request.CopyFrom(request(rid, "127.0.0.1:2", "127.0.0.1:3", 2))
+    hidden = torch.randn(6, resolved.spec.hidden_size)
+    hidden[:3] = float("nan")  # what a float16 overflow upstream would send
+    pipe.enqueue(msg, hidden, Outbox())
+    out = pipe.step()
+    events = {ev.request_id: ev for ev in out.delivers["127.0.0.1:2"].events}
+    assert events["nan"].finish_reason == "error" and events["nan"].error == NON_FINITE
+    assert events["good"].finish_reason == "length" and not events["good"].error
