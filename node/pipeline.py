@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict, defaultdict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from node.engine.runner import Chunk, ShardRunner
 from node.engine.sampler import RequestSampler, sample
 from node.engine.scheduler import Scheduler, Sequence
+from node.outbox import Outbox
 from node.submit_check import check_submit
 from parallax.errors import CapacityError, InvalidArgument, ParallaxError
 from parallax.rpc import parallax_pb2 as pb
@@ -41,23 +42,6 @@ class ReqInfo:
     @property
     def hops(self):
         return self.request.route.hops
-
-
-@dataclass
-class Outbox:
-    # One message per (next hop, layer group): a step may run several layer groups
-    # whose hidden states go to the same next hop (requests cut at different layers).
-    forwards: dict[str, list[pb.ForwardRequest]] = field(default_factory=lambda: defaultdict(list))
-    pushes: dict[str, pb.TokenBatch] = field(default_factory=lambda: defaultdict(pb.TokenBatch))
-    delivers: dict[str, pb.TokenBatch] = field(default_factory=lambda: defaultdict(pb.TokenBatch))
-    releases: dict[str, pb.ReleaseRequest] = field(
-        default_factory=lambda: defaultdict(pb.ReleaseRequest)
-    )
-    # KV-only releases: requests this first hop preempted, whose KV the others can free.
-    frees: dict[str, pb.ReleaseRequest] = field(
-        default_factory=lambda: defaultdict(pb.ReleaseRequest)
-    )
-    ran: int = 0  # chunks the step took up (run or failed): 0 = it could do nothing
 
 
 class NodePipeline:

@@ -16,8 +16,9 @@ import grpc
 
 from node.engine.engine import DTYPES, make_runner
 from node.metrics import NodeMetrics
+from node.outbox import Outbox
 from node.peers import CHANNEL_OPTIONS, Peers
-from node.pipeline import NodePipeline, Outbox
+from node.pipeline import NodePipeline
 from node.weights import load_shard_model
 from parallax.config.generate import EngineConfig
 from parallax.errors import ParallaxError
@@ -150,7 +151,7 @@ class NodeServer(pb_grpc.NodeServicer):
                 progressed = step_out.ran > 0
                 if progressed:  # an empty step would drag the reported layer time to 0
                     self._account(pipe, time.perf_counter() - t0, step_out)
-                self._merge(out, step_out)
+                out.merge(step_out)
             self._send(out)
             # Work that could not run (KV full, --max-running reached, every request
             # awaiting its token) waits for the next message, which is what can unblock
@@ -216,19 +217,6 @@ class NodeServer(pb_grpc.NodeServicer):
             request_id=submit.request_id, finished=True, finish_reason="error", error=why
         )
         out.delivers[submit.reply_to].events.append(ev)
-
-    def _merge(self, a: Outbox, b: Outbox) -> None:
-        for addr, msgs in b.forwards.items():
-            a.forwards[addr].extend(msgs)
-        for addr, batch in b.pushes.items():
-            a.pushes[addr].events.extend(batch.events)
-        for addr, batch in b.delivers.items():
-            a.delivers[addr].events.extend(batch.events)
-        for addr, rel in b.releases.items():
-            a.releases[addr].request_ids.extend(rel.request_ids)
-            a.releases[addr].reason = rel.reason
-        for addr, rel in b.frees.items():
-            a.frees[addr].kv_only.update(rel.kv_only)
 
     def _send(self, out: Outbox) -> None:
         for addr, batch in out.delivers.items():

@@ -11,7 +11,6 @@ import asyncio
 import grpc
 import torch
 
-from node.server import NodeServer
 from parallax.config.generate import EngineConfig
 from parallax.models.registry import resolve_model
 from parallax.rpc import parallax_pb2 as pb
@@ -19,7 +18,7 @@ from parallax.rpc import parallax_pb2_grpc as pb_grpc
 from parallax.sampling import SamplingParams
 from parallax.types import LayerRange
 from parallax.wire.codec import encode_tensor
-from tests.test_pipeline_preemption import BIG_KV, Collector, collecting_gateway, wait_for
+from tests.test_pipeline_preemption import BIG_KV, Collector, serving_node, wait_for
 
 PREVIOUS_HOP = "127.0.0.1:1"  # never dialled: every request here finishes at this node
 
@@ -39,27 +38,18 @@ def request(rid: str, reply_to: str, node: str, cut: int) -> pb.SubmitRequest:
 
 
 async def send_mixed(path) -> Collector:
-    resolved = resolve_model(str(path))
-    node = NodeServer(EngineConfig(**BIG_KV), name="b")
-    async with collecting_gateway() as (collector, reply_to):
-        try:
-            address = f"127.0.0.1:{await node.start('127.0.0.1', 0)}"
-            node.node_id = "b"
-            node.set_model(resolved, resolved.spec.eos_token_ids)
-            await node.load(LayerRange(2, 4))
-            msg = pb.ForwardRequest(sender_id="a")
-            # Cut at layer 1: this node holds [2, 4), so that route is stale here.
-            for rid, cut in (("stale", 1), ("good", 2)):
-                c = msg.chunks.add(request_id=rid, start_pos=0, num_tokens=3, sample=True)
-                c.request.CopyFrom(request(rid, reply_to, address, cut))
-            msg.hidden.CopyFrom(encode_tensor(torch.randn(6, resolved.spec.hidden_size)))
-            async with grpc.aio.insecure_channel(address) as ch:
-                await pb_grpc.NodeStub(ch).Forward(msg, timeout=5)
-            await wait_for(lambda: collector.done == {"stale", "good"}, 20, "both requests to end")
-            assert node._loop_task is not None and not node._loop_task.done()
-            return collector
-        finally:
-            await node.stop()
+    async with serving_node(path, "b", LayerRange(2, 4)) as (node, address, collector, reply_to):
+        msg = pb.ForwardRequest(sender_id="a")
+        # Cut at layer 1: this node holds [2, 4), so that route is stale here.
+        for rid, cut in (("stale", 1), ("good", 2)):
+            c = msg.chunks.add(request_id=rid, start_pos=0, num_tokens=3, sample=True)
+            c.request.CopyFrom(request(rid, reply_to, address, cut))
+        msg.hidden.CopyFrom(encode_tensor(torch.randn(6, node.spec.hidden_size)))
+        async with grpc.aio.insecure_channel(address) as ch:
+            await pb_grpc.NodeStub(ch).Forward(msg, timeout=5)
+        await wait_for(lambda: collector.done == {"stale", "good"}, 20, "both requests to end")
+        assert node._loop_task is not None and not node._loop_task.done()
+        return collector
 
 
 def test_a_stale_chunk_fails_alone_and_its_neighbours_run(tiny_models):
@@ -75,7 +65,8 @@ def test_a_late_kv_free_never_drops_a_re_prefill_that_overtook_it(tiny_models):
     # announces comes by way of the hops between: it may arrive first. The count in
     # the release tells a stale KV (free it) from a fresh one (keep it).
     from node.engine.engine import make_runner
-    from node.pipeline import NodePipeline, Outbox
+    from node.outbox import Outbox
+    from node.pipeline import NodePipeline
     from node.weights import load_shard_model
 
     resolved = resolve_model(str(tiny_models["llama"]))
@@ -106,7 +97,8 @@ def test_a_late_kv_free_never_drops_a_re_prefill_that_overtook_it(tiny_models):
 
 def test_non_finite_logits_fail_their_own_request_only(tiny_models):
     from node.engine.engine import make_runner
-    from node.pipeline import NON_FINITE, NodePipeline, Outbox
+    from node.outbox import Outbox
+    from node.pipeline import NON_FINITE, NodePipeline
     from node.weights import load_shard_model
 
     resolved = resolve_model(str(tiny_models["llama"]))

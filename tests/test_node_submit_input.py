@@ -13,16 +13,13 @@ from types import SimpleNamespace
 import grpc
 import pytest
 
-from node.server import NodeServer
 from node.submit_check import check_route
-from parallax.config.generate import EngineConfig
 from parallax.errors import InvalidArgument
-from parallax.models.registry import resolve_model
 from parallax.rpc import parallax_pb2 as pb
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
 from parallax.sampling import SamplingParams
 from parallax.types import LayerRange
-from tests.test_pipeline_preemption import BIG_KV, collecting_gateway, wait_for
+from tests.test_pipeline_preemption import serving_node, wait_for
 
 LAYERS = 4
 UNREACHABLE = "127.0.0.1:1"
@@ -90,39 +87,35 @@ def mutated(rng: random.Random, rid: str, node: str, reply_to: str, vocab: int):
 
 
 async def fuzz(path, n: int, seed: int):
-    resolved = resolve_model(str(path))
-    vocab = resolved.spec.vocab_size
-    node = NodeServer(EngineConfig(**BIG_KV), name="n")
-    async with collecting_gateway() as (collector, reply_to):
-        try:
-            address = f"127.0.0.1:{await node.start('127.0.0.1', 0)}"
-            node.node_id = "n"
-            node.set_model(resolved, resolved.spec.eos_token_ids)
-            await node.load(LayerRange(0, LAYERS))
-            rng = random.Random(seed)
-            requests = [mutated(rng, f"r{i}", address, reply_to, vocab) for i in range(n)]
-            async with grpc.aio.insecure_channel(address) as ch:
-                stub = pb_grpc.NodeStub(ch)
+    async with serving_node(path, "n", LayerRange(0, LAYERS)) as (
+        node,
+        address,
+        collector,
+        reply_to,
+    ):
+        vocab = node.spec.vocab_size
+        rng = random.Random(seed)
+        requests = [mutated(rng, f"r{i}", address, reply_to, vocab) for i in range(n)]
+        async with grpc.aio.insecure_channel(address) as ch:
+            stub = pb_grpc.NodeStub(ch)
 
-                async def submit(req):
-                    try:
-                        await stub.Submit(req, timeout=10)
-                        return req.request_id
-                    except grpc.aio.AioRpcError as e:
-                        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e.details()
-                        return None
+            async def submit(req):
+                try:
+                    await stub.Submit(req, timeout=10)
+                    return req.request_id
+                except grpc.aio.AioRpcError as e:
+                    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e.details()
+                    return None
 
-                taken = [r for r in await asyncio.gather(*map(submit, requests)) if r]
-            await wait_for(lambda: collector.done >= set(taken), 60, "every taken request to end")
-            assert node._loop_task is not None and not node._loop_task.done()
-            await wait_for(
-                lambda: node.status().kv_free_tokens == node.status().kv_total_tokens,
-                10,
-                "the node's KV to be free",
-            )
-            return requests, taken, collector
-        finally:
-            await node.stop()
+            taken = [r for r in await asyncio.gather(*map(submit, requests)) if r]
+        await wait_for(lambda: collector.done >= set(taken), 60, "every taken request to end")
+        assert node._loop_task is not None and not node._loop_task.done()
+        await wait_for(
+            lambda: node.status().kv_free_tokens == node.status().kv_total_tokens,
+            10,
+            "the node's KV to be free",
+        )
+        return requests, taken, collector
 
 
 def test_bad_submits_are_refused_and_taken_ones_end_cleanly(tiny_models):
@@ -137,35 +130,31 @@ def test_bad_submits_are_refused_and_taken_ones_end_cleanly(tiny_models):
 
 
 async def reassign_mid_step(path) -> dict[str, str]:
-    resolved = resolve_model(str(path))
-    node = NodeServer(EngineConfig(**BIG_KV), name="n")
-    async with collecting_gateway() as (collector, reply_to):
-        try:
-            address = f"127.0.0.1:{await node.start('127.0.0.1', 0)}"
-            node.node_id = "n"
-            node.set_model(resolved, resolved.spec.eos_token_ids)
-            await node.load(LayerRange(0, LAYERS))
-            sampling = SamplingParams(max_tokens=400, ignore_eos=True).to_proto()
+    async with serving_node(path, "n", LayerRange(0, LAYERS)) as (
+        node,
+        address,
+        collector,
+        reply_to,
+    ):
+        sampling = SamplingParams(max_tokens=400, ignore_eos=True).to_proto()
 
-            def submit(rid: str, first: int) -> pb.SubmitRequest:
-                req = pb.SubmitRequest(request_id=rid, prompt_ids=[first, 6, 7], sampling=sampling)
-                req.reply_to = reply_to
-                req.route.hops.add(node_id="n", address=address, start=0, end=LAYERS)
-                return req
+        def submit(rid: str, first: int) -> pb.SubmitRequest:
+            req = pb.SubmitRequest(request_id=rid, prompt_ids=[first, 6, 7], sampling=sampling)
+            req.reply_to = reply_to
+            req.route.hops.add(node_id="n", address=address, start=0, end=LAYERS)
+            return req
 
-            async with grpc.aio.insecure_channel(address) as ch:
-                stub = pb_grpc.NodeStub(ch)
-                for i in range(24):
-                    await stub.Submit(submit(f"r{i}", 5 + i), timeout=5)
-            await wait_for(lambda: len(collector.events) >= 4, 20, "requests to stream")
-            # One more, still queued (not yet taken) when the node is reassigned: it must
-            # be answered, not dropped with the old pipeline.
-            node.inbox.append(("submit", submit("late", 40)))
-            await node.load(LayerRange(0, LAYERS - 1))  # reassigned while steps run
-            await wait_for(lambda: len(collector.done) == 25, 60, "every request to end")
-            return {rid: evs[-1].error for rid, evs in collector.events.items()}
-        finally:
-            await node.stop()
+        async with grpc.aio.insecure_channel(address) as ch:
+            stub = pb_grpc.NodeStub(ch)
+            for i in range(24):
+                await stub.Submit(submit(f"r{i}", 5 + i), timeout=5)
+        await wait_for(lambda: len(collector.events) >= 4, 20, "requests to stream")
+        # One more, still queued (not yet taken) when the node is reassigned: it must
+        # be answered, not dropped with the old pipeline.
+        node.inbox.append(("submit", submit("late", 40)))
+        await node.load(LayerRange(0, LAYERS - 1))  # reassigned while steps run
+        await wait_for(lambda: len(collector.done) == 25, 60, "every request to end")
+        return {rid: evs[-1].error for rid, evs in collector.events.items()}
 
 
 def test_a_reassignment_fails_running_requests_without_breaking_a_step(tiny_models, caplog):
@@ -184,33 +173,29 @@ def test_a_reassignment_fails_running_requests_without_breaking_a_step(tiny_mode
 
 
 async def push_a_bad_token(path) -> tuple[grpc.StatusCode, list[pb.TokenEvent]]:
-    resolved = resolve_model(str(path))
-    vocab = resolved.spec.vocab_size
-    node = NodeServer(EngineConfig(**BIG_KV), name="n")
-    async with collecting_gateway() as (collector, reply_to):
-        try:
-            address = f"127.0.0.1:{await node.start('127.0.0.1', 0)}"
-            node.node_id = "n"
-            node.set_model(resolved, resolved.spec.eos_token_ids)
-            await node.load(LayerRange(0, LAYERS))
-            req = pb.SubmitRequest(
-                request_id="r",
-                prompt_ids=[5, 6, 7],
-                sampling=SamplingParams(max_tokens=40, ignore_eos=True).to_proto(),
-                reply_to=reply_to,
-            )
-            req.route.hops.add(node_id="n", address=address, start=0, end=LAYERS)
-            async with grpc.aio.insecure_channel(address) as ch:
-                stub = pb_grpc.NodeStub(ch)
-                await stub.Submit(req, timeout=5)
-                await wait_for(lambda: "r" in collector.events, 10, "the first token")
-                bad = pb.TokenBatch(events=[pb.TokenEvent(request_id="r", token_id=vocab)])
-                with pytest.raises(grpc.aio.AioRpcError) as refused:
-                    await stub.PushTokens(bad, timeout=5)
-            await wait_for(lambda: "r" in collector.done, 20, "the request to end")
-            return refused.value.code(), collector.events["r"]
-        finally:
-            await node.stop()
+    async with serving_node(path, "n", LayerRange(0, LAYERS)) as (
+        node,
+        address,
+        collector,
+        reply_to,
+    ):
+        vocab = node.spec.vocab_size
+        req = pb.SubmitRequest(
+            request_id="r",
+            prompt_ids=[5, 6, 7],
+            sampling=SamplingParams(max_tokens=40, ignore_eos=True).to_proto(),
+            reply_to=reply_to,
+        )
+        req.route.hops.add(node_id="n", address=address, start=0, end=LAYERS)
+        async with grpc.aio.insecure_channel(address) as ch:
+            stub = pb_grpc.NodeStub(ch)
+            await stub.Submit(req, timeout=5)
+            await wait_for(lambda: "r" in collector.events, 10, "the first token")
+            bad = pb.TokenBatch(events=[pb.TokenEvent(request_id="r", token_id=vocab)])
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.PushTokens(bad, timeout=5)
+        await wait_for(lambda: "r" in collector.done, 20, "the request to end")
+        return refused.value.code(), collector.events["r"]
 
 
 def test_a_pushed_token_outside_the_vocabulary_is_refused_and_harms_nothing(tiny_models):

@@ -74,6 +74,23 @@ async def collecting_gateway():
         await gateway.stop(None)
 
 
+@asynccontextmanager
+async def serving_node(path, name: str, layers: LayerRange):
+    """A real NodeServer on loopback serving `layers` of the model at `path`, beside a
+    collecting gateway: (node, its address, collector, reply_to)."""
+    resolved = resolve_model(str(path))
+    node = NodeServer(EngineConfig(**BIG_KV), name=name)
+    async with collecting_gateway() as (collector, reply_to):
+        try:
+            address = f"127.0.0.1:{await node.start('127.0.0.1', 0)}"
+            node.node_id = name
+            node.set_model(resolved, resolved.spec.eos_token_ids)
+            await node.load(layers)
+            yield node, address, collector, reply_to
+        finally:
+            await node.stop()
+
+
 async def wait_for(check, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
