@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import pytest
 
+from bench.sim.catalog import load_catalog, node_from_gpu
 from coordinator.scheduler import AllocateOptions, NodeCapacity, allocate
 from coordinator.scheduler.dynamics import layers_reloaded
 from coordinator.scheduler.presets import model_preset
-from coordinator.scheduler.sim.catalog import load_catalog, node_from_gpu
 from parallax.types import NodeId
 
 MODEL = model_preset("llama3-8b")

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import pytest
 
+from bench.sim import designs
+from bench.sim.engine import simulate
+from bench.sim.scenarios import OUTPUT, PROMPT, make_scenario, with_solver
+from bench.sim.workload import poisson_requests
 from coordinator.scheduler.allocate import allocate
 from coordinator.scheduler.estimate import estimate
 from coordinator.scheduler.pack import pack
 from coordinator.scheduler.perf import PerfModel
-from coordinator.scheduler.sim import designs
-from coordinator.scheduler.sim.engine import simulate
-from coordinator.scheduler.sim.scenarios import OUTPUT, PROMPT, make_scenario, with_solver
-from coordinator.scheduler.sim.workload import poisson_requests
 
 LOW, HIGH = 0.5, 1.5
 

@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import pytest
 
+from bench.sim.catalog import load_catalog, node_from_gpu
 from coordinator.scheduler import AllocateOptions, NodeCapacity, allocate
 from coordinator.scheduler.estimate import window_flow
 from coordinator.scheduler.exact import layer_flow_bound, solve_group
 from coordinator.scheduler.perf import PerfModel
-from coordinator.scheduler.sim.catalog import load_catalog, node_from_gpu
 from parallax.models.spec import ModelSpec
 from parallax.types import LayerRange, NodeId
 

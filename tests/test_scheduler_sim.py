@@ -7,12 +7,12 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bench.sim import designs
+from bench.sim.engine import simulate, union_len
+from bench.sim.scenarios import OUTPUT, PROMPT, make_scenario, with_solver
+from bench.sim.workload import poisson_requests
 from coordinator.scheduler import allocate
 from coordinator.scheduler.perf import PerfModel
-from coordinator.scheduler.sim import designs
-from coordinator.scheduler.sim.engine import simulate, union_len
-from coordinator.scheduler.sim.scenarios import OUTPUT, PROMPT, make_scenario, with_solver
-from coordinator.scheduler.sim.workload import poisson_requests
 from parallax.types import LayerRange
 
 ranges = st.lists(
@@ -48,8 +48,8 @@ def test_every_design_serves_every_request() -> None:
 
 
 def test_cluster_json_round_trips_through_the_parser() -> None:
+    from bench.sim.scenarios import as_cluster_json
     from coordinator.scheduler.cluster_file import parse_cluster
-    from coordinator.scheduler.sim.scenarios import as_cluster_json
 
     s = make_scenario("t", 5, 2, seed=1, model="llama3-8b")
     c = parse_cluster(as_cluster_json(s))

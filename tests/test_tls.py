@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from node.bench_hop import ephemeral_tls, measure
+from bench.hop import ephemeral_tls, measure
 from parallax.errors import ConfigError
 from parallax.procs import spawn
 from parallax.rpc import parallax_pb2 as pb

@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, replace
 
+from bench.sim.catalog import load_catalog, node_from_gpu
 from coordinator.scheduler.options import AllocateOptions
 from coordinator.scheduler.presets import model_preset
-from coordinator.scheduler.sim.catalog import load_catalog, node_from_gpu
 from coordinator.scheduler.types import LinkSpec, NodeCapacity
 from parallax.models.spec import ModelSpec
 

@@ -19,11 +19,11 @@ import itertools
 import random
 from collections.abc import Sequence
 
+from bench.sim.engine import Chain, Policy, SimView
+from bench.sim.workload import SimRequest
 from coordinator.scheduler.exact import solve_group
 from coordinator.scheduler.perf import PerfModel
 from coordinator.scheduler.route import Router
-from coordinator.scheduler.sim.engine import Chain, Policy, SimView
-from coordinator.scheduler.sim.workload import SimRequest
 from coordinator.scheduler.split import bounds, water_fill
 from coordinator.scheduler.types import ClusterState, NodeCapacity, NodeLoad, RouteRequest
 from parallax.types import LayerRange, NodeId

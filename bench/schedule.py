@@ -15,22 +15,22 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from coordinator.scheduler.allocate import allocate
-from coordinator.scheduler.dynamics import layers_reloaded
-from coordinator.scheduler.estimate import estimate
-from coordinator.scheduler.exact import solve_group
-from coordinator.scheduler.perf import PerfModel
-from coordinator.scheduler.route import Router, route
-from coordinator.scheduler.sim import designs
-from coordinator.scheduler.sim.engine import simulate
-from coordinator.scheduler.sim.scenarios import (
+from bench.sim import designs
+from bench.sim.engine import simulate
+from bench.sim.scenarios import (
     OUTPUT,
     PROMPT,
     Scenario,
     make_scenario,
     with_solver,
 )
-from coordinator.scheduler.sim.workload import poisson_requests
+from bench.sim.workload import poisson_requests
+from coordinator.scheduler.allocate import allocate
+from coordinator.scheduler.dynamics import layers_reloaded
+from coordinator.scheduler.estimate import estimate
+from coordinator.scheduler.exact import solve_group
+from coordinator.scheduler.perf import PerfModel
+from coordinator.scheduler.route import Router, route
 from coordinator.scheduler.types import ClusterState, NodeLoad, RouteRequest
 from parallax.config.bench import BenchConfig
 

@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from statistics import median
 
+from bench.sim.workload import SimRequest
 from coordinator.scheduler.perf import PerfModel
-from coordinator.scheduler.sim.workload import SimRequest
 from coordinator.scheduler.types import NodeCapacity
 from parallax.types import LayerRange, NodeId
 
