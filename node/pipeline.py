@@ -23,6 +23,7 @@ from parallax.rpc import parallax_pb2 as pb
 from parallax.sampling import SamplingParams
 from parallax.types import LayerRange
 from parallax.wire.codec import encode_tensor
+from parallax.wire.limits import MAX_FORWARD_ROWS
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class NodePipeline:
     ):
         self.vocab_limit = vocab_limit
         self.micro_batches = cfg.micro_batches
+        self.max_batch_tokens = cfg.max_batch_tokens
         self.node_id, self.runner, self.kv = node_id, runner, runner.kv
         self.spec = runner.model.spec
         self.eos_ids, self.wire_dtype = frozenset(eos_ids), wire_dtype
@@ -199,8 +201,7 @@ class NodePipeline:
             for h in self.reqs[rid].hops[1:]:
                 out.frees[h.address].kv_only[rid] = times
         self.scheduler.preempted.clear()
-        while self.incoming:
-            chunks, hidden = self.incoming.popleft()
+        for chunks, hidden in self._take_incoming():
             row = 0
             for c in chunks:
                 rows = hidden[row : row + c.num_tokens]
@@ -238,6 +239,19 @@ class NodePipeline:
             else:
                 self._forward(chunks, result, out)
         return out
+
+    def _take_incoming(self) -> list[tuple[list[pb.SeqChunk], torch.Tensor]]:
+        """Arrived messages for this step, up to the step's token budget (at least one):
+        a slow step finds many queued, and running them all at once would make one
+        step, and the message it forwards, as large as the whole backlog."""
+        taken, rows = [], 0
+        while self.incoming:
+            n = sum(c.num_tokens for c in self.incoming[0][0])
+            if taken and rows + n > self.max_batch_tokens:
+                break
+            taken.append(self.incoming.popleft())
+            rows += n
+        return taken
 
     def _restart(self, rid: str, items: list) -> None:
         """A fresh first chunk of a request this hop already holds: the first hop
@@ -296,16 +310,20 @@ class NodePipeline:
             info = self.reqs[c.request_id]
             by_next[info.hops[info.hop + 1].address].append((c, hidden[row : row + c.n]))
             row += c.n
-        for addr, items in by_next.items():
-            msg = pb.ForwardRequest(sender_id=self.node_id)
-            for c, _ in items:
-                sc = msg.chunks.add(
-                    request_id=c.request_id, start_pos=c.start, num_tokens=c.n, sample=c.sample
-                )
-                if c.start == 0:  # the request's first chunk carries what downstream needs
-                    sc.request.CopyFrom(self.reqs[c.request_id].request)
-            msg.hidden.CopyFrom(encode_tensor(torch.cat([h for _, h in items]), self.wire_dtype))
-            out.forwards[addr].append(msg)
+        for addr, all_items in by_next.items():
+            for items in _split_rows(all_items, MAX_FORWARD_ROWS):
+                out.forwards[addr].append(self._forward_message(items))
+
+    def _forward_message(self, items: list[tuple[Chunk, torch.Tensor]]) -> pb.ForwardRequest:
+        msg = pb.ForwardRequest(sender_id=self.node_id)
+        for c, _ in items:
+            sc = msg.chunks.add(
+                request_id=c.request_id, start_pos=c.start, num_tokens=c.n, sample=c.sample
+            )
+            if c.start == 0:  # the request's first chunk carries what downstream needs
+                sc.request.CopyFrom(self.reqs[c.request_id].request)
+        msg.hidden.CopyFrom(encode_tensor(torch.cat([h for _, h in items]), self.wire_dtype))
+        return msg
 
     def _sample(self, chunks: list[Chunk], logits: torch.Tensor, out: Outbox) -> None:
         sampled_chunks, samplers, keep = [], [], []
@@ -390,3 +408,16 @@ class NodePipeline:
             if h.node_id != self.node_id:
                 out.releases[h.address].request_ids.append(rid)
                 out.releases[h.address].reason = reason
+
+
+def _split_rows(items: list[tuple[Chunk, torch.Tensor]], cap: int) -> list[list]:
+    """Consecutive runs of `items` of at most `cap` rows each (a chunk is never cut)."""
+    runs: list[list] = [[]]
+    rows = 0
+    for item in items:
+        if runs[-1] and rows + item[0].n > cap:
+            runs.append([])
+            rows = 0
+        runs[-1].append(item)
+        rows += item[0].n
+    return runs

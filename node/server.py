@@ -27,6 +27,7 @@ from parallax.rpc import parallax_pb2_grpc as pb_grpc
 from parallax.rpc.tls import Tls, add_port
 from parallax.types import LayerRange
 from parallax.wire.codec import decode_tensor
+from parallax.wire.limits import MAX_FORWARD_ROWS
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,9 @@ class NodeServer(pb_grpc.NodeServicer):
         """The model comes from the coordinator's join reply, after the server started."""
         self.resolved, self.spec, self.eos_ids = resolved, resolved.spec, tuple(eos_ids)
         self.vocab_limit = vocab_limit
-        # Largest legal Forward: a full step of fp32 rows, with headroom.
-        self.max_bytes = self.cfg.max_batch_tokens * self.spec.hidden_size * 4 * 2
+        # Largest legal Forward: the protocol's row cap in fp32, whatever this node's
+        # own step budget (peers may run larger steps; they split what they send).
+        self.max_bytes = MAX_FORWARD_ROWS * self.spec.hidden_size * 4
 
     # ---- lifecycle ----
     async def start(self, host: str, port: int) -> int:

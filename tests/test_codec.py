@@ -9,7 +9,7 @@ import torch
 
 from parallax.errors import InvalidArgument
 from parallax.rpc import parallax_pb2 as pb
-from parallax.wire import decode_tensor, encode_tensor
+from parallax.wire.codec import decode_tensor, encode_tensor
 
 H = 8
 MAX = 1 << 20

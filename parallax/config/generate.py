@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from parallax.config.base import ConfigBase, opt
+from parallax.wire.limits import MAX_FORWARD_ROWS
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -39,7 +40,11 @@ class EngineConfig(ConfigBase):
         )
         self.require(self.kv_cache_mb > 0, "kv_cache_mb", "must be positive")
         self.require(self.kv_block_size > 0, "kv_block_size", "must be positive")
-        self.require(self.max_batch_tokens >= 16, "max_batch_tokens", "must be >= 16")
+        self.require(
+            16 <= self.max_batch_tokens <= MAX_FORWARD_ROWS,
+            "max_batch_tokens",
+            f"must be in [16, {MAX_FORWARD_ROWS}]",
+        )
         self.require(self.max_running >= 1, "max_running", "must be >= 1")
         self.require(self.micro_batches >= 0, "micro_batches", "must be >= 0")
 

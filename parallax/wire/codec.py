@@ -24,6 +24,7 @@ WIRE_DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
 }
 DEFAULT_ALLOWED = ("float32", "bfloat16", "float16")
+
 # Same-width integer views: numpy has no bfloat16, and going through an integer
 # view keeps byte handling uniform for every dtype.
 _INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32}
