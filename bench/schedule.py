@@ -26,9 +26,9 @@ from bench.sim.scenarios import (
 )
 from bench.sim.workload import poisson_requests
 from coordinator.scheduler.allocate import allocate
-from coordinator.scheduler.dynamics import layers_reloaded
 from coordinator.scheduler.estimate import estimate
 from coordinator.scheduler.exact import solve_group
+from coordinator.scheduler.mend import layers_reloaded
 from coordinator.scheduler.perf import PerfModel
 from coordinator.scheduler.route import Router, route
 from coordinator.scheduler.types import ClusterState, NodeLoad, RouteRequest

@@ -9,7 +9,7 @@ import pytest
 
 from bench.sim.catalog import load_catalog, node_from_gpu
 from coordinator.scheduler import AllocateOptions, NodeCapacity, allocate
-from coordinator.scheduler.dynamics import layers_reloaded
+from coordinator.scheduler.mend import layers_reloaded
 from coordinator.scheduler.presets import model_preset
 from parallax.types import NodeId
 

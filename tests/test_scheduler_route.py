@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 from coordinator.scheduler import ClusterState, NodeLoad, Route, Router, RouteRequest, route
 from coordinator.scheduler.route import (
     DEFAULT_LAYER_MS,
-    HOP_WAIT_STEPS,
     KV_FULL_PENALTY_MS,
     SATURATION_BATCH,
     index_for,
     region_rtts,
 )
+from coordinator.scheduler.types import HOP_WAIT_STEPS
 from parallax.errors import NotCovered
 from parallax.types import LayerRange, NodeId
 

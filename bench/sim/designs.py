@@ -21,14 +21,18 @@ from collections.abc import Sequence
 
 from bench.sim.engine import Chain, Policy, SimView
 from bench.sim.workload import SimRequest
+from coordinator.scheduler.apportion import bounds, water_fill
 from coordinator.scheduler.exact import solve_group
 from coordinator.scheduler.perf import PerfModel
 from coordinator.scheduler.route import Router
-from coordinator.scheduler.split import bounds, water_fill
-from coordinator.scheduler.types import ClusterState, NodeCapacity, NodeLoad, RouteRequest
-from parallax.types import LayerRange, NodeId
-
-Assign = dict[NodeId, LayerRange | None]
+from coordinator.scheduler.types import (
+    Assignments,
+    ClusterState,
+    NodeCapacity,
+    NodeLoad,
+    RouteRequest,
+)
+from parallax.types import LayerRange
 
 
 # ---- routing policies ----
@@ -126,7 +130,7 @@ def flow_weighted_policy(seed: int) -> Policy:
 # ---- baseline allocations ----
 def parallax_allocation(
     nodes: Sequence[NodeCapacity], perf: PerfModel
-) -> tuple[Assign, list[Chain]]:
+) -> tuple[Assignments, list[Chain]]:
     mem, L = perf.mem, perf.num_layers
     frac = 0.65
 
@@ -163,7 +167,7 @@ def parallax_allocation(
         score = k * k / sum(len(p) for p in pipes)
         if best is None or score > best[0]:
             best = (score, pipes)
-    out: Assign = {n.node_id: None for n in nodes}
+    out: Assignments = {n.node_id: None for n in nodes}
     if best is None:
         return out, []
     for p in best[1]:
@@ -171,10 +175,10 @@ def parallax_allocation(
     return out, best[1]
 
 
-def petals_allocation(nodes: Sequence[NodeCapacity], perf: PerfModel) -> Assign:
+def petals_allocation(nodes: Sequence[NodeCapacity], perf: PerfModel) -> Assignments:
     L = perf.num_layers
     thr = [0.0] * L
-    out: Assign = {}
+    out: Assignments = {}
     for n in nodes:  # join order
         k = perf.mem.max_layers(n.memory_bytes, first=True, last=True) or perf.mem.max_layers(
             n.memory_bytes
@@ -197,7 +201,7 @@ def petals_allocation(nodes: Sequence[NodeCapacity], perf: PerfModel) -> Assign:
     return out
 
 
-def exo_allocation(nodes: Sequence[NodeCapacity], perf: PerfModel) -> tuple[Assign, Chain]:
+def exo_allocation(nodes: Sequence[NodeCapacity], perf: PerfModel) -> tuple[Assignments, Chain]:
     ring = sorted(nodes, key=lambda n: (-n.memory_bytes, n.node_id))
     L = perf.num_layers
     caps = [
@@ -205,7 +209,7 @@ def exo_allocation(nodes: Sequence[NodeCapacity], perf: PerfModel) -> tuple[Assi
     ]
     use = [(n, c) for n, c in zip(ring, caps, strict=True) if c > 0][:L]
     counts = water_fill(L, [n.memory_bytes for n, _c in use], [c for _n, c in use])
-    out: Assign = {n.node_id: None for n in nodes}
+    out: Assignments = {n.node_id: None for n in nodes}
     if counts is None:
         return out, []
     chain = [
@@ -215,9 +219,11 @@ def exo_allocation(nodes: Sequence[NodeCapacity], perf: PerfModel) -> tuple[Assi
     return out, chain
 
 
-def helix_allocation(nodes: Sequence[NodeCapacity], perf: PerfModel, time_limit_s: float) -> Assign:
+def helix_allocation(
+    nodes: Sequence[NodeCapacity], perf: PerfModel, time_limit_s: float
+) -> Assignments:
     eligible = [n for n in nodes if perf.mem.max_layers(n.memory_bytes) >= 1]
     got, _obj, _bound, _status = solve_group(eligible, perf, time_limit_s)
-    out: Assign = {n.node_id: None for n in nodes}
+    out: Assignments = {n.node_id: None for n in nodes}
     out.update(got or {})
     return out

@@ -21,7 +21,7 @@ from statistics import median
 
 from bench.sim.workload import SimRequest
 from coordinator.scheduler.perf import PerfModel
-from coordinator.scheduler.types import NodeCapacity
+from coordinator.scheduler.types import Assignments, NodeCapacity
 from parallax.types import LayerRange, NodeId
 
 Chain = list[tuple[NodeId, LayerRange]]
@@ -81,7 +81,7 @@ def union_len(ranges) -> int:
 
 def simulate(
     nodes: Sequence[NodeCapacity],
-    assignments: dict[NodeId, LayerRange | None],
+    assignments: Assignments,
     perf: PerfModel,
     requests: Sequence[SimRequest],
     policy: Policy,

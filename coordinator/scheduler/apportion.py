@@ -1,4 +1,8 @@
-"""Split a run of layers across an ordered list of nodes: water-filling with caps."""
+"""Apportion a run of layers over an ordered list of nodes: water-filling with caps.
+
+The one arithmetic under every layout: `fast` (by speed), `simple` (by memory), the
+gap repair in `mend`, and the simulator's baselines.
+"""
 
 from __future__ import annotations
 

@@ -15,8 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from coordinator.scheduler.perf import PerfModel
-from coordinator.scheduler.route import HOP_WAIT_STEPS
-from coordinator.scheduler.types import NodeCapacity
+from coordinator.scheduler.types import HOP_WAIT_STEPS, Held, NodeCapacity, Pipeline
 from parallax.types import LayerRange, NodeId
 
 
@@ -27,19 +26,18 @@ class Estimate:
     depth: int  # hops of that chain
 
 
-Held = list[tuple[NodeCapacity, LayerRange]]
 # Micro-batches a busy stage holds at once: the one it runs and the one waiting for it.
 IN_FLIGHT_PER_STAGE = 2
 
 
-def best_chain(held: Held, perf: PerfModel) -> list[tuple[NodeCapacity, LayerRange]] | None:
+def best_chain(held: Held, perf: PerfModel) -> Pipeline | None:
     """Latency-best chain (batch 1) covering all layers. Each hop runs a suffix of its
     node's range, which always suffices to complete a chain; it keeps this O(cuts x nodes)."""
     L = perf.num_layers
     by_start = sorted(held, key=lambda nr: (nr[1].start, nr[0].node_id))
     cuts = sorted({0, L, *(r.end for _n, r in held if r.end <= L)})
-    best: dict[int, tuple[float, list[tuple[NodeCapacity, LayerRange]]]] = {0: (0.0, [])}
-    active: list[tuple[NodeCapacity, LayerRange]] = []
+    best: dict[int, tuple[float, Pipeline]] = {0: (0.0, [])}
+    active: Held = []
     k = 0
     for a in cuts[:-1]:
         while k < len(by_start) and by_start[k][1].start <= a:

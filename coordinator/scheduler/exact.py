@@ -18,7 +18,7 @@ from ortools.sat.python import cp_model
 
 from coordinator.scheduler.fast import plan_fast, region_groups
 from coordinator.scheduler.perf import PerfModel
-from coordinator.scheduler.types import NodeCapacity
+from coordinator.scheduler.types import Assignments, NodeCapacity
 from parallax.types import LayerRange, NodeId
 
 # The deterministic-time limit, as a share of the wall-clock one (see solve_group).
@@ -27,9 +27,7 @@ DETERMINISTIC_SHARE = 0.5
 FLOW_RESOLUTION = 100_000
 
 
-def layer_flow_bound(
-    assign: dict[NodeId, LayerRange | None], speeds: dict[NodeId, float], num_layers: int
-) -> float:
+def layer_flow_bound(assign: Assignments, speeds: dict[NodeId, float], num_layers: int) -> float:
     """F of a fixed allocation by Hall's condition over every set of layers (tests: tiny L)."""
     best = math.inf
     for mask in range(1, 1 << num_layers):
@@ -43,7 +41,7 @@ def layer_flow_bound(
 
 def solve_group(
     nodes: Sequence[NodeCapacity], perf: PerfModel, time_limit_s: float
-) -> tuple[dict[NodeId, LayerRange | None] | None, float, float, str]:
+) -> tuple[Assignments | None, float, float, str]:
     """(assignments, objective F in tokens/s, best bound, status) for one region group."""
     mem, L = perf.mem, perf.num_layers
     speed = {n.node_id: perf.speed(n) for n in nodes}
@@ -110,7 +108,7 @@ def solve_group(
     status = solver.solve(m)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None, 0.0, 0.0, solver.status_name(status)
-    out: dict[NodeId, LayerRange | None] = {}
+    out: Assignments = {}
     for n in nodes:
         xs = [x for x in range(L) if solver.value(hold[n.node_id][x])]
         out[n.node_id] = LayerRange(xs[0], xs[-1] + 1) if xs else None
@@ -119,9 +117,7 @@ def solve_group(
     return out, obj, max(bound, obj), solver.status_name(status)
 
 
-def solve_exact(
-    nodes: Sequence[NodeCapacity], perf: PerfModel
-) -> tuple[dict[NodeId, LayerRange | None] | None, str]:
+def solve_exact(nodes: Sequence[NodeCapacity], perf: PerfModel) -> tuple[Assignments | None, str]:
     """Assignments over every region group (None if a group found no solution) and a note
     with the flow objective, its bound and the optimality gap."""
     eligible = [n for n in nodes if perf.mem.max_layers(n.memory_bytes) >= 1]
@@ -129,7 +125,7 @@ def solve_exact(
     if not groups:
         return None, "no node holds a layer"
     budget = perf.options.time_limit_s / len(groups)
-    out: dict[NodeId, LayerRange | None] = {}
+    out: Assignments = {}
     obj = bound = 0.0
     statuses = []
     for g in groups:

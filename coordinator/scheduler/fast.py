@@ -4,7 +4,7 @@
    cross a slow link when they do not have to.
 2. In each group, for a handful of pipeline counts k (all up to 16, a geometric ladder
    beyond, refined around the best), nodes are dealt into k pipelines by memory (LPT),
-   each pipeline split by water-filling on node speed under memory caps, and the whole
+   each pipeline's layers apportioned by node speed under memory caps, and the whole
    scored with the performance model (compute, KV room by Little's law, latency).
 3. The best k wins; nodes that only add a hop (less than half a layer's worth of speed)
    stand by.
@@ -21,16 +21,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from coordinator.scheduler.apportion import bounds, water_fill
 from coordinator.scheduler.estimate import Estimate, group_estimate
 from coordinator.scheduler.overlap import overlap
 from coordinator.scheduler.pack import pack
 from coordinator.scheduler.perf import PerfModel
 from coordinator.scheduler.simple import pipeline_order
-from coordinator.scheduler.split import bounds, water_fill
-from coordinator.scheduler.types import NodeCapacity
+from coordinator.scheduler.types import NodeCapacity, Pipeline
 from parallax.types import LayerRange
 
-Pipeline = list[tuple[NodeCapacity, LayerRange]]
 # A tier pipeline takes nodes until they have this much more memory than the bare model.
 TIER_SLACK = 1.1
 
@@ -78,7 +77,11 @@ def deal(nodes: Sequence[NodeCapacity], k: int, perf: PerfModel) -> list[list[No
     return parts
 
 
-def split(order: Sequence[NodeCapacity], perf: PerfModel, reserve_tokens: float) -> Pipeline | None:
+def speed_layout(
+    order: Sequence[NodeCapacity], perf: PerfModel, reserve_tokens: float
+) -> Pipeline | None:
+    """Each node's range in `order`, layers apportioned by speed under memory caps that
+    keep `reserve_tokens` of KV room on every layer."""
     mem = perf.mem
     per_layer = mem.weight_bytes + mem.kv_bytes_per_token * reserve_tokens
     k = len(order)
@@ -95,12 +98,12 @@ def split(order: Sequence[NodeCapacity], perf: PerfModel, reserve_tokens: float)
 def build_pipeline(
     part: Sequence[NodeCapacity], perf: PerfModel
 ) -> tuple[Pipeline, Estimate] | None:
-    """Best split of one pipeline's nodes; drops nodes that only add a hop."""
+    """Best layout of one pipeline's nodes; drops nodes that only add a hop."""
     opts = perf.options
     nodes = sorted(part, key=lambda n: (-perf.speed(n), n.node_id))
     if opts.max_stages is not None:
         nodes = nodes[: opts.max_stages]
-    best = best_split(nodes, perf)
+    best = best_layout(nodes, perf)
     if best is not None:
         grown = overlap(best[0], perf)
         if grown is not best[0]:
@@ -111,17 +114,17 @@ def build_pipeline(
         total = sum(perf.speed(n) for n in nodes)
         if perf.speed(nodes[-1]) / total * perf.num_layers >= 0.5:
             break
-        without = best_split(nodes[:-1], perf)
+        without = best_layout(nodes[:-1], perf)
         if without is None or without[1].throughput_tok_s < 0.98 * best[1].throughput_tok_s:
             break
         nodes, best = nodes[:-1], without
     return best
 
 
-def best_split(nodes: Sequence[NodeCapacity], perf: PerfModel) -> tuple[Pipeline, Estimate] | None:
+def best_layout(nodes: Sequence[NodeCapacity], perf: PerfModel) -> tuple[Pipeline, Estimate] | None:
     target = perf.options.latency_target_ms
     best: tuple[Pipeline, Estimate] | None = None
-    for cand in candidate_splits(nodes, perf):
+    for cand in candidate_layouts(nodes, perf):
         est = group_estimate(cand, perf)
         if target and est.latency_ms_per_token > target:
             continue
@@ -130,7 +133,7 @@ def best_split(nodes: Sequence[NodeCapacity], perf: PerfModel) -> tuple[Pipeline
     return best
 
 
-def candidate_splits(nodes: Sequence[NodeCapacity], perf: PerfModel) -> list[Pipeline]:
+def candidate_layouts(nodes: Sequence[NodeCapacity], perf: PerfModel) -> list[Pipeline]:
     by_region = sorted(nodes, key=lambda n: (n.region, n.node_id))
     orders = [by_region, pipeline_order(nodes)]
     floor = float(perf.options.reserve_tokens)
@@ -139,7 +142,7 @@ def candidate_splits(nodes: Sequence[NodeCapacity], perf: PerfModel) -> list[Pip
     out = []
     for order in orders:
         for reserve in (floor, busy):
-            got = split(order, perf, reserve)
+            got = speed_layout(order, perf, reserve)
             if got is not None:
                 out.append(got)
         if out:
@@ -196,7 +199,7 @@ def tiered_plan(
     for n in order:
         cur.append(n)
         room += n.memory_bytes
-        # Some slack over the bare weights: the split also needs KV room per stage.
+        # Some slack over the bare weights: the layout also needs KV room per stage.
         if room >= TIER_SLACK * need and len(cur) >= min_stages:
             parts.append(cur)
             cur, room = [], 0.0

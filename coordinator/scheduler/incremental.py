@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from coordinator.scheduler.estimate import covers_all
 from coordinator.scheduler.mend import (
     SHORTLIST,
-    Assign,
     fits,
     holders_held,
     layers_reloaded,
@@ -26,15 +25,17 @@ from coordinator.scheduler.mend import (
     throughput,
 )
 from coordinator.scheduler.perf import PerfModel
-from coordinator.scheduler.types import Allocation, NodeCapacity
+from coordinator.scheduler.solve import solve
+from coordinator.scheduler.types import Allocation, Assignments, NodeCapacity
 from parallax.types import LayerRange
-
-__all__ = ["adjust", "layers_reloaded"]
 
 
 def replace_departed(
-    assign: Assign, departed: Sequence[LayerRange], nodes: Sequence[NodeCapacity], perf: PerfModel
-) -> Assign:
+    assign: Assignments,
+    departed: Sequence[LayerRange],
+    nodes: Sequence[NodeCapacity],
+    perf: PerfModel,
+) -> Assignments:
     """A standby node that fits a departed node's range takes it over (fastest first)."""
     standby = sorted(
         (n for n in nodes if assign.get(n.node_id) is None),
@@ -50,8 +51,8 @@ def replace_departed(
 
 
 def place_joiner(
-    assign: Assign, node: NodeCapacity, nodes: Sequence[NodeCapacity], perf: PerfModel
-) -> Assign:
+    assign: Assignments, node: NodeCapacity, nodes: Sequence[NodeCapacity], perf: PerfModel
+) -> Assignments:
     """The window for a new node that raises the estimate most; others do not move."""
     L = perf.num_layers
     full = LayerRange(0, L)
@@ -85,7 +86,9 @@ def place_joiner(
     return best
 
 
-def layer_capacity(assign: Assign, nodes: Sequence[NodeCapacity], perf: PerfModel) -> list[float]:
+def layer_capacity(
+    assign: Assignments, nodes: Sequence[NodeCapacity], perf: PerfModel
+) -> list[float]:
     by_id = {n.node_id: n for n in nodes}
     out = [0.0] * perf.num_layers
     for n, r in holders_held(assign, by_id):
@@ -101,10 +104,8 @@ def pct(new: float, old: float) -> str:
 
 def adjust(
     nodes: Sequence[NodeCapacity], perf: PerfModel, previous: Allocation
-) -> tuple[Assign, str, str]:
+) -> tuple[Assignments, str, str]:
     """The previous allocation carried over to today's nodes: (assignments, solver, reason)."""
-    from coordinator.scheduler.allocate import solve
-
     by_id = {n.node_id: n for n in nodes}
     prev = {n: r for n, r in previous.assignments.items() if r is not None}
     # Throughput before the change: the previous figure when it has one (departed nodes
@@ -112,7 +113,7 @@ def adjust(
     before = previous.throughput_tok_s or throughput(
         {n: r for n, r in prev.items() if n in by_id}, nodes, perf
     )
-    kept: Assign = {n.node_id: None for n in nodes}
+    kept: Assignments = {n.node_id: None for n in nodes}
     notes: list[str] = []
     departed = []
     for nid, r in sorted(prev.items()):

@@ -1,21 +1,21 @@
 """Re-covering a gap left by a departed node, moving as few layers as possible.
 
 A gap is fixed by the cheapest of: a standby node or a redundant one (one whose layers
-others also hold) moving in, a neighbour extending its range, or the broken pipeline's
-nearby survivors re-split by speed; a fix that reloads more must win by the rebalance
-threshold (hysteresis).
+others also hold) moving in, a neighbour extending its range, or the layers of the broken
+pipeline's nearby survivors re-apportioned by speed; a fix that reloads more must win by
+the rebalance threshold (hysteresis).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from coordinator.scheduler.apportion import bounds, water_fill
 from coordinator.scheduler.estimate import estimate
 from coordinator.scheduler.perf import PerfModel
-from coordinator.scheduler.types import NodeCapacity
+from coordinator.scheduler.types import Assignments, Held, NodeCapacity
 from parallax.types import LayerRange, NodeId
 
-Assign = dict[NodeId, LayerRange | None]
 # Windows scored by the cheap capacity profile before the full estimate ranks the best few.
 SHORTLIST = 6
 
@@ -37,17 +37,15 @@ def fits(perf: PerfModel, node: NodeCapacity, r: LayerRange) -> bool:
     return perf.mem.fits(node.memory_bytes, r)
 
 
-def throughput(assign: Assign, nodes: Sequence[NodeCapacity], perf: PerfModel) -> float:
+def throughput(assign: Assignments, nodes: Sequence[NodeCapacity], perf: PerfModel) -> float:
     return estimate(assign, nodes, perf).throughput_tok_s
 
 
-def holders_held(
-    assign: Assign, by_id: Mapping[NodeId, NodeCapacity]
-) -> list[tuple[NodeCapacity, LayerRange]]:
+def holders_held(assign: Assignments, by_id: Mapping[NodeId, NodeCapacity]) -> Held:
     return [(by_id[n], r) for n, r in assign.items() if r is not None]
 
 
-def gaps(assign: Assign, num_layers: int) -> list[LayerRange]:
+def gaps(assign: Assignments, num_layers: int) -> list[LayerRange]:
     count = [0] * (num_layers + 1)
     for r in assign.values():
         if r is not None:
@@ -66,7 +64,7 @@ def gaps(assign: Assign, num_layers: int) -> list[LayerRange]:
     return out
 
 
-def redundant(assign: Assign, nid: NodeId, num_layers: int) -> bool:
+def redundant(assign: Assignments, nid: NodeId, num_layers: int) -> bool:
     """Others hold every layer this node holds. Compared against today's gaps, not none:
     while a gap is open no node would otherwise count, and packed (overlapping) spans
     have spare nodes that can move into it."""
@@ -75,11 +73,11 @@ def redundant(assign: Assign, nid: NodeId, num_layers: int) -> bool:
 
 
 def gap_fixes(
-    assign: Assign, gap: LayerRange, nodes: Sequence[NodeCapacity], perf: PerfModel
-) -> list[Assign]:
+    assign: Assignments, gap: LayerRange, nodes: Sequence[NodeCapacity], perf: PerfModel
+) -> list[Assignments]:
     """Each candidate fix of one gap, cheapest reload first."""
     L = perf.num_layers
-    fixes: list[tuple[int, Assign]] = []
+    fixes: list[tuple[int, Assignments]] = []
     for n in nodes:
         r = assign.get(n.node_id)
         options: list[LayerRange] = []
@@ -97,7 +95,7 @@ def gap_fixes(
     return [f for _c, f in fixes]
 
 
-def chain_through(assign: Assign, gap: LayerRange, window: int | None = None) -> list[NodeId]:
+def chain_through(assign: Assignments, gap: LayerRange, window: int | None = None) -> list[NodeId]:
     """The nodes that meet end to start on either side of a gap: its broken pipeline."""
     most = window or len(assign)
     left: list[NodeId] = []
@@ -119,18 +117,16 @@ def chain_through(assign: Assign, gap: LayerRange, window: int | None = None) ->
     return left + right
 
 
-def resplit_fix(
-    assign: Assign,
+def reapportion_fix(
+    assign: Assignments,
     gap: LayerRange,
     nodes: Sequence[NodeCapacity],
     perf: PerfModel,
     window: int | None = None,
-) -> Assign | None:
-    """Re-split the broken pipeline's nodes nearest the gap (`window` on each side, or
-    all) over their span plus the gap, by speed: wider windows balance better and
+) -> Assignments | None:
+    """Re-apportion, by speed, the broken pipeline's nodes nearest the gap (`window` on
+    each side, or all) over their span plus the gap: wider windows balance better and
     reload more."""
-    from coordinator.scheduler.split import bounds, water_fill
-
     by_id = {n.node_id: n for n in nodes}
     chain = chain_through(assign, gap, window)
     if not chain:
@@ -162,8 +158,8 @@ WINDOWS = (1, 2, 4, None)
 
 
 def ladder(
-    assign: Assign, fixes: list[Assign], nodes: Sequence[NodeCapacity], perf: PerfModel
-) -> Assign:
+    assign: Assignments, fixes: list[Assignments], nodes: Sequence[NodeCapacity], perf: PerfModel
+) -> Assignments:
     """From the cheapest fix up: a fix that reloads more layers must beat the one chosen so
     far by the rebalance threshold. Hysteresis, so small gains never move layers."""
     scored = sorted(
@@ -178,24 +174,28 @@ def ladder(
 
 
 def mend_pipeline(
-    assign: Assign, lost: LayerRange, nodes: Sequence[NodeCapacity], perf: PerfModel
-) -> Assign:
+    assign: Assignments, lost: LayerRange, nodes: Sequence[NodeCapacity], perf: PerfModel
+) -> Assignments:
     """A departed node's range may still be held by replicas, but its pipeline is broken
-    and those layers are now a bottleneck: re-split survivors nearby when that gains enough."""
+    and those layers are now a bottleneck: re-apportion survivors nearby when that gains
+    enough."""
     if gaps(assign, perf.num_layers):
-        # Nobody holds some layers: `repair` fixes gaps at the least reload; re-splitting
+        # Nobody holds some layers: `repair` fixes gaps at the least reload; re-apportioning
         # here would always win (anything beats a gap's zero throughput) and move more.
         return assign
-    fixes = [assign] + [f for w in WINDOWS if (f := resplit_fix(assign, lost, nodes, perf, w))]
+    fixes = [assign] + [f for w in WINDOWS if (f := reapportion_fix(assign, lost, nodes, perf, w))]
     return ladder(assign, fixes, nodes, perf)
 
 
-def repair(assign: Assign, nodes: Sequence[NodeCapacity], perf: PerfModel) -> Assign | None:
+def repair(
+    assign: Assignments, nodes: Sequence[NodeCapacity], perf: PerfModel
+) -> Assignments | None:
     """Cover every gap: the fewest reloaded layers, unless a fix that reloads more (its
-    broken pipeline re-split over nearby survivors) is better by the rebalance threshold."""
+    broken pipeline re-apportioned over nearby survivors) is better by the rebalance
+    threshold."""
     for gap in gaps(assign, perf.num_layers):
         fixes = gap_fixes(assign, gap, nodes, perf)[:SHORTLIST]
-        fixes += [f for w in WINDOWS if (f := resplit_fix(assign, gap, nodes, perf, w))]
+        fixes += [f for w in WINDOWS if (f := reapportion_fix(assign, gap, nodes, perf, w))]
         if not fixes:
             return None
         assign = ladder(assign, fixes, nodes, perf)

@@ -23,7 +23,8 @@ class AllocateOptions:
     # The throughput solvers size this from the concurrency a node's share needs instead,
     # but never below this floor.
     kv_reserve_tokens: int | None = None
-    # Split across at least this many nodes when they exist (the lead's demos want real hops).
+    # Pipelines of at least this many nodes when that many exist: real hops on a
+    # cluster that one node could serve alone (demos, tests of the data path).
     min_stages_when_possible: int = 1
     max_stages: int | None = None  # cap on hops per chain (a latency bound)
     latency_target_ms: float | None = None  # per-token latency bound of a chain

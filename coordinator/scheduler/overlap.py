@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from coordinator.scheduler.estimate import group_estimate
 from coordinator.scheduler.perf import PerfModel
-from coordinator.scheduler.types import NodeCapacity
+from coordinator.scheduler.types import NodeCapacity, Pipeline
 from parallax.types import LayerRange
 
-Pipeline = list[tuple[NodeCapacity, LayerRange]]
 MAX_ROUNDS = 6
 
 

@@ -14,10 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from coordinator.scheduler.perf import PerfModel
-from coordinator.scheduler.types import NodeCapacity
+from coordinator.scheduler.types import Held, NodeCapacity
 from parallax.types import LayerRange
-
-Held = list[tuple[NodeCapacity, LayerRange]]
 
 
 def span_for(node: NodeCapacity, perf: PerfModel, load: Sequence[float]) -> LayerRange | None:

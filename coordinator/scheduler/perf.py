@@ -99,7 +99,7 @@ class PerfModel:
         return 1.0 / (layers * self.token_s(node, batch))
 
     def speed(self, node: NodeCapacity) -> float:
-        """Layer-tokens/s at full batch: the weight of a node in a water-filling split."""
+        """Layer-tokens/s at full batch: a node's weight when layers are apportioned."""
         return 1.0 / self.token_s(node, float(self.batch_size))
 
     def link(self, a: NodeCapacity, b: NodeCapacity) -> LinkSpec:

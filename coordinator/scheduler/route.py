@@ -31,7 +31,7 @@ from statistics import fmean
 import numpy as np
 
 from coordinator.scheduler.route_index import COST_DTYPE, RouteIndex, TopologyKey, topology_key
-from coordinator.scheduler.types import ClusterState, Hop, Route, RouteRequest
+from coordinator.scheduler.types import HOP_WAIT_STEPS, ClusterState, Hop, Route, RouteRequest
 from parallax.errors import NotCovered
 from parallax.types import LayerRange
 
@@ -44,13 +44,6 @@ CROSS_REGION_RTT_MS = 100.0
 # Added per layer on a node that reports too little free KV: used only if nothing else is.
 KV_FULL_PENALTY_MS = 1e6
 INDEXES_KEPT = 4  # topologies whose index `route` keeps for the next request
-# Entering a node costs a wait for the step it is running, whatever part of its range
-# the hop uses: about half a step over its whole range. It keeps chains from hopping
-# more than they gain: a hop onto a big node for two layers waits for all of them, and
-# every hop holds a sequence slot and KV on one more node (Little's law). Simulated
-# (Nov 2026, llama3-70b, 12-32 mixed GPUs): +15% to +30% served tokens on 16 and 32
-# nodes, -3% on 12.
-HOP_WAIT_STEPS = 0.5
 # The wait is per node, which breaks the shared per-layer minimum behind the fast hop
 # table: up to this many (range, region) groups the table is built group by group
 # (about 3 us each); beyond, the wait is left out and routing stays sub-millisecond.

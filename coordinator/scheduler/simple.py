@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from coordinator.scheduler.apportion import bounds, water_fill
 from coordinator.scheduler.memory import MemoryModel
-from coordinator.scheduler.split import bounds, water_fill
-from coordinator.scheduler.types import NodeCapacity
+from coordinator.scheduler.types import Assignments, NodeCapacity
 from parallax.errors import NotCovered
-from parallax.types import LayerRange, NodeId
+from parallax.types import LayerRange
 
 GiB = float(1 << 30)
 
@@ -50,7 +50,7 @@ def stage_caps(order: Sequence[NodeCapacity], mem: MemoryModel) -> list[int]:
     ]
 
 
-def split_pipeline(
+def memory_layout(
     order: Sequence[NodeCapacity], mem: MemoryModel, weights: Sequence[float] | None = None
 ) -> list[LayerRange] | None:
     """Ranges for `order` (in pipeline order) covering all layers, or None if they do not fit."""
@@ -83,7 +83,7 @@ def allocate_simple(
     mem: MemoryModel,
     min_stages: int = 1,
     max_stages: int | None = None,
-) -> dict[NodeId, LayerRange | None]:
+) -> Assignments:
     """One pipeline over the fewest biggest nodes that fit (at least `min_stages` of them)."""
     eligible = sorted(
         (n for n in nodes if mem.max_layers(n.memory_bytes) >= 1),
@@ -102,11 +102,11 @@ def allocate_simple(
             least_loss_order(chosen, mem),
         )
         for order in orders:
-            ranges = split_pipeline(order, mem)
+            ranges = memory_layout(order, mem)
             if ranges is not None:
                 break
         if ranges is not None:
-            out: dict[NodeId, LayerRange | None] = {n.node_id: None for n in nodes}
+            out: Assignments = {n.node_id: None for n in nodes}
             out.update({n.node_id: r for n, r in zip(order, ranges, strict=True)})
             return out
     if max_stages is not None and hi < len(eligible):

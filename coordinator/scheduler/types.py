@@ -1,4 +1,4 @@
-"""Plain-data types of the scheduler. Frozen; no I/O; no torch.
+"""Plain-data types of the scheduler, and the constants both phases share. No I/O; no torch.
 
 Phase 1: `allocate(nodes, model, options) -> Allocation`
 Phase 2: `route(request, state) -> Route`
@@ -105,3 +105,19 @@ class Route:
                 return False
             at = hop.range.end
         return at == num_layers
+
+
+# Who holds which layers while a solver works on it (None: stands by).
+Assignments = dict[NodeId, LayerRange | None]
+# Nodes with the range each holds, in no particular order (a region group, a packing).
+Held = list[tuple[NodeCapacity, LayerRange]]
+# One pipeline's stages in chain order, each node with the layers it runs: `Held`, ordered.
+Pipeline = Held
+
+# Entering a node costs a wait for the step it is running, whatever part of its range
+# the hop uses: about half a step over its whole range. The router prices every hop
+# with it, and the estimate prices a chain the same way, so phase 1 rates allocations
+# as phase 2 will route them. It keeps chains from hopping more than they gain: a hop
+# onto a big node for two layers waits for all of them, and every hop holds a sequence
+# slot and KV on one more node (Little's law).
+HOP_WAIT_STEPS = 0.5
