@@ -12,6 +12,9 @@ import time
 from typing import Any
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message"}
+# HTTP clients that log every request at INFO: a benchmark or `parallax status` would
+# print one JSON line per request. Their warnings still show; --log-level debug shows all.
+PER_REQUEST_LOGGERS = ("httpx",)
 
 
 class JsonFormatter(logging.Formatter):
@@ -38,3 +41,6 @@ def setup_logging(level: str = "INFO") -> None:
     handler.setFormatter(JsonFormatter())
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    if root.level > logging.DEBUG:
+        for name in PER_REQUEST_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)

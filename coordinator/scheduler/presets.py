@@ -1,4 +1,4 @@
-"""Model shapes from public config.json files, for the simulator, benchmark and tests.
+"""Model shapes from public config.json files: names `parallax plan` accepts for a model.
 
 The allocator itself always takes a `ModelSpec`; these only spare callers a download.
 """
