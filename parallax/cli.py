@@ -14,13 +14,14 @@ import sys
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, version
 from typing import Any
 
 from parallax.config.base import ConfigBase, field_base_type
 from parallax.errors import ParallaxError
 
 ENTRY_POINT_GROUP = "parallax.commands"
+DISTRIBUTION = "parallax-p2p"
 
 
 @dataclass(frozen=True)
@@ -99,10 +100,19 @@ def load_command(name: str) -> Command:
     return cmd
 
 
+def installed_version() -> str:
+    """The installed distribution's version (pyproject.toml's), or "unknown" if not installed."""
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser(commands: dict[str, Command | None]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="parallax", description="Decentralized peer-to-peer LLM inference."
     )
+    parser.add_argument("--version", action="version", version=f"parallax {installed_version()}")
     parser.add_argument("--log-level", default=os.environ.get("PARALLAX_LOG_LEVEL", "INFO"))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in sorted(commands):
