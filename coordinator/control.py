@@ -1,16 +1,20 @@
-"""The Coordinator gRPC service (control plane): Join, Heartbeat, Leave.
+"""The Coordinator gRPC service (control plane): JoinChallenge, Join, Heartbeat, Leave.
 
 A thin translation layer: protobuf in, validated frozen records into the
 `Registry`, protobuf out. Bad input gets INVALID_ARGUMENT and the service keeps
-serving; a wrong join token gets PERMISSION_DENIED. Join and Leave re-run the
-allocator, which may take seconds, so they run in a worker thread; heartbeats
-are quick and run on the loop.
+serving. Join and Leave re-run the allocator, which may take seconds, so they run
+in a worker thread; heartbeats are quick and run on the loop.
+
+Trust (docs/SECURITY.md): a Join answers a challenge with an HMAC under the join
+token, never the token; a wrong answer gets PERMISSION_DENIED and counts against
+its peer, which after a few gets RESOURCE_EXHAUSTED for a while. Each joined node
+gets its own secret; a Heartbeat or Leave that does not prove the secret of the
+node it names gets PERMISSION_DENIED and changes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import math
 import time
@@ -18,11 +22,21 @@ from collections.abc import Callable
 
 import grpc
 
+from coordinator.join_guard import Challenges, FailureLimiter, peer_host, retry_text
 from coordinator.registry import Registry
-from coordinator.registry_types import Assignment, HardwareInfo, NodeReport, NodeState
+from coordinator.registry_types import (
+    AddressTaken,
+    Assignment,
+    HardwareInfo,
+    NodeRecord,
+    NodeReport,
+    NodeState,
+    Proof,
+)
 from parallax.errors import InvalidArgument
 from parallax.rpc import parallax_pb2 as pb
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
+from parallax.rpc.auth import join_proof_ok, new_node_secret, node_mac_ok
 from parallax.types import LayerRange, NodeId
 
 log = logging.getLogger(__name__)
@@ -85,24 +99,53 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         join_token: str = "",
         heartbeat_s: float = 1.0,
         clock: Callable[[], float] = time.time,
+        limiter: FailureLimiter | None = None,
     ) -> None:
         self.registry = registry
         self.join_token = join_token
         self.heartbeat_s = heartbeat_s
         self.clock = clock
+        self.challenges = Challenges()
+        self.limiter = limiter or FailureLimiter()
+
+    async def _check_limit(self, peer: str, context: grpc.aio.ServicerContext) -> None:
+        wait = self.limiter.retry_after(peer, self.clock())
+        if wait > 0:
+            context.set_trailing_metadata((("retry-after-s", str(round(wait, 3))),))
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many failed joins from {peer}: retry in {retry_text(wait)} "
+                "(check the node's --join-token and address)",
+            )
+
+    async def JoinChallenge(
+        self, request: pb.JoinChallengeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.JoinChallengeReply:
+        await self._check_limit(peer_host(context.peer()), context)
+        nonce = self.challenges.issue(self.clock())
+        return pb.JoinChallengeReply(nonce=nonce, expires_in_s=self.challenges.ttl_s)
 
     async def Join(
         self, request: pb.JoinRequest, context: grpc.aio.ServicerContext
     ) -> pb.JoinReply:
-        if self.join_token and not hmac.compare_digest(
-            request.join_token.encode(), self.join_token.encode()
-        ):
-            log.warning("join refused: bad token", extra={"address": request.address})
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                "wrong or missing join token: start the node with --join-token "
-                "(or PARALLAX_JOIN_TOKEN) set to the coordinator's --join-token",
-            )
+        peer = peer_host(context.peer())
+        await self._check_limit(peer, context)
+        if self.join_token:
+            if not self.challenges.take(request.nonce, self.clock()):
+                # Not a guess at the token (nothing was checked): not counted.
+                await context.abort(
+                    grpc.StatusCode.ABORTED,
+                    "join challenge unknown, used or expired: call JoinChallenge again "
+                    "and answer within its expires_in_s",
+                )
+            if not join_proof_ok(self.join_token, request.nonce, request, request.token_proof):
+                self.limiter.fail(peer, self.clock())
+                log.warning("join refused: bad token proof", extra={"peer": peer})
+                await context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "wrong or missing join token: start the node with --join-token "
+                    "(or PARALLAX_JOIN_TOKEN) set to the coordinator's --join-token",
+                )
         model = self.registry.model_name
         if request.model and request.model != model:
             await context.abort(
@@ -110,6 +153,26 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
                 f"this coordinator serves {model!r}, not {request.model!r}: "
                 f"start the node with --model {model} or without --model",
             )
+
+        def proves(old: NodeRecord) -> bool:
+            """The joiner is `old`, re-joining: it proves old's secret."""
+            proof = request.previous_proof
+            return (
+                request.previous_node_id == old.node_id
+                and bool(old.secret)
+                and proof.counter > old.counter
+                and node_mac_ok(
+                    old.secret,
+                    "Join",
+                    old.node_id,
+                    proof.counter,
+                    request,
+                    ("previous_proof", "token_proof"),
+                    proof.mac,
+                )
+            )
+
+        secret = new_node_secret()
         try:
             hardware = hardware_from_pb(request.hardware)
             node_id, assignment = await asyncio.to_thread(
@@ -119,14 +182,45 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
                 hardware,
                 self.clock(),
                 request.metrics_address,
+                secret=secret,
+                may_replace=proves,
             )
         except InvalidArgument as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except AddressTaken as e:
+            # Not counted as a failure: a restarted node retries this until its old
+            # record dies, and a 256-bit secret cannot be guessed anyway.
+            log.warning("join refused", extra={"peer": peer, "reason": str(e)})
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(e))
         return pb.JoinReply(
             node_id=node_id,
             assignment=assignment_to_pb(assignment),
             heartbeat_interval_s=self.heartbeat_s,
+            node_secret=secret,
         )
+
+    async def _prove(self, method: str, request, context: grpc.aio.ServicerContext) -> Proof:
+        """Whether `request` comes from the node it names; PERMISSION_DENIED if not."""
+        node_id, proof = NodeId(request.node_id), request.proof
+
+        def check(secret: bytes) -> bool:
+            return node_mac_ok(
+                secret, method, node_id, proof.counter, request, ("proof",), proof.mac
+            )
+
+        verdict = self.registry.authenticate(node_id, proof.counter, check)
+        if verdict is Proof.DENIED:
+            log.warning(
+                "node call refused: not signed by that node",
+                extra={"method": method, "node_id": node_id, "peer": context.peer()},
+            )
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{method} for node {node_id!r} is not signed with that node's secret (or "
+                "repeats a counter): a node may act only for itself; restart the node so it "
+                "joins again",
+            )
+        return verdict
 
     async def Heartbeat(
         self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext
@@ -137,6 +231,8 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             rtts = rtts_from_pb(list(request.rtts))
         except InvalidArgument as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        if await self._prove("Heartbeat", request, context) is Proof.UNKNOWN:
+            return pb.HeartbeatReply(unknown_node=True)
         assignment = self.registry.heartbeat(node_id, report, rtts, self.clock())
         if assignment is None:
             return pb.HeartbeatReply(unknown_node=True)
@@ -152,5 +248,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         return pb.HeartbeatReply(assignment=assignment_to_pb(assignment), peers=peers)
 
     async def Leave(self, request: pb.LeaveRequest, context: grpc.aio.ServicerContext) -> pb.Ack:
+        if await self._prove("Leave", request, context) is Proof.UNKNOWN:
+            return pb.Ack(ok=False, message=f"unknown node {request.node_id!r}")
         known = await asyncio.to_thread(self.registry.leave, NodeId(request.node_id), self.clock())
         return pb.Ack(ok=known, message="" if known else f"unknown node {request.node_id!r}")

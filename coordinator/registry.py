@@ -21,16 +21,18 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from coordinator.registry_types import (
+    AddressTaken,
     Assignment,
     Decision,
     HardwareInfo,
     NodeRecord,
     NodeReport,
     NodeState,
+    Proof,
     check_address,
     check_name,
 )
@@ -91,14 +93,29 @@ class Registry:
         hardware: HardwareInfo,
         now: float,
         metrics_address: str = "",  # HOST:PORT of its Prometheus /metrics, "" if none
+        *,
+        secret: bytes = b"",  # the node's identity (JoinReply.node_secret)
+        may_replace: Callable[[NodeRecord], bool] = lambda old: False,
     ) -> tuple[NodeId, Assignment]:
+        """Add a node. A live node at the same address is replaced only when
+        `may_replace(its record)` (the joiner proved it is that node); otherwise
+        AddressTaken, and the record stays. A dead one's address is free."""
         check_address(address)
         if metrics_address:
             check_address(metrics_address)
         name = check_name(name) or address
         with self._membership:
             with self._lock:
-                for old in [r for r in self._nodes.values() if r.address == address]:
+                same = [r for r in self._nodes.values() if r.address == address]
+                for old in same:
+                    if old.state is not NodeState.DEAD and not may_replace(old):
+                        raise AddressTaken(
+                            f"{address} is the address of live node {old.node_id}; only that "
+                            "node may join from it again. If it is this node before a restart, "
+                            f"the address is free once it is declared dead ({self.dead_after_s:g}"
+                            " s of silence); otherwise choose another --port/--advertise-host"
+                        )
+                for old in same:
                     # Same address: the same node restarted (or the coordinator forgot it).
                     del self._nodes[old.node_id]
                     self._version += 1
@@ -114,6 +131,7 @@ class Registry:
                     joined_at=now,
                     last_heartbeat=now,
                     metrics_address=metrics_address,
+                    secret=secret,
                 )
                 rec = self._nodes[node_id]
                 self._nodes[node_id] = dataclasses.replace(
@@ -129,6 +147,18 @@ class Registry:
             self._reallocate(now)
             with self._lock:
                 return node_id, self._nodes[node_id].assignment
+
+    def authenticate(self, node_id: NodeId, counter: int, check: Callable[[bytes], bool]) -> Proof:
+        """Whether a call is the node's own: `check(its secret)` holds and `counter` is
+        above every counter it used before (so no call can be replayed)."""
+        with self._lock:
+            rec = self._nodes.get(node_id)
+            if rec is None:
+                return Proof.UNKNOWN
+            if not rec.secret or counter <= rec.counter or not check(rec.secret):
+                return Proof.DENIED
+            self._nodes[node_id] = dataclasses.replace(rec, counter=counter)
+            return Proof.OK
 
     def heartbeat(
         self, node_id: NodeId, report: NodeReport, rtts: Mapping[NodeId, float], now: float

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from parallax.errors import InvalidArgument
+from parallax.errors import InvalidArgument, ParallaxError
 from parallax.types import LayerRange, NodeId, is_host_port
 
 MAX_NAME_CHARS = 64
@@ -119,6 +119,10 @@ class NodeRecord:
     # Decode capacity, layer-tokens/s, from the performance model of its hardware and
     # reported layer latency: kept here, computed when those change, not per state read.
     decode_speed: float = 0.0
+    # Its identity: the secret its JoinReply carried (b"": none, so it can prove nothing)
+    # and the counter of the last call it proved; never shown anywhere.
+    secret: bytes = field(default=b"", repr=False, compare=False)
+    counter: int = field(default=0, repr=False, compare=False)
 
     @property
     def alive(self) -> bool:
@@ -132,6 +136,18 @@ class NodeRecord:
             and self.assignment.range is not None
             and self.report.loaded == self.assignment.range
         )
+
+
+class AddressTaken(ParallaxError):
+    """A join names the address of a live node without proving it is that node."""
+
+
+class Proof(StrEnum):
+    """The registry's verdict on a call a node signed."""
+
+    OK = "ok"
+    UNKNOWN = "unknown"  # no such node (the coordinator forgot it): it must re-join
+    DENIED = "denied"  # wrong secret, or a counter already used: not that node
 
 
 def check_address(address: str) -> str:

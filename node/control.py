@@ -4,6 +4,11 @@ The heartbeat loop outlives coordinator restarts: failed heartbeats are retried
 every interval, and a coordinator that no longer knows this node (it restarted)
 gets a fresh Join. Assignment changes are applied by a separate task, so a slow
 weight load never delays the heartbeats that keep this node alive.
+
+A Join answers a fresh JoinChallenge with an HMAC under the join token, which is
+never sent. The JoinReply's secret is this node's identity: every Heartbeat and
+Leave carries an HMAC under it with a growing counter, and a re-join from the same
+address proves the previous identity (docs/SECURITY.md).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import grpc
+from google.protobuf.message import Message
 
 from node.hardware import Hardware
 from node.peer_rtt import RttProber
@@ -23,6 +29,7 @@ from parallax.errors import ParallaxError
 from parallax.rpc import deadlines
 from parallax.rpc import parallax_pb2 as pb
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
+from parallax.rpc.auth import join_proof, node_mac
 from parallax.rpc.tls import Tls, open_channel
 
 log = logging.getLogger(__name__)
@@ -34,6 +41,9 @@ CHANNEL_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2000),
 )
+# A node restarted on its old address waits this long at most for the coordinator to
+# declare its previous self dead (it holds the address until then).
+ADDRESS_WAIT_S = 60.0
 
 
 class CoordinatorUnreachable(ParallaxError):
@@ -46,14 +56,23 @@ class JoinRefused(ParallaxError):
 
 class ControlClient:
     def __init__(
-        self, coordinator: str, *, connect_timeout_s: float = 3.0, tls: Tls | None = None
+        self,
+        coordinator: str,
+        *,
+        connect_timeout_s: float = 3.0,
+        tls: Tls | None = None,
+        address_wait_s: float = ADDRESS_WAIT_S,
     ) -> None:
         self.coordinator = coordinator
         self.connect_timeout_s = connect_timeout_s
         self._channel = open_channel(coordinator, tls, CHANNEL_OPTIONS)
         self._stub = pb_grpc.CoordinatorStub(self._channel)
         self._join_request: pb.JoinRequest | None = None
+        self._join_token = ""
+        self.address_wait_s = address_wait_s
         self.node_id = ""
+        self._secret = b""  # this node's identity, from the JoinReply
+        self._counter = 0  # of the last call signed with it
         self.assignment = pb.Assignment()
         self.interval_s = 1.0
         self._prober = RttProber(tls)
@@ -75,9 +94,9 @@ class ControlClient:
             address=address,
             hardware=hardware.to_pb(),
             model=config.model,
-            join_token=config.join_token,
             metrics_address=metrics_address,
         )
+        self._join_token = config.join_token
         self.interval_s = config.heartbeat_s
         await self._connect()
         return await self._join()
@@ -97,16 +116,56 @@ class ControlClient:
                 raise self._unreachable(f"no answer within {self.connect_timeout_s:g} s") from None
             state = self._channel.get_state(try_to_connect=True)
 
-    async def _join(self) -> tuple[str, pb.Assignment, float]:
+    def _sign(self, method: str, request: Message, field: str, *unsigned: str) -> None:
+        """Fill the NodeProof `request.<field>`: this node's HMAC of the call, over all
+        of it but that field and the `unsigned` ones."""
+        self._counter += 1
+        proof = getattr(request, field)
+        proof.counter = self._counter
+        fields = (field, *unsigned)
+        proof.mac = node_mac(self._secret, method, self.node_id, self._counter, request, fields)
+
+    async def _signed_join(self) -> pb.JoinReply:
+        """One challenge and the Join that answers it."""
         if self._join_request is None:
             raise ParallaxError("ControlClient.join must be called before heartbeats")
-        try:
-            reply = await self._stub.Join(self._join_request, timeout=deadlines.JOIN_S)
-        except grpc.aio.AioRpcError as e:
-            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise self._unreachable(e.code().name.lower()) from None
-            raise JoinRefused(f"coordinator refused to join: {e.details()}") from None
+        challenge = await self._stub.JoinChallenge(
+            pb.JoinChallengeRequest(), timeout=deadlines.JOIN_CHALLENGE_S
+        )
+        request = pb.JoinRequest()
+        request.CopyFrom(self._join_request)
+        request.nonce = challenge.nonce
+        if self._secret:  # a re-join: prove we were that node, so we may keep the address
+            request.previous_node_id = self.node_id
+            self._sign("Join", request, "previous_proof", "token_proof")
+        if self._join_token:
+            request.token_proof = join_proof(self._join_token, challenge.nonce, request)
+        return await self._stub.Join(request, timeout=deadlines.JOIN_S)
+
+    async def _join(self) -> tuple[str, pb.Assignment, float]:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.address_wait_s
+        stale_challenges = 0
+        while True:
+            try:
+                reply = await self._signed_join()
+                break
+            except grpc.aio.AioRpcError as e:
+                code = e.code()
+                if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise self._unreachable(code.name.lower()) from None
+                if code is grpc.StatusCode.ABORTED and stale_challenges < 2:
+                    stale_challenges += 1  # the challenge expired on the way: ask again
+                    continue
+                if code is grpc.StatusCode.ALREADY_EXISTS and loop.time() < give_up:
+                    # Our previous self holds the address until it is declared dead.
+                    log.info("address still held; retrying", extra={"reason": e.details()})
+                    await asyncio.sleep(self.interval_s)
+                    continue
+                raise JoinRefused(f"coordinator refused to join: {e.details()}") from None
         self.node_id = reply.node_id
+        self._secret = reply.node_secret
+        self._counter = 0
         self.assignment = reply.assignment
         if reply.heartbeat_interval_s > 0:
             self.interval_s = reply.heartbeat_interval_s
@@ -160,6 +219,7 @@ class ControlClient:
         request = pb.HeartbeatRequest(
             node_id=self.node_id, status=status, rtts=self._prober.results()
         )
+        self._sign("Heartbeat", request, "proof")
         reply = await self._stub.Heartbeat(request, timeout=deadlines.HEARTBEAT_S)
         if reply.unknown_node:
             log.warning(
@@ -188,10 +248,10 @@ class ControlClient:
 
     async def leave(self) -> None:
         if self.node_id:
+            request = pb.LeaveRequest(node_id=self.node_id)
+            self._sign("Leave", request, "proof")
             try:
-                await self._stub.Leave(
-                    pb.LeaveRequest(node_id=self.node_id), timeout=deadlines.LEAVE_S
-                )
+                await self._stub.Leave(request, timeout=deadlines.LEAVE_S)
             except grpc.aio.AioRpcError as e:
                 log.warning("leave not delivered", extra={"error": e.code().name})
 

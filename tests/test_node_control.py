@@ -18,11 +18,22 @@ from node.hardware import Hardware, measure_hardware
 from parallax.config.node import NodeConfig
 from parallax.rpc import parallax_pb2 as pb
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
+from parallax.rpc.auth import node_mac
 from tests.test_registry_control import HALF, OPTS, SPEC, WHOLE, covers
 
 HW = Hardware("cpu", "test cpu", flops=1e11, mem_bandwidth=2e10, memory_bytes=4 * WHOLE)
 BEAT_S = 0.1
 DEAD_S = 0.6
+
+
+def sign(request, secret: bytes, method: str, counter: int, field: str = "proof"):
+    """Sign `request` as the node it names, the way ControlClient does."""
+    proof = getattr(request, field)
+    proof.counter = counter
+    node_id = request.previous_node_id if field == "previous_proof" else request.node_id
+    unsigned = (field, "token_proof") if field == "previous_proof" else (field,)
+    proof.mac = node_mac(secret, method, node_id, counter, request, unsigned)
+    return request
 
 
 def run(coro):
@@ -176,7 +187,9 @@ def test_bad_input_gets_invalid_argument_and_the_server_keeps_serving() -> None:
             )
             beat = await stub.Heartbeat(pb.HeartbeatRequest(node_id="ghost-1"), timeout=5)
             assert beat.unknown_node
-            assert (await stub.Leave(pb.LeaveRequest(node_id=reply.node_id), timeout=5)).ok
+            leave = pb.LeaveRequest(node_id=reply.node_id)
+            sign(leave, reply.node_secret, "Leave", counter=1)
+            assert (await stub.Leave(leave, timeout=5)).ok
             assert reg.nodes == ()
 
     run(main())

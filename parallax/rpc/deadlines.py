@@ -6,6 +6,7 @@ PUSH_TOKENS_S = 5.0  # last node -> first node: sampled tokens
 DELIVER_S = 5.0  # last node -> gateway: token stream
 RELEASE_S = 5.0  # free KV on a node (abort/finish)
 HEALTH_S = 2.0  # liveness and load probe
+JOIN_CHALLENGE_S = 5.0  # node -> coordinator: a nonce to answer in the join
 JOIN_S = 10.0  # node -> coordinator: join
 HEARTBEAT_S = 5.0  # node -> coordinator: heartbeat
 LEAVE_S = 5.0  # node -> coordinator: leave

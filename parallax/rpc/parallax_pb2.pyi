@@ -1,10 +1,30 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class Failure(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FAILURE_NONE: _ClassVar[Failure]
+    FAILURE_KV_FULL: _ClassVar[Failure]
+    FAILURE_OVERLOADED: _ClassVar[Failure]
+    FAILURE_UNREACHABLE: _ClassVar[Failure]
+    FAILURE_REASSIGNED: _ClassVar[Failure]
+    FAILURE_DRAINING: _ClassVar[Failure]
+    FAILURE_INVALID: _ClassVar[Failure]
+    FAILURE_INTERNAL: _ClassVar[Failure]
+FAILURE_NONE: Failure
+FAILURE_KV_FULL: Failure
+FAILURE_OVERLOADED: Failure
+FAILURE_UNREACHABLE: Failure
+FAILURE_REASSIGNED: Failure
+FAILURE_DRAINING: Failure
+FAILURE_INVALID: Failure
+FAILURE_INTERNAL: Failure
 
 class Tensor(_message.Message):
     __slots__ = ("data", "dtype", "shape")
@@ -124,7 +144,7 @@ class TopLogprob(_message.Message):
     def __init__(self, token_id: _Optional[int] = ..., logprob: _Optional[float] = ...) -> None: ...
 
 class TokenEvent(_message.Message):
-    __slots__ = ("request_id", "token_id", "finished", "finish_reason", "logprob", "top_logprobs", "error", "index")
+    __slots__ = ("request_id", "token_id", "finished", "finish_reason", "logprob", "top_logprobs", "error", "index", "failure")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
@@ -133,6 +153,7 @@ class TokenEvent(_message.Message):
     TOP_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     token_id: int
     finished: bool
@@ -141,7 +162,8 @@ class TokenEvent(_message.Message):
     top_logprobs: _containers.RepeatedCompositeFieldContainer[TopLogprob]
     error: str
     index: int
-    def __init__(self, request_id: _Optional[str] = ..., token_id: _Optional[int] = ..., finished: _Optional[bool] = ..., finish_reason: _Optional[str] = ..., logprob: _Optional[float] = ..., top_logprobs: _Optional[_Iterable[_Union[TopLogprob, _Mapping]]] = ..., error: _Optional[str] = ..., index: _Optional[int] = ...) -> None: ...
+    failure: Failure
+    def __init__(self, request_id: _Optional[str] = ..., token_id: _Optional[int] = ..., finished: _Optional[bool] = ..., finish_reason: _Optional[str] = ..., logprob: _Optional[float] = ..., top_logprobs: _Optional[_Iterable[_Union[TopLogprob, _Mapping]]] = ..., error: _Optional[str] = ..., index: _Optional[int] = ..., failure: _Optional[_Union[Failure, str]] = ...) -> None: ...
 
 class TokenBatch(_message.Message):
     __slots__ = ("events", "sender_id")
@@ -220,21 +242,47 @@ class Hardware(_message.Message):
     memory_bytes: float
     def __init__(self, device: _Optional[str] = ..., device_name: _Optional[str] = ..., flops: _Optional[float] = ..., mem_bandwidth: _Optional[float] = ..., memory_bytes: _Optional[float] = ...) -> None: ...
 
+class NodeProof(_message.Message):
+    __slots__ = ("counter", "mac")
+    COUNTER_FIELD_NUMBER: _ClassVar[int]
+    MAC_FIELD_NUMBER: _ClassVar[int]
+    counter: int
+    mac: bytes
+    def __init__(self, counter: _Optional[int] = ..., mac: _Optional[bytes] = ...) -> None: ...
+
+class JoinChallengeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class JoinChallengeReply(_message.Message):
+    __slots__ = ("nonce", "expires_in_s")
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_S_FIELD_NUMBER: _ClassVar[int]
+    nonce: bytes
+    expires_in_s: float
+    def __init__(self, nonce: _Optional[bytes] = ..., expires_in_s: _Optional[float] = ...) -> None: ...
+
 class JoinRequest(_message.Message):
-    __slots__ = ("name", "address", "hardware", "model", "join_token", "metrics_address")
+    __slots__ = ("name", "address", "hardware", "model", "metrics_address", "nonce", "token_proof", "previous_node_id", "previous_proof")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     HARDWARE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
-    JOIN_TOKEN_FIELD_NUMBER: _ClassVar[int]
     METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_PROOF_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_PROOF_FIELD_NUMBER: _ClassVar[int]
     name: str
     address: str
     hardware: Hardware
     model: str
-    join_token: str
     metrics_address: str
-    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., hardware: _Optional[_Union[Hardware, _Mapping]] = ..., model: _Optional[str] = ..., join_token: _Optional[str] = ..., metrics_address: _Optional[str] = ...) -> None: ...
+    nonce: bytes
+    token_proof: bytes
+    previous_node_id: str
+    previous_proof: NodeProof
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., hardware: _Optional[_Union[Hardware, _Mapping]] = ..., model: _Optional[str] = ..., metrics_address: _Optional[str] = ..., nonce: _Optional[bytes] = ..., token_proof: _Optional[bytes] = ..., previous_node_id: _Optional[str] = ..., previous_proof: _Optional[_Union[NodeProof, _Mapping]] = ...) -> None: ...
 
 class Assignment(_message.Message):
     __slots__ = ("model", "start", "end", "standby", "epoch")
@@ -251,14 +299,16 @@ class Assignment(_message.Message):
     def __init__(self, model: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., standby: _Optional[bool] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class JoinReply(_message.Message):
-    __slots__ = ("node_id", "assignment", "heartbeat_interval_s")
+    __slots__ = ("node_id", "assignment", "heartbeat_interval_s", "node_secret")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    NODE_SECRET_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     assignment: Assignment
     heartbeat_interval_s: float
-    def __init__(self, node_id: _Optional[str] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., heartbeat_interval_s: _Optional[float] = ...) -> None: ...
+    node_secret: bytes
+    def __init__(self, node_id: _Optional[str] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., heartbeat_interval_s: _Optional[float] = ..., node_secret: _Optional[bytes] = ...) -> None: ...
 
 class PeerRtt(_message.Message):
     __slots__ = ("node_id", "rtt_ms")
@@ -269,14 +319,16 @@ class PeerRtt(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., rtt_ms: _Optional[float] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "status", "rtts")
+    __slots__ = ("node_id", "status", "rtts", "proof")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     RTTS_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     status: NodeStatus
     rtts: _containers.RepeatedCompositeFieldContainer[PeerRtt]
-    def __init__(self, node_id: _Optional[str] = ..., status: _Optional[_Union[NodeStatus, _Mapping]] = ..., rtts: _Optional[_Iterable[_Union[PeerRtt, _Mapping]]] = ...) -> None: ...
+    proof: NodeProof
+    def __init__(self, node_id: _Optional[str] = ..., status: _Optional[_Union[NodeStatus, _Mapping]] = ..., rtts: _Optional[_Iterable[_Union[PeerRtt, _Mapping]]] = ..., proof: _Optional[_Union[NodeProof, _Mapping]] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
     __slots__ = ("assignment", "peers", "unknown_node")
@@ -289,7 +341,9 @@ class HeartbeatReply(_message.Message):
     def __init__(self, assignment: _Optional[_Union[Assignment, _Mapping]] = ..., peers: _Optional[_Iterable[_Union[Hop, _Mapping]]] = ..., unknown_node: _Optional[bool] = ...) -> None: ...
 
 class LeaveRequest(_message.Message):
-    __slots__ = ("node_id",)
+    __slots__ = ("node_id", "proof")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
     node_id: str
-    def __init__(self, node_id: _Optional[str] = ...) -> None: ...
+    proof: NodeProof
+    def __init__(self, node_id: _Optional[str] = ..., proof: _Optional[_Union[NodeProof, _Mapping]] = ...) -> None: ...

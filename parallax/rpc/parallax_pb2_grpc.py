@@ -350,6 +350,11 @@ class CoordinatorStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.JoinChallenge = channel.unary_unary(
+                '/parallax.rpc.Coordinator/JoinChallenge',
+                request_serializer=parallax_dot_rpc_dot_parallax__pb2.JoinChallengeRequest.SerializeToString,
+                response_deserializer=parallax_dot_rpc_dot_parallax__pb2.JoinChallengeReply.FromString,
+                _registered_method=True)
         self.Join = channel.unary_unary(
                 '/parallax.rpc.Coordinator/Join',
                 request_serializer=parallax_dot_rpc_dot_parallax__pb2.JoinRequest.SerializeToString,
@@ -369,6 +374,12 @@ class CoordinatorStub:
 
 class CoordinatorServicer:
     """Missing associated documentation comment in .proto file."""
+
+    def JoinChallenge(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def Join(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -391,6 +402,11 @@ class CoordinatorServicer:
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'JoinChallenge': grpc.unary_unary_rpc_method_handler(
+                    servicer.JoinChallenge,
+                    request_deserializer=parallax_dot_rpc_dot_parallax__pb2.JoinChallengeRequest.FromString,
+                    response_serializer=parallax_dot_rpc_dot_parallax__pb2.JoinChallengeReply.SerializeToString,
+            ),
             'Join': grpc.unary_unary_rpc_method_handler(
                     servicer.Join,
                     request_deserializer=parallax_dot_rpc_dot_parallax__pb2.JoinRequest.FromString,
@@ -416,6 +432,33 @@ def add_CoordinatorServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Coordinator:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def JoinChallenge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parallax.rpc.Coordinator/JoinChallenge',
+            parallax_dot_rpc_dot_parallax__pb2.JoinChallengeRequest.SerializeToString,
+            parallax_dot_rpc_dot_parallax__pb2.JoinChallengeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def Join(request,
