@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict, defaultdict, deque
-from dataclasses import dataclass
 
 import torch
 
 from node.engine.runner import Chunk, ShardRunner
-from node.engine.sampler import RequestSampler, sample
+from node.engine.sampler import sample
 from node.engine.scheduler import Scheduler, Sequence
 from node.outbox import Outbox
+from node.request import NodeRequest
 from node.submit_check import check_submit
-from parallax.errors import CapacityError, InvalidArgument, ParallaxError
+from parallax.errors import CapacityError, InvalidArgument, ParallaxError, StaleRoute
+from parallax.failures import FailureKind, failure_event
 from parallax.rpc import parallax_pb2 as pb
-from parallax.sampling import SamplingParams
 from parallax.types import LayerRange
 from parallax.wire.codec import encode_tensor
 from parallax.wire.limits import MAX_FORWARD_ROWS
@@ -34,17 +34,6 @@ NON_FINITE = (
 )
 
 
-@dataclass
-class ReqInfo:
-    request: pb.SubmitRequest
-    hop: int  # index of this node in the route
-    layers: LayerRange  # the layers this node runs for the request
-
-    @property
-    def hops(self):
-        return self.request.route.hops
-
-
 class NodePipeline:
     def __init__(
         self, node_id: str, runner: ShardRunner, cfg, eos_ids, wire_dtype=None, vocab_limit=None
@@ -56,36 +45,29 @@ class NodePipeline:
         self.spec = runner.model.spec
         self.eos_ids, self.wire_dtype = frozenset(eos_ids), wire_dtype
         self.scheduler = Scheduler(self.kv, cfg.max_batch_tokens, cfg.max_running)
-        self.reqs: dict[str, ReqInfo] = {}
-        self.seqs: dict[str, Sequence] = {}
-        self.samplers: dict[str, RequestSampler] = {}
+        self.reqs: dict[str, NodeRequest] = {}  # everything held per request
         self.incoming: deque[tuple[list[pb.SeqChunk], torch.Tensor]] = deque()
         self.max_context = runner.model.rotary.cos.shape[0]
         # Ids released recently: a chunk still in flight for one must not re-allocate KV.
         self.released: OrderedDict[str, None] = OrderedDict()
         self.restarts = 0  # re-prefills from the first hop (it preempted the request)
         self.freed_early = 0  # requests whose KV a KV-only release freed before that
-        self.awaiting_reprefill: set[str] = set()
-        # Per request: times this first hop preempted it / this hop restarted it.
-        self.preempted: dict[str, int] = {}
-        self.restarted: dict[str, int] = {}
 
     # ---- inputs (called from RPC handlers, between steps) ----
-    def _register(self, request: pb.SubmitRequest) -> ReqInfo:
+    def _register(self, request: pb.SubmitRequest) -> NodeRequest:
         hops = request.route.hops
         idx = next((i for i, h in enumerate(hops) if h.node_id == self.node_id), None)
         if idx is None:
-            raise InvalidArgument(f"request {request.request_id}: this node is not on its route")
+            raise StaleRoute(f"request {request.request_id}: this node is not on its route")
         h = hops[idx]
         layers = LayerRange(h.start, h.end)
         if not self.runner.model.range.covers(layers):
-            raise InvalidArgument(
+            raise StaleRoute(
                 f"request {request.request_id}: hop {layers} is outside this node's layers "
                 f"{self.runner.model.range}; the route is stale"
             )
-        info = ReqInfo(request, idx, layers)
-        self.reqs[request.request_id] = info
-        return info
+        req = self.reqs[request.request_id] = NodeRequest(request, idx, layers)
+        return req
 
     def check_submit(self, request: pb.SubmitRequest) -> None:
         """Refuse a Submit this node cannot start (read-only: safe during a step)."""
@@ -104,11 +86,10 @@ class NodePipeline:
         self.check_submit(request)
         if rid in self.reqs:
             raise InvalidArgument(f"request id {rid!r} is already running here")
-        self._register(request)
+        req = self._register(request)
         ids = list(request.prompt_ids)
-        seq = Sequence(rid, ids, len(ids))
-        self.seqs[rid] = seq
-        self.scheduler.add(seq)
+        req.seq = Sequence(rid, ids, len(ids))
+        self.scheduler.add(req.seq)
 
     def enqueue(self, msg: pb.ForwardRequest, hidden: torch.Tensor, out: Outbox) -> None:
         """Queue a message's chunks for the next step. A chunk this node cannot take
@@ -138,18 +119,18 @@ class NodePipeline:
             return True
         except ParallaxError as e:
             log.warning("request refused", extra={"request_id": rid, "error": str(e)})
-            ev = pb.TokenEvent(request_id=rid, finished=True, finish_reason="error", error=str(e))
+            ev = failure_event(rid, FailureKind.of(e), str(e))
             out.delivers[c.request.reply_to].events.append(ev)
             self.release_elsewhere(rid, c.request.route.hops, "error", out)
             return False
 
     def on_tokens(self, batch: pb.TokenBatch) -> None:
         for ev in batch.events:
-            seq = self.seqs.get(ev.request_id)
-            if seq is not None:
-                self.scheduler.on_token(seq, ev.token_id, finished=ev.finished)
+            req = self.reqs.get(ev.request_id)
+            if req is not None and req.seq is not None:
+                self.scheduler.on_token(req.seq, ev.token_id, finished=ev.finished)
                 if ev.finished:
-                    self._forget(ev.request_id)
+                    self.forget(ev.request_id)
 
     def free_kv(self, preempted: dict[str, int]) -> None:
         """The first hop preempted these requests: their KV here is stale until the
@@ -157,35 +138,32 @@ class NodePipeline:
         sampling state) stay. An entry whose re-prefill already ran here (it came by
         way of the hops in between, which may overtake this message) is ignored."""
         for rid, times in preempted.items():
-            if self.restarted.get(rid, 0) >= times:
+            req = self.reqs.get(rid)
+            if req is None or req.restarted >= times:
                 continue
-            if rid in self.reqs and self.kv.has(rid):
+            if self.kv.has(rid):
                 self.kv.free(rid)
-                self.awaiting_reprefill.add(rid)
+                req.awaiting_reprefill = True
                 self.freed_early += 1
 
     def release(self, request_ids) -> None:
         for rid in request_ids:
-            seq = self.seqs.get(rid)
-            if seq is not None:
-                self.scheduler.finish(seq)
-            self._forget(rid)
+            req = self.reqs.get(rid)
+            if req is not None and req.seq is not None:
+                self.scheduler.finish(req.seq)
+            self.forget(rid)
         drop = set(request_ids)
         self.incoming = deque(
             (cs, h) for cs, h in self.incoming if not any(c.request_id in drop for c in cs)
         )
 
-    def _forget(self, rid: str) -> None:
+    def forget(self, rid: str) -> None:
+        """Drop everything this node holds for `rid`: its record and its KV."""
         self.released[rid] = None
         while len(self.released) > 10_000:
             self.released.popitem(last=False)
         self.kv.free(rid)
-        self.awaiting_reprefill.discard(rid)
-        self.preempted.pop(rid, None)
-        self.restarted.pop(rid, None)
         self.reqs.pop(rid, None)
-        self.seqs.pop(rid, None)
-        self.samplers.pop(rid, None)
 
     def has_work(self) -> bool:
         return bool(self.incoming) or self.scheduler.has_work()
@@ -197,9 +175,10 @@ class NodePipeline:
         for chunk in self.scheduler.schedule(self._micro_batch()):
             work[self.reqs[chunk.request_id].layers].append((chunk, None))
         for rid in self.scheduler.preempted:
-            times = self.preempted[rid] = self.preempted.get(rid, 0) + 1
-            for h in self.reqs[rid].hops[1:]:
-                out.frees[h.address].kv_only[rid] = times
+            req = self.reqs[rid]
+            req.preempted += 1
+            for h in req.hops[1:]:
+                out.frees[h.address].kv_only[rid] = req.preempted
         self.scheduler.preempted.clear()
         for chunks, hidden in self._take_incoming():
             row = 0
@@ -261,12 +240,12 @@ class NodePipeline:
         The sampler stays: the re-prefill ends by sampling the token that follows those
         already generated, so its history, seed state and token index carry on.
         """
+        req = self.reqs[rid]
         stale = [i for i, (c, _) in enumerate(items) if c.request_id == rid]
-        freed = rid in self.awaiting_reprefill
-        if not self.kv.has(rid) and not stale and not freed:
+        if not self.kv.has(rid) and not stale and not req.awaiting_reprefill:
             return  # its very first chunk
-        self.awaiting_reprefill.discard(rid)
-        self.restarted[rid] = self.restarted.get(rid, 0) + 1
+        req.awaiting_reprefill = False
+        req.restarted += 1
         for i in reversed(stale):
             del items[i]
         self.kv.free(rid)
@@ -297,9 +276,9 @@ class NodePipeline:
                 # Only the first hop can preempt (it holds the tokens to recompute from);
                 # a downstream hop out of KV fails the request, and the gateway replays it.
                 why = f"{e}; a downstream hop cannot recompute it, so the gateway must replay it"
-                self.fail(chunk.request_id, why, out)
+                self.fail(chunk.request_id, FailureKind.KV_FULL, why, out)
             except ParallaxError as e:
-                self.fail(chunk.request_id, str(e), out)
+                self.fail(chunk.request_id, FailureKind.of(e), str(e), out)
         # A failed request's earlier chunks of this step must not run: its KV is freed.
         return [(c, r) for c, r in ok if c.request_id in self.reqs]
 
@@ -307,8 +286,7 @@ class NodePipeline:
         by_next: dict[str, list[tuple[Chunk, torch.Tensor]]] = defaultdict(list)
         row = 0
         for c in chunks:
-            info = self.reqs[c.request_id]
-            by_next[info.hops[info.hop + 1].address].append((c, hidden[row : row + c.n]))
+            by_next[self.reqs[c.request_id].next_address].append((c, hidden[row : row + c.n]))
             row += c.n
         for addr, all_items in by_next.items():
             for items in _split_rows(all_items, MAX_FORWARD_ROWS):
@@ -321,41 +299,41 @@ class NodePipeline:
                 request_id=c.request_id, start_pos=c.start, num_tokens=c.n, sample=c.sample
             )
             if c.start == 0:  # the request's first chunk carries what downstream needs
-                sc.request.CopyFrom(self.reqs[c.request_id].request)
+                sc.request.CopyFrom(self.reqs[c.request_id].submit)
         msg.hidden.CopyFrom(encode_tensor(torch.cat([h for _, h in items]), self.wire_dtype))
         return msg
 
     def _sample(self, chunks: list[Chunk], logits: torch.Tensor, out: Outbox) -> None:
-        sampled_chunks, samplers, keep = [], [], []
+        reqs, samplers, keep = [], [], []
         # A row that overflowed (or came in as NaN) fails its own request; drawing from it
         # would fail the whole step, and every request on this node with it.
         finite = torch.isfinite(logits).all(-1).tolist()
         for i, c in enumerate(c for c in chunks if c.sample):
             if not finite[i]:
-                self.fail(c.request_id, NON_FINITE, out)
+                self.fail(c.request_id, FailureKind.INTERNAL, NON_FINITE, out)
                 continue
-            s = self._sampler(c.request_id)
+            req = self.reqs[c.request_id]
+            s = req.sampler_for(self.eos_ids, self.max_context)
             # The chunk must end where the request's tokens so far end (after a re-prefill
             # too): otherwise a token would be repeated or skipped in the stream.
             have = len(s.prompt_ids) + len(s.generated)
             if c.start + c.n != have:
                 why = f"out of step: sampling after token {c.start + c.n}, the request has {have}"
-                self.fail(c.request_id, why, out)
+                self.fail(c.request_id, FailureKind.INTERNAL, why, out)
                 continue
-            sampled_chunks.append(c)
+            reqs.append(req)
             samplers.append(s)
             keep.append(i)
-        if not sampled_chunks:
+        if not reqs:
             return
         if len(keep) < logits.shape[0]:
             logits = logits[torch.tensor(keep, dtype=torch.long)]
-        for c, s, res in zip(
-            sampled_chunks, samplers, sample(logits, samplers, self.vocab_limit), strict=True
+        for req, s, res in zip(
+            reqs, samplers, sample(logits, samplers, self.vocab_limit), strict=True
         ):
-            info = self.reqs[c.request_id]
             reason = s.finish_reason()
             ev = pb.TokenEvent(
-                request_id=c.request_id,
+                request_id=req.rid,
                 token_id=res.token_id,
                 finished=reason is not None,
                 finish_reason=reason or "",
@@ -364,42 +342,27 @@ class NodePipeline:
             )
             for tok, lp in res.top:
                 ev.top_logprobs.add(token_id=tok, logprob=lp)
-            out.delivers[info.request.reply_to].events.append(ev)
+            out.delivers[req.reply_to].events.append(ev)
             if reason is not None:
-                self._finish(c.request_id, "finished", out)
-            elif info.hop == 0:
-                self.scheduler.on_token(self.seqs[c.request_id], res.token_id, finished=False)
+                self._finish(req.rid, "finished", out)
+            elif req.seq is not None:  # this node is the first hop too
+                self.scheduler.on_token(req.seq, res.token_id, finished=False)
             else:
-                out.pushes[info.hops[0].address].events.append(ev)
+                out.pushes[req.first_address].events.append(ev)
 
-    def _sampler(self, rid: str) -> RequestSampler:
-        s = self.samplers.get(rid)
-        if s is None:
-            req = self.reqs[rid].request
-            params = SamplingParams.from_proto(req.sampling)
-            # A replayed request carries its generated tokens at the end of the prompt:
-            # they count towards max_tokens and the penalties, as on the first chain.
-            ids, offset = (
-                list(req.prompt_ids),
-                max(0, min(req.generated_offset, len(req.prompt_ids))),
-            )
-            s = RequestSampler(params, ids[: len(ids) - offset], self.eos_ids, self.max_context)
-            s.generated = ids[len(ids) - offset :]
-            self.samplers[rid] = s
-        return s
-
-    def fail(self, rid: str, why: str, out: Outbox) -> None:
-        log.warning("request failed on this node", extra={"request_id": rid, "error": why})
-        info = self.reqs.get(rid)
-        if info is not None:
-            ev = pb.TokenEvent(request_id=rid, finished=True, finish_reason="error", error=why)
-            out.delivers[info.request.reply_to].events.append(ev)
+    def fail(self, rid: str, kind: FailureKind, why: str, out: Outbox) -> None:
+        log.warning(
+            "request failed on this node", extra={"request_id": rid, "failure": kind, "error": why}
+        )
+        req = self.reqs.get(rid)
+        if req is not None:
+            out.delivers[req.reply_to].events.append(failure_event(rid, kind, why))
         self._finish(rid, "error", out)
 
     def _finish(self, rid: str, reason: str, out: Outbox) -> None:
-        info = self.reqs.get(rid)
-        if info is not None:
-            self.release_elsewhere(rid, info.hops, reason, out)
+        req = self.reqs.get(rid)
+        if req is not None:
+            self.release_elsewhere(rid, req.hops, reason, out)
         self.release([rid])
 
     def release_elsewhere(self, rid: str, hops, reason: str, out: Outbox) -> None:

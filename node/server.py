@@ -10,10 +10,10 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import Any
 
 import grpc
 
+from node import inbox
 from node.engine.engine import DTYPES, make_runner
 from node.metrics import NodeMetrics
 from node.outbox import Outbox
@@ -21,7 +21,8 @@ from node.peers import CHANNEL_OPTIONS, Peers
 from node.pipeline import NodePipeline
 from node.weights import load_shard_model
 from parallax.config.generate import EngineConfig
-from parallax.errors import ParallaxError
+from parallax.errors import ParallaxError, StaleRoute
+from parallax.failures import FailureKind, failure_event
 from parallax.rpc import parallax_pb2 as pb
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
 from parallax.rpc.tls import Tls, add_port
@@ -45,7 +46,7 @@ class NodeServer(pb_grpc.NodeServicer):
         self.node_id = ""
         self.state = "joining"
         self.pipeline: NodePipeline | None = None
-        self.inbox: deque = deque()
+        self.inbox: deque[inbox.InboxMessage] = deque()
         self.wake = asyncio.Event()
         self._stepping = asyncio.Lock()  # held while an engine step runs in its thread
         self.metrics = NodeMetrics()
@@ -101,8 +102,8 @@ class NodeServer(pb_grpc.NodeServicer):
             # A step may still run on the old pipeline in its thread: fail its requests
             # (freeing their KV) only once that step is over.
             async with self._stepping:
-                self._fail_all(old, "the node was reassigned; retry the request")
-        self._refuse_inbox("the node was reassigned; retry the request")
+                self._fail_all(old, FailureKind.REASSIGNED, "the node was reassigned")
+        self._refuse_inbox(FailureKind.REASSIGNED, "the node was reassigned")
         if layers is None:
             self.state = "standby"
             return
@@ -132,7 +133,8 @@ class NodeServer(pb_grpc.NodeServicer):
             self.wake.clear()
             pipe = self.pipeline
             if pipe is None:
-                self._refuse_inbox(f"node {self.node_id} serves no layers now; retry the request")
+                why = f"node {self.node_id} serves no layers now"
+                self._refuse_inbox(FailureKind.REASSIGNED, why)
                 continue
             out = Outbox()
             self._apply_inbox(pipe, out)
@@ -148,7 +150,7 @@ class NodeServer(pb_grpc.NodeServicer):
                     log.exception("engine step failed; failing this node's requests")
                     self._send(out)
                     why = f"internal error: the engine step failed on node {self.node_id}"
-                    self._fail_all(pipe, why)
+                    self._fail_all(pipe, FailureKind.INTERNAL, why)
                     continue
                 progressed = step_out.ran > 0
                 if progressed:  # an empty step would drag the reported layer time to 0
@@ -163,62 +165,45 @@ class NodeServer(pb_grpc.NodeServicer):
 
     def _apply_inbox(self, pipe: NodePipeline, out: Outbox) -> None:
         while self.inbox:
-            op, arg = self.inbox.popleft()
+            msg = self.inbox.popleft()
             try:
-                if op == "submit":
-                    pipe.submit(arg)
-                elif op == "forward":
-                    pipe.enqueue(*arg, out)
-                elif op == "tokens":
-                    pipe.on_tokens(arg)
-                elif op == "release":
-                    pipe.free_kv(dict(arg.kv_only))
-                    pipe.release(list(arg.request_ids))
-                elif op == "lost":
-                    rids, why = arg
-                    for rid in rids:
-                        if rid in pipe.reqs:
-                            pipe.fail(rid, why, out)
+                msg.apply(pipe, out)
             except ParallaxError as e:
-                log.warning("operation rejected", extra={"op": op, "error": str(e)})
-                if op == "submit":
-                    self._refuse(arg, str(e), out)
+                log.warning("operation rejected", extra={"op": msg.op, "error": str(e)})
+                self._answer(pipe, msg, FailureKind.of(e), str(e), out)
             except Exception:
                 # A bug in handling one message must not end the loop (a node that takes
                 # work and never answers): fail the requests it concerns, keep serving.
-                log.exception("operation failed", extra={"op": op})
-                why = f"internal error on node {self.node_id} while handling {op}"
-                for rid in _request_ids(arg[0] if op == "forward" else arg):
-                    if rid in pipe.reqs:
-                        pipe.fail(rid, why, out)
-                    elif op == "submit":
-                        self._refuse(arg, why, out)
-                # A request this node never registered: tell its gateway from the info
-                # its first chunk carries (the gateway releases the chain and replays).
-                for c in arg[0].chunks if op == "forward" else ():
-                    if c.request_id not in pipe.reqs and c.HasField("request"):
-                        self._refuse(c.request, why, out)
-                        pipe.release_elsewhere(c.request_id, c.request.route.hops, "error", out)
+                log.exception("operation failed", extra={"op": msg.op})
+                why = f"internal error on node {self.node_id} while handling {msg.op}"
+                self._answer(pipe, msg, FailureKind.INTERNAL, why, out)
 
-    def _refuse_inbox(self, why: str) -> None:
+    def _answer(
+        self, pipe: NodePipeline, msg: inbox.InboxMessage, kind: FailureKind, why: str, out: Outbox
+    ) -> None:
+        """A message failed: the requests it concerns end with `kind`. Those this node
+        never registered are told from what the message carries (their gateway replays
+        them, and the other hops are told to free them)."""
+        for rid in msg.request_ids():
+            if rid in pipe.reqs:
+                pipe.fail(rid, kind, why, out)
+        for submit in msg.carried():
+            if submit.request_id not in pipe.reqs:
+                self._refuse(submit, kind, why, out)
+                if msg.op == "forward":
+                    pipe.release_elsewhere(submit.request_id, submit.route.hops, "error", out)
+
+    def _refuse_inbox(self, kind: FailureKind, why: str) -> None:
         """Work queued for a pipeline that is gone is answered, never dropped: a request
         not yet taken gets an error event, and its gateway replays it."""
         out = Outbox()
         while self.inbox:
-            op, arg = self.inbox.popleft()
-            if op == "submit":
-                self._refuse(arg, why, out)
-            elif op == "forward":
-                for c in arg[0].chunks:
-                    if c.HasField("request"):
-                        self._refuse(c.request, why, out)
+            for submit in self.inbox.popleft().carried():
+                self._refuse(submit, kind, why, out)
         self._send(out)
 
-    def _refuse(self, submit: pb.SubmitRequest, why: str, out: Outbox) -> None:
-        ev = pb.TokenEvent(
-            request_id=submit.request_id, finished=True, finish_reason="error", error=why
-        )
-        out.delivers[submit.reply_to].events.append(ev)
+    def _refuse(self, submit: pb.SubmitRequest, kind: FailureKind, why: str, out: Outbox) -> None:
+        out.delivers[submit.reply_to].events.append(failure_event(submit.request_id, kind, why))
 
     def _send(self, out: Outbox) -> None:
         for addr, batch in out.delivers.items():
@@ -252,10 +237,10 @@ class NodeServer(pb_grpc.NodeServicer):
         span = max(1.0, now - self._tokens_window[0][0])
         self.tokens_per_s = sum(k for _, k in self._tokens_window) / span
 
-    def _fail_all(self, pipe: NodePipeline, why: str) -> None:
+    def _fail_all(self, pipe: NodePipeline, kind: FailureKind, why: str) -> None:
         out = Outbox()
         for rid in list(pipe.reqs):
-            pipe.fail(rid, why, out)
+            pipe.fail(rid, kind, why, out)
         self._send(out)
 
     def _send_failed(self, address: str, kind: str, message, error: Exception) -> None:
@@ -266,13 +251,13 @@ class NodeServer(pb_grpc.NodeServicer):
         why = f"hop {address} unreachable: {error.code().name}"
         # Through the inbox, like every RPC: an engine step may be running in its thread,
         # and freeing a request's KV under it would fail the whole step.
-        self.inbox.append(("lost", (_request_ids(message), why)))
+        self.inbox.append(inbox.Lost(inbox.request_ids_of(message), why))
         self.wake.set()
 
     # ---- RPC handlers ----
-    def _queue(self, op: str, arg) -> pb.Ack:
-        self.metrics.received.labels(method=op).inc()
-        self.inbox.append((op, arg))
+    def _queue(self, msg: inbox.InboxMessage) -> pb.Ack:
+        self.metrics.received.labels(method=msg.op).inc()
+        self.inbox.append(msg)
         self.wake.set()
         return pb.Ack(ok=True)
 
@@ -287,9 +272,11 @@ class NodeServer(pb_grpc.NodeServicer):
         pipe = await self._ready(context)
         try:
             pipe.check_submit(request)
+        except StaleRoute as e:  # the node moved since the route was chosen: route again
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
         except (ParallaxError, ValueError) as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        return self._queue("submit", request)
+        return self._queue(inbox.Submit(request))
 
     async def Forward(self, request, context):
         await self._ready(context)
@@ -306,7 +293,7 @@ class NodeServer(pb_grpc.NodeServicer):
             )
         except (ParallaxError, ValueError) as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        return self._queue("forward", (request, hidden))
+        return self._queue(inbox.Forward(request, hidden))
 
     async def PushTokens(self, request, context):
         await self._ready(context)
@@ -318,10 +305,10 @@ class NodeServer(pb_grpc.NodeServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"token ids {bad[:5]} are outside the vocabulary [0, {vocab})",
             )
-        return self._queue("tokens", request)
+        return self._queue(inbox.Tokens(request))
 
     async def Release(self, request, context):
-        return self._queue("release", request)
+        return self._queue(inbox.Release(request))
 
     async def Health(self, request, context):
         return self.status()
@@ -339,15 +326,3 @@ class NodeServer(pb_grpc.NodeServicer):
         st.tokens_per_s = self.tokens_per_s
         self.metrics.on_status(st)
         return st
-
-
-def _request_ids(message: Any) -> list[str]:
-    """The requests a message concerns: a Submit's, a Forward's chunks', a token batch's
-    events' (a Release names requests only to free them)."""
-    if isinstance(message, pb.SubmitRequest):
-        return [message.request_id]
-    if isinstance(message, pb.ForwardRequest):
-        return list(dict.fromkeys(c.request_id for c in message.chunks))
-    if isinstance(message, pb.TokenBatch):
-        return list(dict.fromkeys(e.request_id for e in message.events))
-    return []

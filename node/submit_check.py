@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from parallax.errors import InvalidArgument
+from parallax.errors import InvalidArgument, StaleRoute
 from parallax.rpc import parallax_pb2 as pb
 from parallax.sampling import SamplingParams
 from parallax.types import LayerRange, is_host_port
@@ -59,11 +59,11 @@ def check_submit(
     check_route(request.route.hops, num_layers)
     first = request.route.hops[0]
     if first.node_id != node_id:
-        raise InvalidArgument(
+        raise StaleRoute(
             f"Submit must go to the route's first hop ({first.node_id}), not to {node_id}"
         )
     if not held.covers(LayerRange(first.start, first.end)):
-        raise InvalidArgument(
+        raise StaleRoute(
             f"request {request.request_id}: hop [{first.start}, {first.end}) is outside this "
             f"node's layers {held}; the route is stale"
         )

@@ -31,9 +31,13 @@ class CapacityError(ParallaxError):
     """Not enough KV cache or nodes right now; retrying later may succeed."""
 
 
-# In a request's error text (TokenEvent.error), this marks a node that ran out of KV
-# cache for it: the chain is healthy, so the gateway may replay on the same chain.
-KV_FULL_MARK = "KV cache full"
+class Overloaded(CapacityError):
+    """A node's queues are full (gRPC RESOURCE_EXHAUSTED): retry later or elsewhere."""
+
+
+class StaleRoute(ParallaxError):
+    """A route names layers its node no longer serves (gRPC FAILED_PRECONDITION): the
+    node was reassigned since the route was chosen, so route the request again."""
 
 
 class NotCovered(ParallaxError):

@@ -55,7 +55,7 @@ async def send_mixed(path) -> Collector:
 def test_a_stale_chunk_fails_alone_and_its_neighbours_run(tiny_models):
     collector = asyncio.run(send_mixed(tiny_models["llama"]))
     (stale,) = collector.events["stale"]
-    assert stale.finish_reason == "error" and "route is stale" in stale.error
+    assert stale.failure == pb.FAILURE_REASSIGNED and "route is stale" in stale.error
     (good,) = collector.events["good"]
     assert good.finished and not good.error and good.finish_reason == "length"
 
@@ -114,5 +114,5 @@ def test_non_finite_logits_fail_their_own_request_only(tiny_models):
     pipe.enqueue(msg, hidden, Outbox())
     out = pipe.step()
     events = {ev.request_id: ev for ev in out.delivers["127.0.0.1:2"].events}
-    assert events["nan"].finish_reason == "error" and events["nan"].error == NON_FINITE
+    assert events["nan"].failure == pb.FAILURE_INTERNAL and events["nan"].error == NON_FINITE
     assert events["good"].finish_reason == "length" and not events["good"].error

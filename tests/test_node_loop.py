@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+from parallax.rpc import parallax_pb2 as pb
 from parallax.sampling import SamplingParams
 from tests.engine_helpers import local_engine
 from tests.test_pipeline_preemption import BIG_KV, MAX_TOKENS, prompts, run_chain
@@ -74,7 +75,7 @@ def test_a_bug_handling_one_message_fails_that_request_and_the_node_keeps_servin
     for i, want in enumerate(expected):
         events = collector.events[f"r{i}"]
         if f"r{i}" in broken:
-            assert events[-1].finish_reason == "error"
+            assert events[-1].failure == pb.FAILURE_INTERNAL
             assert "internal error on node n1 while handling forward" in events[-1].error
         else:
             assert [ev.token_id for ev in events] == want

@@ -11,6 +11,7 @@ from node.engine.kv_cache import allocate_kv, blocks_for_budget
 from node.engine.runner import ShardRunner
 from node.engine.sampler import RequestSampler, Sampled, sample
 from node.engine.scheduler import Scheduler, Sequence
+from node.hardware import available_memory
 from node.model import ShardModel
 from parallax.config.generate import EngineConfig
 from parallax.errors import ContextOverflow, InvalidArgument
@@ -28,20 +29,8 @@ class TokenResult:
 
 def kv_budget_bytes(cfg: EngineConfig) -> float:
     if cfg.kv_memory_fraction > 0:
-        if cfg.device == "cuda":
-            free, _ = torch.cuda.mem_get_info()
-        else:
-            free = _mem_available_bytes()
-        return free * cfg.kv_memory_fraction
+        return available_memory(torch.device(cfg.device)) * cfg.kv_memory_fraction
     return cfg.kv_cache_mb * 2**20
-
-
-def _mem_available_bytes() -> float:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return float(line.split()[1]) * 1024
-    return 4 * 2**30
 
 
 def make_runner(model: ShardModel, cfg: EngineConfig) -> ShardRunner:
@@ -71,7 +60,9 @@ class LocalEngine:
         self.runner = make_runner(model, cfg)
         self.kv = self.runner.kv
         self.scheduler = Scheduler(self.kv, cfg.max_batch_tokens, cfg.max_running)
+        # One sequence and one sampler per request, dropped together when it ends.
         self.seqs: dict[str, Sequence] = {}
+        self.samplers: dict[str, RequestSampler] = {}
         self.max_context = model.rotary.cos.shape[0]
 
     def add_request(self, request_id: str, prompt_ids: list[int], params: SamplingParams) -> None:
@@ -91,13 +82,16 @@ class LocalEngine:
                 f"the prompt needs {len(prompt_ids)} KV slots; this engine's cache holds "
                 f"{self.kv.total_tokens}: raise --kv-cache-mb"
             )
-        sampler = RequestSampler(params, list(prompt_ids), self.eos_ids, self.max_context)
-        seq = Sequence(request_id, list(prompt_ids), len(prompt_ids), data={"sampler": sampler})
+        seq = Sequence(request_id, list(prompt_ids), len(prompt_ids))
         self.seqs[request_id] = seq
+        self.samplers[request_id] = RequestSampler(
+            params, list(prompt_ids), self.eos_ids, self.max_context
+        )
         self.scheduler.add(seq)
 
     def abort(self, request_id: str) -> None:
         seq = self.seqs.pop(request_id, None)
+        self.samplers.pop(request_id, None)
         if seq is not None:
             self.scheduler.finish(seq)
 
@@ -110,14 +104,14 @@ class LocalEngine:
             return []
         logits = self.runner.run(chunks)
         seqs = [self.seqs[c.request_id] for c in chunks if c.sample]
-        sampled = sample(logits, [s.data["sampler"] for s in seqs], self.vocab_limit)
+        sampled = sample(logits, [self.samplers[s.request_id] for s in seqs], self.vocab_limit)
         return [self._postprocess(seq, s) for seq, s in zip(seqs, sampled, strict=True)]
 
     def _postprocess(self, seq: Sequence, s: Sampled) -> TokenResult:
-        reason = seq.data["sampler"].finish_reason()
+        reason = self.samplers[seq.request_id].finish_reason()
         self.scheduler.on_token(seq, s.token_id, finished=reason is not None)
         if reason is not None:
-            del self.seqs[seq.request_id]
+            del self.seqs[seq.request_id], self.samplers[seq.request_id]
         return TokenResult(seq.request_id, s, reason)
 
     def generate(

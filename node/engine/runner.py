@@ -9,7 +9,7 @@ import torch
 from node.engine.kv_blocks import KVBlockManager
 from node.kernels import AttentionMeta
 from node.model import ShardModel
-from parallax.errors import KV_FULL_MARK, CapacityError, InvalidArgument
+from parallax.errors import CapacityError, InvalidArgument
 from parallax.types import LayerRange
 
 
@@ -42,7 +42,7 @@ class ShardRunner:
         if not self.kv.can_grow(chunk.request_id, chunk.start + chunk.n):
             need = self.kv.blocks_needed(chunk.request_id, chunk.start + chunk.n)
             raise CapacityError(
-                f"request {chunk.request_id}: {KV_FULL_MARK} on this node "
+                f"request {chunk.request_id}: KV cache full on this node "
                 f"(needs {need} more blocks, {self.kv.free_blocks} free)"
             )
         if chunk.start + chunk.n > self.model.rotary.cos.shape[0]:
@@ -59,6 +59,9 @@ class ShardRunner:
 
         `layers` runs only part of this shard (a hop that uses a prefix or suffix of it).
         """
+        for c in chunks:  # idempotent: a scheduled chunk's KV is already reserved
+            if c.start + c.n > self.kv.length(c.request_id):
+                self.kv.grow(c.request_id, c.start + c.n)
         return self.run_groups([(chunks, hidden, layers)])[0]
 
     @torch.inference_mode()
@@ -67,11 +70,9 @@ class ShardRunner:
         pass over the layers: a layer runs once for every group that needs it (requests
         cut at different layers share the weight reads). One result per group, as `run`.
         """
+        # Every chunk's KV was reserved before the step (`Scheduler._take` for the chunks
+        # a first hop schedules, `check` for those that arrive, `run` for direct callers).
         model = self.model
-        for chunks, _, _ in groups:
-            for c in chunks:  # a request may have several chunks in one step: grow only
-                if c.start + c.n > self.kv.length(c.request_id):
-                    self.kv.grow(c.request_id, c.start + c.n)
         gs = [_Group(chunks, hidden, layers or model.range) for chunks, hidden, layers in groups]
         for g in gs:
             if g.layers.start == 0:

@@ -28,7 +28,6 @@ class Sequence:
     num_prompt: int
     num_computed: int = 0  # tokens whose KV is in the cache
     state: SeqState = SeqState.WAITING
-    data: dict = field(default_factory=dict)  # the owner's per-request payload
 
     @property
     def remaining(self) -> int:
