@@ -7,6 +7,7 @@ layer is served, prints where to go, and stops everything on Ctrl-C.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 import urllib.request
@@ -29,9 +30,18 @@ def _echo(prefix: str):
     return echo
 
 
+def _api_key() -> str:
+    """The coordinator inherits this environment: with API keys set, reads need one."""
+    keys = [k for k in os.environ.get("PARALLAX_API_KEYS", "").split(",") if k]
+    return keys[0] if keys else ""
+
+
 def _serving(url: str) -> bool:
+    key = _api_key()
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    request = urllib.request.Request(f"{url}/cluster/status", headers=headers)
     try:
-        with urllib.request.urlopen(f"{url}/cluster/status", timeout=2) as r:
+        with urllib.request.urlopen(request, timeout=2) as r:
             return bool(json.load(r)["coverage"]["serving"])
     except (OSError, ValueError, KeyError):
         return False
@@ -92,7 +102,7 @@ def run_demo(cfg: DemoConfig) -> int:
         print(
             f"\nParallax is serving {cfg.model} on {cfg.nodes} nodes.\n"
             f"  API:       {url}/v1\n"
-            f"  Dashboard: {url}/\n"
+            f"  Dashboard: {url}/{'?key=YOUR_API_KEY' if _api_key() else ''}\n"
             f"  Join:      parallax join --coordinator {grpc_addr}\n"
             f"  Try:       curl {url}/v1/chat/completions -H 'Content-Type: application/json' "
             f"""-d '{{"model": "{cfg.model}", "messages": [{{"role": "user", "content": "Hi!"}}], "stream": true}}'\n"""

@@ -1,15 +1,20 @@
-"""The coordinator's HTTP side: the OpenAI gateway, `GET /cluster/status` and the dashboard."""
+"""The coordinator's HTTP side: the OpenAI gateway, `GET /cluster/status` and the dashboard.
+
+With keys configured, every cluster read (`/cluster/*`, `/metrics`, the event
+stream) needs an API key or a read-only dashboard key (coordinator/dashboard/access.py).
+"""
 
 from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
 
+from coordinator.dashboard.access import read_guard
 from coordinator.dashboard.observe import ObservedBackend, observed_route
 from coordinator.dashboard.routes import Dashboard
 from coordinator.dashboard.view import ClusterInfo
@@ -26,7 +31,13 @@ from parallax.rpc.tls import Tls
 from parallax.tokenizer.tokenizer import Tokenizer
 
 
-def add_status_route(app: FastAPI, snapshot: Callable[[], dict[str, Any]]) -> FastAPI:
+def add_status_route(
+    app: FastAPI,
+    snapshot: Callable[[], dict[str, Any]],
+    guard: Callable[[Request], Awaitable[None]] | None = None,
+) -> FastAPI:
+    guarded = [Depends(guard)] if guard is not None else []
+
     async def cluster_status() -> dict[str, Any]:
         return snapshot()
 
@@ -37,6 +48,7 @@ def add_status_route(app: FastAPI, snapshot: Callable[[], dict[str, Any]]) -> Fa
         "/cluster/status",
         cluster_status,
         methods=["GET"],
+        dependencies=guarded,
         tags=["cluster"],
         summary="Nodes, their layers and load, the allocation, coverage gaps and decisions",
     )
@@ -44,6 +56,7 @@ def add_status_route(app: FastAPI, snapshot: Callable[[], dict[str, Any]]) -> Fa
         "/cluster/prometheus-sd",
         prometheus_sd,
         methods=["GET"],
+        dependencies=guarded,
         tags=["cluster"],
         summary="Every live node's /metrics address, for Prometheus http_sd_configs",
     )
@@ -90,8 +103,9 @@ def build_gateway(
         context_length=context_length,
     )
     app.state.dashboard = dashboard
-    dashboard.mount(app)
-    return add_status_route(app, dashboard.view), backend
+    guard = read_guard(tuple(config.api_key), tuple(config.dashboard_key))
+    dashboard.mount(app, guard)
+    return add_status_route(app, dashboard.view, guard), backend
 
 
 def check_https(cert: str, key: str) -> None:

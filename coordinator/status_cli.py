@@ -180,8 +180,17 @@ def render(status: dict[str, Any], console: Console) -> None:
 
 def run(config: StatusConfig) -> int:
     url = config.url.rstrip("/") + "/cluster/status"
+    headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
     try:
-        status = httpx.get(url, timeout=config.timeout_s).raise_for_status().json()
+        reply = httpx.get(url, headers=headers, timeout=config.timeout_s)
+        if reply.status_code == 401:
+            print(
+                f"parallax status: {url} needs a key: pass --api-key (an API key or a "
+                "dashboard key of the coordinator) or set PARALLAX_API_KEY",
+                file=sys.stderr,
+            )
+            return 1
+        status = reply.raise_for_status().json()
     except httpx.HTTPError as e:
         print(f"parallax status: cannot read {url}: {e}; is `parallax run` up?", file=sys.stderr)
         return 1

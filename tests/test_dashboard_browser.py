@@ -165,8 +165,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def coordinator_alone(model: str, port: int):
-    proc = start(["run", "--model", model, "--grpc-port", "0", "--port", str(port)])
+def coordinator_alone(model: str, port: int, *extra: str):
+    proc = start(["run", "--model", model, "--grpc-port", "0", "--port", str(port), *extra])
     proc.wait_for(r"gateway http listening on", 60)
     return proc
 
@@ -198,6 +198,48 @@ def test_page_shows_disconnected_and_recovers_after_a_coordinator_restart(browse
         assert pg.evaluate("window.__sameDocument") is True
     finally:
         pg.close()
+        stop(coordinator)
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def test_a_keyed_dashboard_carries_the_key_it_was_opened_with(browser, tiny_models):
+    api, dash = "api-key-for-chat", "read-only-dashboard-key"
+    port = free_port()
+    keys = ("--api-key", api, "--dashboard-key", dash)
+    coordinator = coordinator_alone(str(tiny_models["llama"]), port, *keys)
+    pg = browser.new_page(viewport={"width": 1280, "height": 900})
+    stranger = browser.new_page()  # a context of its own: no stored key
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        pg.goto(f"http://127.0.0.1:{port}/?key={dash}")
+        pg.wait_for_selector("#conn[data-state=live]", timeout=10_000)
+        assert "key" not in pg.url, "the key is taken out of the address bar"
+        pg.wait_for_function(
+            "document.querySelector('#layer-map').innerText.includes('No node holds layers yet')",
+            timeout=10_000,
+        )
+        pg.reload()  # the tab keeps its key
+        pg.wait_for_selector("#conn[data-state=live]", timeout=10_000)
+        # The read-only key does not open the chat: the page asks for an API key.
+        with pg.expect_response("**/v1/chat/completions") as refused:
+            pg.fill("#chat-input", "hello")
+            pg.click("#chat-send")
+        assert refused.value.status == 401
+        pg.wait_for_selector(".msg.error", timeout=5_000)
+        assert "API key" in pg.locator(".msg.error").inner_text()
+        pg.fill("#chat-key", api)
+        with pg.expect_response("**/v1/chat/completions") as answered:
+            pg.fill("#chat-input", "hello again")
+            pg.click("#chat-send")
+        assert answered.value.status == 503, "past the key check: no node serves layers yet"
+        stranger.goto(f"http://127.0.0.1:{port}/")
+        stranger.wait_for_function(
+            "document.querySelector('#conn').textContent.includes('needs a key')", timeout=10_000
+        )
+    finally:
+        pg.close()
+        stranger.close()
         stop(coordinator)
     assert not errors, f"JavaScript errors on the page: {errors}"
 

@@ -5,6 +5,9 @@ GET /dashboard/static/F    app.js, style.css, ... shipped in this package
 GET /cluster/events        SSE: the dashboard view every `interval_s`
 GET /cluster/info          how to join this cluster
 GET /metrics               Prometheus exposition of the coordinator
+
+The page and its assets hold no cluster data and are open; everything else takes
+`guard` (coordinator/dashboard/access.py: a key once any is configured).
 """
 
 from __future__ import annotations
@@ -12,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from coordinator.dashboard.traffic import Traffic
@@ -78,8 +81,11 @@ class Dashboard:
             except TimeoutError:
                 pass
 
-    def mount(self, app: FastAPI) -> FastAPI:
+    def mount(
+        self, app: FastAPI, guard: Callable[[Request], Awaitable[None]] | None = None
+    ) -> FastAPI:
         page = self._assets["index.html"]
+        guarded = [Depends(guard)] if guard is not None else []
 
         async def index() -> HTMLResponse:
             return HTMLResponse(page)
@@ -113,6 +119,7 @@ class Dashboard:
         app.add_api_route(
             "/cluster/events",
             events,
+            dependencies=guarded,
             methods=["GET"],
             tags=["cluster"],
             summary="Server-sent events: the cluster status every second",
@@ -120,6 +127,7 @@ class Dashboard:
         app.add_api_route(
             "/cluster/info",
             info,
+            dependencies=guarded,
             methods=["GET"],
             tags=["cluster"],
             summary="The coordinator's gRPC address and the command that joins a node",
@@ -127,6 +135,7 @@ class Dashboard:
         app.add_api_route(
             "/metrics",
             metrics,
+            dependencies=guarded,
             methods=["GET"],
             tags=["cluster"],
             summary="Prometheus metrics of the coordinator",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -18,11 +19,23 @@ class CoordinatorConfig(ConfigBase):
     grpc_host: str = opt("127.0.0.1", help="interface of the coordinator gRPC service")
     grpc_port: int = opt(7000, help="port of the coordinator gRPC service; 0 = pick")
     host: str = opt(
-        "", help="HTTP interface; default 127.0.0.1, and keys are needed to bind elsewhere"
+        "",
+        help="HTTP interface; default 127.0.0.1; any other needs --api-key (or --insecure-open)",
     )
     port: int = opt(8000, help="HTTP port of the gateway and dashboard; 0 = pick")
     api_key: tuple[str, ...] = opt(
         (), help="accepted Bearer API key; repeat for several", env="PARALLAX_API_KEYS"
+    )
+    dashboard_key: tuple[str, ...] = opt(
+        (),
+        help="read-only key: the dashboard, /cluster/*, /metrics and the event stream, "
+        "not the completions API (open the dashboard at /?key=KEY); repeat for several",
+        env="PARALLAX_DASHBOARD_KEYS",
+    )
+    insecure_open: bool = opt(
+        False,
+        help="serve a non-loopback --host without API keys: anyone who reaches it may use "
+        "the API and read the cluster",
     )
     join_token: str = opt("", help="secret nodes must present to join", env="PARALLAX_JOIN_TOKEN")
     heartbeat_s: float = opt(1.0, help="heartbeat period asked of nodes", unit="s")
@@ -55,6 +68,12 @@ class CoordinatorConfig(ConfigBase):
     https_key: str = opt("", help="PEM private key of --https-cert", env="PARALLAX_HTTPS_KEY")
 
     def validate(self) -> None:
+        self.require(
+            is_loopback(self.http_host) or bool(self.api_key) or self.insecure_open,
+            "host",
+            "serving beyond this machine needs API keys: add --api-key KEY (or set "
+            "PARALLAX_API_KEYS), or pass --insecure-open to serve the API and cluster data open",
+        )
         self.require(self.min_stages >= 1, "min_stages", "must be >= 1")
         for name in ("grpc_port", "port"):
             self.require(0 <= getattr(self, name) < 65536, name, "must be 0..65535")
@@ -72,3 +91,13 @@ class CoordinatorConfig(ConfigBase):
     @property
     def http_host(self) -> str:
         return self.host or "127.0.0.1"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only (`localhost`, 127/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything

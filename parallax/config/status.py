@@ -14,6 +14,11 @@ class StatusConfig(ConfigBase):
 
     url: str = opt("http://127.0.0.1:8000", help="HTTP address of the coordinator (`parallax run`)")
     timeout_s: float = opt(5.0, help="give up on the coordinator after this long", unit="s")
+    api_key: str = opt(
+        "",
+        help="API key or dashboard key, when the coordinator has keys",
+        env="PARALLAX_API_KEY",
+    )
 
     def validate(self) -> None:
         self.require(

@@ -3,6 +3,7 @@
 // "disconnected" meanwhile, and a watchdog notices a stream that went silent.
 import { renderChart } from "./chart.js";
 import { Chat } from "./chat.js";
+import { keyHeaders, withKey } from "./key.js";
 import { renderLayerMap } from "./layermap.js";
 import { renderNodes } from "./nodes.js";
 import { renderActive, renderHeader, renderJoin, renderKpis, renderScheduler } from "./panels.js";
@@ -38,7 +39,7 @@ function render(view) {
 
 function connect() {
   source?.close();
-  source = new EventSource("/cluster/events");
+  source = new EventSource(withKey("/cluster/events"));
   source.onopen = () => setConnection("live", "live");
   source.onmessage = (e) => {
     lastMessageAt = Date.now();
@@ -47,9 +48,19 @@ function connect() {
   };
   source.onerror = () => {
     setConnection("disconnected", "disconnected — retrying");
-    // CONNECTING: the browser retries by itself. CLOSED (an HTTP error): start over.
-    if (source.readyState === EventSource.CLOSED) setTimeout(connect, RETRY_MS);
+    // CONNECTING: the browser retries by itself. CLOSED (an HTTP error): start over,
+    // unless the error is a missing or wrong key: then say how to open the page.
+    if (source.readyState === EventSource.CLOSED) retryOrAskForKey();
   };
+}
+
+async function retryOrAskForKey() {
+  const resp = await fetch("/cluster/info", { headers: keyHeaders() }).catch(() => null);
+  if (resp?.status === 401) {
+    setConnection("disconnected", "needs a key — open this page as /?key=YOUR_KEY");
+    return;
+  }
+  setTimeout(connect, RETRY_MS);
 }
 
 setInterval(() => {

@@ -1,6 +1,7 @@
 // The chat panel: streams an answer from /v1/chat/completions (OpenAI SSE format)
 // with fetch + ReadableStream, keeping the conversation for follow-ups.
 import { el, latency } from "./format.js";
+import { KEY as PAGE_KEY } from "./key.js";
 
 const $ = (id) => document.getElementById(id);
 const KEY_STORE = "parallax.apiKey";
@@ -82,11 +83,11 @@ export class Chat {
 
   async stream(messages, out) {
     const headers = { "Content-Type": "application/json" };
-    const key = this.key.value.trim();
-    if (key) {
-      headers.Authorization = `Bearer ${key}`;
-      localStorage.setItem(KEY_STORE, key);
-    }
+    const typed = this.key.value.trim();
+    if (typed) localStorage.setItem(KEY_STORE, typed);
+    // The key the page was opened with may be an API key: then the chat needs no other.
+    const key = typed || PAGE_KEY;
+    if (key) headers.Authorization = `Bearer ${key}`;
     const t0 = performance.now();
     const resp = await fetch("/v1/chat/completions", {
       method: "POST",
