@@ -1,0 +1,1 @@
+"""Deployment tools that are not part of the shipped package (deploy/testbed)."""
