@@ -33,9 +33,13 @@ def _error_body(err: openai.APIStatusError) -> dict:
 @pytest.mark.parametrize(
     ("kwargs", "param"),
     [
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"},
+            "tool_choice",
+        ),
+        ({"tools": [{"type": "function", "function": {"name": 3}}]}, "tools.0.function.name"),
         ({"extra_body": {"functions": [{"name": "f"}]}}, "functions"),
-        ({"extra_body": {"no_such_field": 1}}, "no_such_field"),
+        ({"metadata": {"k": 1}}, "metadata.k"),
         ({"response_format": {"type": "json_object"}}, "response_format"),
         ({"top_logprobs": 2}, "top_logprobs"),
         ({"stream_options": {"include_usage": True}}, "stream_options"),
@@ -46,7 +50,8 @@ def _error_body(err: openai.APIStatusError) -> dict:
         ({"logit_bias": {"99999999": 1.0}}, None),
         ({"seed": -1}, "seed"),
         ({"messages": []}, "messages"),
-        ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0"),  # no tool_call_id
+        ({"messages": [{"role": "function", "content": "x"}]}, "messages.0.role"),
         (
             {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
             "messages.0.content",

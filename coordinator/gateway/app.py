@@ -1,7 +1,8 @@
 """`create_app`: the OpenAI-compatible HTTP API over a `Backend`.
 
 Also here: `GET /v1/models`, `GET /v1/models/{id}`, `GET /health`, and the
-Bearer API-key check on /v1/* (no keys configured means the API is open).
+Bearer API-key check on /v1/*, /tokenize and /detokenize (no keys configured
+means the API is open).
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from coordinator.gateway.body_limit import BodyLimit
 from coordinator.gateway.endpoints import chat_router, completions_router
 from coordinator.gateway.errors import ApiError, install_error_handlers
 from coordinator.gateway.generation import GatewayContext
+from coordinator.gateway.params import check_model
 from coordinator.gateway.textstream import TokenTexts
+from coordinator.gateway.tokenize import tokenize_router, version_router
+from parallax import __version__
 from parallax.config.coordinator import CoordinatorConfig
 from parallax.errors import CapacityError, NotCovered
 from parallax.tokenizer.tokenizer import Tokenizer
@@ -66,6 +70,9 @@ def _model_card(gw: GatewayContext) -> dict[str, Any]:
         "object": "model",
         "created": gw.started,
         "owned_by": OWNER,
+        # The longest sequence (prompt + completion) a request may reach: the model's
+        # positions capped by the KV the cluster reserves. vLLM's name, then ours.
+        "max_model_len": gw.context_length,
         "context_length": gw.context_length,
     }
 
@@ -79,14 +86,7 @@ def models_router(gw: GatewayContext) -> APIRouter:
 
     @router.get("/v1/models/{model_id:path}")
     async def retrieve_model(model_id: str) -> dict[str, Any]:
-        if model_id != gw.model_id:
-            raise ApiError(
-                404,
-                f"the model {model_id!r} does not exist; this server serves {gw.model_id!r}",
-                type="not_found_error",
-                param="model",
-                code="model_not_found",
-            )
+        check_model(gw, model_id)
         return _model_card(gw)
 
     return router
@@ -116,10 +116,11 @@ def create_app(
     model_id: str,
     context_length: int,
 ) -> FastAPI:
+    """`model_id` is the model's own name; --served-model-name replaces it for clients."""
     gw = GatewayContext(
         backend=backend,
         tokenizer=tokenizer,
-        model_id=model_id,
+        model_id=config.served_model_name or model_id,
         context_length=context_length,
         api_keys=tuple(config.api_key),
         texts=TokenTexts(tokenizer),
@@ -127,7 +128,7 @@ def create_app(
     app = FastAPI(
         title="Parallax",
         summary="OpenAI-compatible API of a peer-to-peer LLM inference cluster",
-        version="0.1.0",
+        version=__version__,
         openapi_url="/openapi.json",
     )
     app.state.gateway = gw
@@ -135,7 +136,10 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=int(config.max_request_mb * 2**20))
     guarded = [Depends(api_key_guard(gw.api_keys))]
     app.include_router(models_router(gw), dependencies=guarded, tags=["models"])
-    app.include_router(chat_router(gw), dependencies=guarded, tags=["chat"])
-    app.include_router(completions_router(gw), dependencies=guarded, tags=["completions"])
+    strict = config.strict_params
+    app.include_router(chat_router(gw, strict), dependencies=guarded, tags=["chat"])
+    app.include_router(completions_router(gw, strict), dependencies=guarded, tags=["completions"])
+    app.include_router(tokenize_router(gw), dependencies=guarded, tags=["tokenize"])
     app.include_router(health_router(gw), tags=["health"])
+    app.include_router(version_router(), tags=["health"])
     return app

@@ -1,7 +1,7 @@
 """`POST /v1/chat/completions` and `POST /v1/completions`, and their OpenAI shapes.
 
 The two endpoints share everything but how prompts are made and how choices
-are spelled: each has a `Format` (see responder.py).
+are spelled: each has a `Format` (see responder.py; chat's is in chat_format.py).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from coordinator.gateway.chat_format import ChatFormat
 from coordinator.gateway.errors import bad_request
 from coordinator.gateway.generation import (
     ChoicePlan,
@@ -26,18 +27,6 @@ from coordinator.gateway.schemas import MAX_CHOICES, ChatCompletionRequest, Comp
 from coordinator.gateway.textstream import LogprobEntry, Piece, TokenTexts
 
 
-def chat_logprobs(entries: Sequence[LogprobEntry], texts: TokenTexts) -> dict[str, Any]:
-    def one(token_id: int, logprob: float) -> dict[str, Any]:
-        piece = texts.piece(token_id)
-        return {"token": piece.text, "logprob": logprob, "bytes": list(piece.bytes)}
-
-    content = [
-        {**one(e.token_id, e.logprob), "top_logprobs": [one(t, lp) for t, lp in e.top]}
-        for e in entries
-    ]
-    return {"content": content, "refusal": None}
-
-
 def completion_logprobs(entries: Sequence[LogprobEntry], texts: TokenTexts) -> dict[str, Any]:
     """The legacy completions layout: parallel lists."""
     return {
@@ -48,62 +37,30 @@ def completion_logprobs(entries: Sequence[LogprobEntry], texts: TokenTexts) -> d
     }
 
 
-def chat_choice(
-    index: int, text: str, finish_reason: str | None, logprobs: dict[str, Any] | None
-) -> dict[str, Any]:
-    return {
-        "index": index,
-        "message": {"role": "assistant", "content": text, "refusal": None},
-        "logprobs": logprobs,
-        "finish_reason": finish_reason,
-    }
-
-
-def chat_delta(
-    index: int,
-    delta: dict[str, Any],
-    finish_reason: str | None = None,
-    logprobs: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
-
-
 def completion_choice(
     index: int, text: str, finish_reason: str | None, logprobs: dict[str, Any] | None
 ) -> dict[str, Any]:
     return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}
 
 
-class ChatFormat:
-    def __init__(self, texts: TokenTexts, with_logprobs: bool) -> None:
-        self._texts = texts
-        self._with_logprobs = with_logprobs
-
-    def _logprobs(self, piece_logprobs: Any) -> dict[str, Any] | None:
-        return chat_logprobs(piece_logprobs, self._texts) if self._with_logprobs else None
-
-    def opening(self, index: int) -> dict[str, Any]:
-        return chat_delta(index, {"role": "assistant", "content": ""})
-
-    def delta(self, index: int, piece: Piece) -> dict[str, Any]:
-        return chat_delta(index, {"content": piece.text}, None, self._logprobs(piece.logprobs))
-
-    def finish(self, index: int, finish_reason: str) -> dict[str, Any]:
-        return chat_delta(index, {}, finish_reason)
-
-    def whole(self, index: int, result: ChoiceResult) -> dict[str, Any]:
-        text = "".join(result.text)
-        return chat_choice(index, text, result.finish_reason, self._logprobs(result.logprobs))
+def chat_prompt(gw: GatewayContext, body: ChatCompletionRequest) -> tuple[int, ...]:
+    messages = [m.as_template_message() for m in body.messages]
+    return tuple(
+        gw.tokenizer.encode_chat(
+            messages,
+            tools=body.template_tools(),
+            template_kwargs=body.chat_template_kwargs,
+        )
+    )
 
 
-def chat_router(gw: GatewayContext) -> APIRouter:
+def chat_router(gw: GatewayContext, strict_params: bool = False) -> APIRouter:
     router = APIRouter()
 
     @router.post("/v1/chat/completions", response_model=None)
     async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
-        check_request(gw, body)
-        messages = [m.as_template_message() for m in body.messages]
-        prompt = tuple(gw.tokenizer.encode_chat(messages))
+        check_request(gw, body, strict_params)
+        prompt = chat_prompt(gw, body)
         base = base_sampling(body, len(prompt), gw.context_length, gw.tokenizer.vocab_size)
         n = body.n or 1
         plans = [ChoicePlan(i, 0, prompt, for_choice(base, i)) for i in range(n)]
@@ -120,7 +77,12 @@ def chat_router(gw: GatewayContext) -> APIRouter:
             request,
             gen,
             env,
-            ChatFormat(gw.texts, bool(body.logprobs)),
+            ChatFormat(
+                gw.texts,
+                bool(body.logprobs),
+                parse_tools=body.tool_parsing(),
+                parallel_tool_calls=body.parallel_tool_calls is not False,
+            ),
             stream=stream,
             include_usage=bool(body.stream_options and body.stream_options.include_usage),
             n_choices=n,
@@ -176,12 +138,12 @@ def _check_ids(gw: GatewayContext, ids: list[int]) -> tuple[int, ...]:
     return tuple(ids)
 
 
-def completions_router(gw: GatewayContext) -> APIRouter:
+def completions_router(gw: GatewayContext, strict_params: bool = False) -> APIRouter:
     router = APIRouter()
 
     @router.post("/v1/completions", response_model=None)
     async def create_completion(body: CompletionRequest, request: Request) -> Response:
-        check_request(gw, body)
+        check_request(gw, body, strict_params)
         prompts = prompt_token_lists(gw, body.prompt)
         n = body.n or 1
         if len(prompts) * n > MAX_CHOICES:

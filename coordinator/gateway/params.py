@@ -5,12 +5,20 @@ every generation request passes before any token is produced.
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 from coordinator.gateway.errors import ApiError, bad_request
 from coordinator.gateway.generation import GatewayContext
-from coordinator.gateway.schemas import ChatCompletionRequest, CompletionRequest, unsupported_values
+from coordinator.gateway.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    unknown_fields,
+    unsupported_values,
+)
 from parallax.errors import ContextOverflow
 from parallax.sampling import SamplingParams
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TEMPERATURE = 1.0
 # Odd 64-bit constant (golden ratio): spreads choice seeds far apart.
@@ -94,19 +102,46 @@ def for_choice(base: SamplingParams, index: int) -> SamplingParams:
     return dataclasses.replace(base, seed=choice_seed(base.seed, index))
 
 
-def check_request(gw: GatewayContext, body: ChatCompletionRequest | CompletionRequest) -> None:
-    """400 for parameters accepted only with neutral values, 404 for another model,
-    then 503/429 from the backend when the cluster cannot run anything now."""
-    bad = unsupported_values(body)
-    if bad is not None:
-        param, why = bad
-        raise bad_request(f"parameter {param!r} is not supported here: {why}", param=param)
-    if body.model != gw.model_id:
+def check_model(gw: GatewayContext, model: str | None) -> None:
+    """404 unless `model` is the name served (see --served-model-name); None passes."""
+    if model is not None and model != gw.model_id:
         raise ApiError(
             404,
-            f"the model {body.model!r} does not exist; this server serves {gw.model_id!r}",
+            f"the model {model!r} does not exist; this server serves {gw.model_id!r}",
             type="not_found_error",
             param="model",
             code="model_not_found",
         )
+
+
+def check_fields(body: ChatCompletionRequest | CompletionRequest, strict: bool) -> None:
+    """Unknown fields: a 400 under --strict-params, else a warning (as vLLM does).
+    Known fields whose lack of effect could surprise are logged too."""
+    unknown = unknown_fields(body)
+    if unknown and strict:
+        raise ApiError(
+            400,
+            f"unsupported parameter {unknown[0]!r}: this server does not implement it "
+            "(the gateway runs with --strict-params)",
+            param=unknown[0],
+            code="unsupported_parameter",
+        )
+    if unknown:
+        log.warning("ignored unknown request fields", extra={"fields": unknown})
+    if isinstance(body, ChatCompletionRequest) and body.store:
+        log.info("store=true ignored: this server does not store completions")
+
+
+def check_request(
+    gw: GatewayContext, body: ChatCompletionRequest | CompletionRequest, strict: bool = False
+) -> None:
+    """400 for unknown fields (when `strict`) and for parameters accepted only with
+    neutral values, 404 for another model, then 503/429 from the backend when the
+    cluster cannot run anything now."""
+    check_fields(body, strict)
+    bad = unsupported_values(body)
+    if bad is not None:
+        param, why = bad
+        raise bad_request(f"parameter {param!r} is not supported here: {why}", param=param)
+    check_model(gw, body.model)
     gw.backend.check_ready()

@@ -1,61 +1,46 @@
 """Request bodies of the OpenAI endpoints, validated at the edge.
 
-Unknown fields are rejected (`extra="forbid"`), so a parameter this server does
-not implement (`tools`, `functions`, `audio`...) is a 400 naming it rather than
-being silently ignored. A few parameters are accepted only with the value that
-means "nothing special" (`response_format={"type": "text"}`, `echo=false`...).
+As in vLLM, an unknown top-level or message field is accepted and listed by
+`unknown_fields` (the gateway logs a warning, or answers 400 under
+--strict-params); known fields without effect here (`metadata`, `store`, `user`,
+`service_tier`, `name` on messages) are accepted. Values are validated strictly:
+a wrong type is a 400 naming the field. Parameters that would change the answer
+but are not implemented (`response_format` json modes, a forced `tool_choice`,
+`echo`...) are accepted only with their neutral value: see `unsupported_values`.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
+
+from coordinator.gateway.messages import (
+    LENIENT,
+    STRICT,
+    ChatMessage,
+    NamedToolChoice,
+    ResponseFormat,
+    ToolChoice,
+    ToolDef,
+)
 
 MAX_CHOICES = 16
 MAX_STOP_STRINGS = 4
 MAX_TOP_LOGPROBS = 20
 
-_STRICT = ConfigDict(extra="forbid", strict=True)
-
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 
 
 class StreamOptions(BaseModel):
-    model_config = _STRICT
+    model_config = STRICT
     include_usage: bool | None = None
-
-
-class ChatMessage(BaseModel):
-    model_config = _STRICT
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[dict[str, Any]]
-
-    @field_validator("content")
-    @classmethod
-    def _text_only(cls, value: str | list[dict[str, Any]]) -> str:
-        if isinstance(value, str):
-            return value
-        texts = []
-        for part in value:
-            kind = part.get("type")
-            if kind != "text":
-                raise ValueError(f"only text content parts are supported, got type {kind!r}")
-            if set(part) - {"type", "text"} or not isinstance(part.get("text"), str):
-                raise ValueError('a text content part is {"type": "text", "text": "..."}')
-            texts.append(part["text"])
-        return "".join(texts)
-
-    def as_template_message(self) -> dict[str, str]:
-        # Chat templates know "system"; "developer" is OpenAI's newer name for it.
-        role = "system" if self.role == "developer" else self.role
-        return {"role": role, "content": str(self.content)}
 
 
 class _SamplingFields(BaseModel):
     """Parameters shared by chat and text completions, including vLLM's extensions."""
 
-    model_config = _STRICT
+    model_config = LENIENT
 
     model: str
     max_tokens: Annotated[int, Field(ge=1)] | None = None
@@ -67,7 +52,10 @@ class _SamplingFields(BaseModel):
     frequency_penalty: Penalty | None = None
     logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
     n: Annotated[int, Field(ge=1, le=MAX_CHOICES)] | None = None
+    # Known and without effect here.
     user: str | None = None
+    metadata: dict[str, str] | None = None
+    service_tier: str | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     # vLLM extensions
@@ -97,11 +85,24 @@ class ChatCompletionRequest(_SamplingFields):
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
-    # Accepted only with their neutral values; see `unsupported_values`.
-    response_format: dict[str, Any] | None = None
-    modalities: list[str] | None = None
-    store: bool | None = None
+    tools: list[ToolDef] | None = None
+    tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    store: bool | None = None  # nothing is stored: logged when true
+    chat_template_kwargs: dict[str, Any] | None = None  # vLLM: extra template variables
+    # Accepted only with their neutral values; see `unsupported_values`.
+    response_format: ResponseFormat | None = None
+    modalities: list[str] | None = None
+    # OpenAI's deprecated spelling of tools: refused with a pointer to `tools`.
+    functions: list[Any] | None = None
+    function_call: Any = None
+
+    def tool_parsing(self) -> bool:
+        """Whether the answer is searched for tool calls."""
+        return bool(self.tools) and self.tool_choice != "none"
+
+    def template_tools(self) -> list[dict[str, Any]] | None:
+        return [t.template_entry() for t in self.tools] if self.tools else None
 
 
 class CompletionRequest(_SamplingFields):
@@ -117,19 +118,44 @@ class CompletionRequest(_SamplingFields):
     suffix: str | None = None
 
 
+# Grammar-constrained decoding runs on the node that samples; it is not there yet.
+_NEEDS_GRAMMAR = "it needs grammar-constrained decoding, which this server does not support yet"
+# Variables the request sets itself; chat_template_kwargs may not override them.
+_RESERVED_TEMPLATE_VARS = frozenset({"messages", "tools", "add_generation_prompt"})
+
+
+def _chat_unsupported(req: ChatCompletionRequest) -> tuple[str, str] | None:
+    if req.functions is not None or req.function_call is not None:
+        param = "functions" if req.functions is not None else "function_call"
+        return param, "it is deprecated by OpenAI; send tools and tool_choice instead"
+    if req.response_format is not None and req.response_format.type != "text":
+        return "response_format", f"{req.response_format.type!r}: {_NEEDS_GRAMMAR}"
+    names = [t.function.name for t in req.tools or ()]
+    if len(set(names)) != len(names):
+        return "tools", "two tools have the same function name"
+    choice = req.tool_choice
+    if choice not in (None, "none", "auto") and not req.tools:
+        return "tool_choice", "a tool_choice other than none/auto needs tools"
+    if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+        return "tool_choice", f"no tool is named {choice.function.name!r}"
+    if choice == "required" or isinstance(choice, NamedToolChoice):
+        return "tool_choice", f"forcing a tool call: {_NEEDS_GRAMMAR}; use 'auto'"
+    reserved = sorted(_RESERVED_TEMPLATE_VARS & set(req.chat_template_kwargs or {}))
+    if reserved:
+        return "chat_template_kwargs", f"{reserved} are set by the request's own fields"
+    if req.modalities not in (None, ["text"]):
+        return "modalities", 'only ["text"] is supported'
+    if req.top_logprobs is not None and not req.logprobs:
+        return "top_logprobs", "needs logprobs=true"
+    return None
+
+
 def unsupported_values(req: _SamplingFields) -> tuple[str, str] | None:
-    """(parameter, why) for the first accepted-but-only-if-neutral parameter set otherwise."""
+    """(parameter, why) for the first parameter this server cannot honour as given."""
     if isinstance(req, ChatCompletionRequest):
-        if req.response_format not in (None, {"type": "text"}):
-            return "response_format", 'only {"type": "text"} is supported'
-        if req.modalities not in (None, ["text"]):
-            return "modalities", 'only ["text"] is supported'
-        if req.store:
-            return "store", "this server does not store completions"
-        if req.parallel_tool_calls is not None:
-            return "parallel_tool_calls", "tool calls are not supported"
-        if req.top_logprobs is not None and not req.logprobs:
-            return "top_logprobs", "needs logprobs=true"
+        bad = _chat_unsupported(req)
+        if bad is not None:
+            return bad
     if isinstance(req, CompletionRequest):
         if req.echo:
             return "echo", "echoing the prompt is not supported"
@@ -140,3 +166,12 @@ def unsupported_values(req: _SamplingFields) -> tuple[str, str] | None:
     if req.stream_options is not None and not req.stream:
         return "stream_options", "only allowed with stream=true"
     return None
+
+
+def unknown_fields(req: _SamplingFields) -> list[str]:
+    """Dotted names of the fields no model here declares (`foo`, `messages.2.bar`)."""
+    names = list(req.model_extra or {})
+    if isinstance(req, ChatCompletionRequest):
+        for i, m in enumerate(req.messages):
+            names += [f"messages.{i}.{k}" for k in m.model_extra or {}]
+    return names

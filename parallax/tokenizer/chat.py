@@ -85,16 +85,22 @@ class ChatTemplate:
         self,
         messages: Sequence[Mapping[str, Any]],
         add_generation_prompt: bool = True,
+        tools: Sequence[Mapping[str, Any]] | None = None,
         **extra: Any,
     ) -> str:
-        """The prompt text for `messages`. Raises `InvalidArgument` when the
-        messages are malformed or the template rejects the conversation."""
+        """The prompt text for `messages`, offering `tools` (OpenAI's
+        `{"type": "function", "function": {...}}` entries) to a template that
+        renders them; `extra` are further template variables (vLLM's
+        `chat_template_kwargs`, such as Qwen3's `enable_thinking`). Raises
+        `InvalidArgument` when the messages are malformed or the template rejects
+        the conversation."""
         plain = normalize_messages(messages)
         context = {
             **self.special_tokens,
-            "tools": None,  # templates test `tools is not none`: undefined would pass
             "documents": None,
             **extra,
+            # templates test `tools is not none`: undefined would pass
+            "tools": [dict(t) for t in tools] if tools else None,
             "messages": plain,
             "add_generation_prompt": bool(add_generation_prompt),
         }
@@ -113,7 +119,9 @@ class ChatTemplate:
 
 def normalize_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Plain-dict copies of OpenAI-style messages, with list-of-parts content joined
-    into one string and None-valued fields dropped (templates expect them absent)."""
+    into one string and None-valued fields dropped (templates expect them absent).
+    The JSON-text `arguments` of an assistant's `tool_calls` become objects, as
+    templates write them with `tojson` (vLLM and transformers' examples do the same)."""
     if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
         raise InvalidArgument("messages must be a list of {'role': ..., 'content': ...} objects")
     if not messages:
@@ -130,7 +138,28 @@ def normalize_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, 
             plain["content"] = _content_text(plain["content"], i)
         elif role != "assistant":  # an assistant turn may carry only tool_calls
             raise InvalidArgument(f"messages[{i}] ({role}) has no 'content'")
+        if "tool_calls" in plain:
+            plain["tool_calls"] = _tool_calls(plain["tool_calls"], i)
         out.append(plain)
+    return out
+
+
+def _tool_calls(calls: Any, i: int) -> list[Any]:
+    if isinstance(calls, str | bytes) or not isinstance(calls, Sequence):
+        raise InvalidArgument(f"messages[{i}].tool_calls must be a list of calls")
+    out = []
+    for j, call in enumerate(calls):
+        fn = call.get("function") if isinstance(call, Mapping) else None
+        args = fn.get("arguments") if isinstance(fn, Mapping) else None
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except json.JSONDecodeError as e:
+                raise InvalidArgument(
+                    f"messages[{i}].tool_calls[{j}].function.arguments is not valid JSON ({e})"
+                ) from None
+            call = {**call, "function": {**fn, "arguments": args}}
+        out.append(call)
     return out
 
 

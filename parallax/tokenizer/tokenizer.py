@@ -148,15 +148,30 @@ class Tokenizer:
         return token
 
     # ---- chat ----
-    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(
+        self,
+        messages: list[dict],
+        add_generation_prompt: bool = True,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        template_kwargs: Mapping[str, Any] | None = None,
+    ) -> str:
+        """The prompt text; `tools` and `template_kwargs` as in `ChatTemplate.render`."""
         if self.chat_template is None:
             raise InvalidArgument(
                 "this model has no chat template (a base model?); use plain completions "
                 "instead of chat, or add chat_template to the model files"
             )
-        return self.chat_template.render(messages, add_generation_prompt=add_generation_prompt)
+        return self.chat_template.render(
+            messages, add_generation_prompt, tools, **dict(template_kwargs or {})
+        )
 
-    def encode_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+    def encode_chat(
+        self,
+        messages: list[dict],
+        add_generation_prompt: bool = True,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        template_kwargs: Mapping[str, Any] | None = None,
+    ) -> list[int]:
         """Prompt ids of a conversation. Special tokens come only from the template: a
         message whose text spells one (a user typing `<|im_end|>` to forge a turn) has
         that text encoded as plain text. Other messages encode exactly as transformers
@@ -169,11 +184,14 @@ class Tokenizer:
             if isinstance(m.get("content"), str) and any(t in m["content"] for t in self._specials)
         ]
         if not forged:
-            return self.encode(self.apply_chat_template(plain, add_generation_prompt))
+            return self.encode(
+                self.apply_chat_template(plain, add_generation_prompt, tools, template_kwargs)
+            )
         texts = {i: plain[i]["content"] for i in forged}
         for i in forged:
             plain[i] = {**plain[i], "content": f"{_HOLE}{i}{_HOLE}"}
-        pieces = self.apply_chat_template(plain, add_generation_prompt).split(_HOLE)
+        rendered = self.apply_chat_template(plain, add_generation_prompt, tools, template_kwargs)
+        pieces = rendered.split(_HOLE)
         ids: list[int] = []
         for k, piece in enumerate(pieces):
             if k % 2 == 0:  # template text: its special tokens are real
