@@ -33,7 +33,8 @@ class FakeNode(pb_grpc.NodeServicer):
     silent: bool = False  # accept Submit, never deliver
     silent_first: bool = False  # the first Submit is accepted and never answered
     hang: bool = False  # deliver the script, then never finish
-    fail_first: str = ""  # the first Submit ends at once in an error event with this text
+    fail_first: str = ""  # the first Submit ends at once in a failure with this text
+    fail_kind: int = pb.FAILURE_INTERNAL  # ... and of this kind
     address: str = ""
     submits: list[pb.SubmitRequest] = field(default_factory=list)
     releases: list[tuple[tuple[str, ...], str]] = field(default_factory=list)
@@ -58,7 +59,7 @@ class FakeNode(pb_grpc.NodeServicer):
                 ev = pb.TokenEvent(
                     request_id=req.request_id,
                     finished=True,
-                    finish_reason="error",
+                    failure=self.fail_kind,
                     error=self.fail_first,
                 )
                 await stub.Deliver(

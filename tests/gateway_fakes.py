@@ -20,6 +20,7 @@ import uvicorn
 from coordinator.gateway.app import create_app
 from coordinator.gateway.backend import GenerationRequest, TokenOut
 from parallax.config.coordinator import CoordinatorConfig
+from parallax.failures import FailureKind
 from parallax.tokenizer.tokenizer import Tokenizer
 
 SCRIPT_TEXT = "Hello, café — 日本語 🙂 done."
@@ -66,7 +67,7 @@ class ScriptedBackend:
                     await asyncio.sleep(self.token_delay_s)
                 if self.fail_after is not None and k == self.fail_after:
                     finished_ok = True
-                    yield TokenOut(0, finished=True, finish_reason="error", error="node died")
+                    yield TokenOut.failed(FailureKind.UNREACHABLE, "node died")
                     return
                 last = k == len(ids) - 1 and not self.hang_after_script
                 reason = None

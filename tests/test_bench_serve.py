@@ -19,6 +19,7 @@ from bench.serve.metrics import RequestOutcome, compute_metrics, percentile
 from coordinator.gateway.backend import GenerationRequest, TokenOut
 from parallax.cli import main
 from parallax.errors import CapacityError, InvalidArgument, ParallaxError
+from parallax.failures import FailureKind
 from tests.gateway_fakes import ScriptedBackend, running_gateway
 
 OUTCOMES = (
@@ -136,7 +137,7 @@ class FlakyBackend(ScriptedBackend):
             raise ParallaxError("test: boom")
         if k == 6:
             yield TokenOut(self.script[0])
-            yield TokenOut(0, finished=True, finish_reason="error", error="test: node died")
+            yield TokenOut.failed(FailureKind.UNREACHABLE, "test: node died")
             return
         async for tok in super().generate(req):
             yield tok

@@ -9,10 +9,11 @@ from collections.abc import Awaitable, Callable
 import grpc
 import pytest
 
-from coordinator.gateway.backend import GenerationRequest, UpstreamError
+from coordinator.gateway.backend import GenerationRequest
 from coordinator.gateway.cluster_backend import ClusterBackend
 from coordinator.scheduler.types import ClusterState, NodeLoad
-from parallax.errors import CapacityError, NotCovered
+from parallax.errors import NotCovered
+from parallax.failures import FailureKind
 from parallax.rpc import parallax_pb2 as pb
 from parallax.sampling import SamplingParams
 from parallax.types import LayerRange, NodeId
@@ -32,6 +33,7 @@ async def _with_cluster(
     stall_s: float = 60.0,
     replay_wait_s: float = 30.0,
     token_stall_s: float = 20.0,
+    capacity_retries: int = 30,
 ) -> None:
     def make(address: str) -> ClusterBackend:
         route = chain(nodes, LAYERS)
@@ -43,6 +45,7 @@ async def _with_cluster(
             stall_s=stall_s,
             replay_wait_s=replay_wait_s,
             token_stall_s=token_stall_s,
+            capacity_retries=capacity_retries,
         )
 
     async with serving_backend(nodes, make) as backend:
@@ -132,26 +135,32 @@ def test_concurrent_requests_are_dispatched_by_id():
     asyncio.run(_with_cluster(_three(), body))
 
 
-def test_submit_refused_for_capacity_is_a_capacity_error():
+def test_a_first_node_refusing_for_capacity_is_retried_then_fails_as_overloaded():
     nodes = [FakeNode("a", refuse=grpc.StatusCode.RESOURCE_EXHAUSTED), FakeNode("b")]
 
     async def body(backend: ClusterBackend) -> None:
-        with pytest.raises(CapacityError):
-            await anext(backend.generate(_request()))
+        tokens = [t async for t in backend.generate(_request())]
+        assert len(tokens) == 1 and tokens[0].failure is not None
+        assert tokens[0].failure.kind is FailureKind.OVERLOADED
 
-    asyncio.run(_with_cluster(nodes, body))
+    asyncio.run(_with_cluster(nodes, body, capacity_retries=1))
+    assert [s.request_id for s in nodes[0].submits] == ["r1", "r1~r1"]  # one retry
     # Whatever the first node did keep is freed on every hop.
-    assert all(n.releases == [(("r1",), "abort")] for n in nodes)
+    assert all(n.releases == [(("r1",), "abort"), (("r1~r1",), "abort")] for n in nodes)
 
 
-def test_unreachable_first_node_is_an_upstream_error():
+def test_an_unreachable_first_node_ends_as_unreachable_after_the_replays():
     nodes = [FakeNode("a", refuse=grpc.StatusCode.UNAVAILABLE)]
 
     async def body(backend: ClusterBackend) -> None:
-        with pytest.raises(UpstreamError, match="first node a"):
-            await anext(backend.generate(_request()))
+        tokens = [t async for t in backend.generate(_request())]
+        assert len(tokens) == 1 and tokens[0].failure is not None
+        assert tokens[0].failure.kind is FailureKind.UNREACHABLE
+        assert "first node a" in tokens[0].failure.message
 
-    asyncio.run(_with_cluster(nodes, body))
+    asyncio.run(_with_cluster(nodes, body, replay_wait_s=0.2))
+    # No other chain: the same one was taken once more as a last resort.
+    assert [s.request_id for s in nodes[0].submits] == ["r1", "r1~r1"]
 
 
 def test_a_chain_that_stays_silent_ends_in_an_error_and_is_released():
@@ -159,8 +168,8 @@ def test_a_chain_that_stays_silent_ends_in_an_error_and_is_released():
 
     async def body(backend: ClusterBackend) -> None:
         tokens = [t async for t in backend.generate(_request())]
-        assert len(tokens) == 1 and tokens[0].finish_reason == "error"
-        assert "no token" in (tokens[0].error or "")
+        assert len(tokens) == 1 and tokens[0].failure is not None
+        assert tokens[0].failure.kind is FailureKind.STALLED
 
     asyncio.run(_with_cluster(nodes, body, stall_s=0.3, replay_wait_s=0.2))
     # No other chain: the silent one was tried once more, each attempt released.
@@ -178,7 +187,7 @@ def test_a_chain_that_hangs_mid_stream_is_noticed_by_the_shorter_token_timer():
         t0 = time.monotonic()
         tokens = [t async for t in backend.generate(_request())]
         assert time.monotonic() - t0 < 10
-        assert tokens[-1].finish_reason == "error" and "no token" in (tokens[-1].error or "")
+        assert tokens[-1].failure is not None and tokens[-1].failure.kind is FailureKind.STALLED
         assert [t.token_id for t in tokens[:5]] == [10, 11, 12, 13, 14]
 
     asyncio.run(_with_cluster(nodes, body, stall_s=60, replay_wait_s=0.2, token_stall_s=0.3))
@@ -194,7 +203,7 @@ def test_a_lost_message_on_the_only_chain_is_replayed_on_it():
     async def body(backend: ClusterBackend) -> None:
         tokens = [t async for t in backend.generate(_request())]
         assert [t.token_id for t in tokens] == [10, 11, 12, 13, 14]
-        assert tokens[-1].finish_reason == "stop" and not tokens[-1].error
+        assert tokens[-1].finish_reason == "stop" and tokens[-1].failure is None
 
     asyncio.run(_with_cluster(nodes, body, stall_s=0.3, replay_wait_s=0.2))
     assert [s.request_id for s in nodes[0].submits] == ["r1", "r1~r1"]

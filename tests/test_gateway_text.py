@@ -5,8 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.gateway.backend import TokenOut
+from coordinator.gateway.backend import Failure, TokenOut
 from coordinator.gateway.textstream import ChoiceStream, StopMatcher
+from parallax.failures import FailureKind
 
 ALPHABET = "ab日 "
 
@@ -95,8 +96,9 @@ def test_choice_stream_hides_eos_and_cuts_at_stop_strings():
     assert ids == [ord(c) for c in "hell"]
 
 
-def test_an_error_finish_carries_the_message():
+def test_a_failure_carries_its_kind_and_message():
     stream = ChoiceStream(_CharDetok(), (), frozenset())
-    piece = stream.add(TokenOut(0, finished=True, finish_reason="error", error="boom"))
-    assert (piece.finish_reason, piece.error) == ("error", "boom")
+    piece = stream.add(TokenOut.failed(FailureKind.UNREACHABLE, "boom"))
+    assert piece.finish_reason is None and piece.failure == Failure(FailureKind.UNREACHABLE, "boom")
+    assert stream.done
     assert stream.completion_tokens == 0

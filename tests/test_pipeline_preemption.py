@@ -248,7 +248,10 @@ def test_a_failing_step_fails_its_requests_and_the_node_keeps_serving(tiny_model
         last = collector.events[f"r{i}"][-1]
         if last.failure:
             errors += 1
-            assert last.failure == pb.FAILURE_INTERNAL and "engine step failed on node n1" in last.error
+            assert (
+                last.failure == pb.FAILURE_INTERNAL
+                and "engine step failed on node n1" in last.error
+            )
         else:
             assert tokens_of(collector, f"r{i}") == expected[i]
     assert errors > 0

@@ -65,7 +65,7 @@ class ObservedBackend:
                     (m.ttft if first else m.inter_token).observe(now - last)
                 first, last = False, now
                 if token.finished:
-                    outcome = token.finish_reason or "stop"
+                    outcome = "error" if token.failure else (token.finish_reason or "stop")
                     m.duration.observe(now - started)
                 yield token
         finally:

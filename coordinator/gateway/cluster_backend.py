@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from coordinator.gateway.backend import GenerationRequest, TokenOut
+from coordinator.gateway.replay import Budget, Replay, Used, plan_replay
+from coordinator.gateway.tasks import TaskKeeper
 from coordinator.gateway.upstream import (
     DeliverServicer,
     DeliveryBoard,
@@ -29,7 +30,8 @@ from coordinator.gateway.upstream import (
 )
 from coordinator.scheduler import route as schedule_route
 from coordinator.scheduler.types import ClusterState, Route, RouteRequest
-from parallax.errors import KV_FULL_MARK, ParallaxError
+from parallax.errors import ParallaxError
+from parallax.failures import FailureKind
 from parallax.rpc import parallax_pb2 as pb
 from parallax.rpc.tls import Tls
 from parallax.types import NodeId
@@ -45,15 +47,9 @@ DEFAULT_TOKEN_STALL_S = 20.0
 # A request whose chain fails (a hop died or was reassigned) is replayed on a new chain:
 # prompt plus the tokens generated so far, so the client sees one uninterrupted stream.
 DEFAULT_MAX_REPLAYS = 2
+DEFAULT_CAPACITY_RETRIES = 30  # a full chain is retried about once a second
 DEFAULT_REPLAY_WAIT_S = 30.0  # how long to wait for the coordinator to re-cover layers
 REROUTE_POLL_S = 0.5
-# After a hop ran out of KV for a request, wait this long (for others to finish) before
-# replaying it, on whichever chain the router picks then, the same one included.
-KV_FULL_BACKOFF_S = 1.0
-# After a stall, how long to look for another chain before replaying on the silent one
-# (its nodes still heartbeat, or the router would not offer it).
-STALL_REROUTE_WAIT_S = 5.0
-STALL_MARK = "no token from the cluster for"
 ROUTE_EXPECTED_NEW_TOKENS = 512
 
 
@@ -64,7 +60,7 @@ class _Flight:
     request: GenerationRequest
     route: Route
     generated: list[int] = field(default_factory=list)
-    silent_retried: bool = False  # replayed once already on a chain that went silent
+    used: Used = field(default_factory=Used)
 
 
 class ClusterBackend:
@@ -79,10 +75,10 @@ class ClusterBackend:
         token_stall_s: float = DEFAULT_TOKEN_STALL_S,
         max_replays: int = DEFAULT_MAX_REPLAYS,
         replay_wait_s: float = DEFAULT_REPLAY_WAIT_S,
+        capacity_retries: int = DEFAULT_CAPACITY_RETRIES,
         tls: Tls | None = None,
     ) -> None:
-        self._max_replays = max_replays
-        self._replay_wait_s = replay_wait_s
+        self._budget = Budget(max_replays, capacity_retries, replay_wait_s)
         self._state_fn = state_fn
         self._num_layers = num_layers
         self._self_address = self_address
@@ -91,7 +87,7 @@ class ClusterBackend:
         self._token_stall_s = token_stall_s
         self._board = DeliveryBoard()
         self._clients = NodeClients(tls)
-        self._releases: set[asyncio.Task[None]] = set()
+        self._releases = TaskKeeper()
         self._open: Counter[NodeId] = Counter()  # chains this gateway has open, per node
         self.servicer = DeliverServicer(self._board)
 
@@ -117,7 +113,8 @@ class ClusterBackend:
 
     async def generate(self, req: GenerationRequest) -> AsyncIterator[TokenOut]:
         flight = _Flight(req, self._route(req))
-        for attempt in range(self._max_replays + 1):
+        attempt = 0
+        while True:
             # A replay runs under its own wire id: late events of the failed chain can
             # never be taken for tokens of the new one.
             wire_id = req.request_id if attempt == 0 else f"{req.request_id}~r{attempt}"
@@ -125,8 +122,8 @@ class ClusterBackend:
             stream = self._attempt(flight, wire_id)
             try:
                 async for token in stream:
-                    if token.finish_reason == "error" and attempt < self._max_replays:
-                        failure = token
+                    if token.failure is not None:
+                        failure = token.failure
                         break
                     yield token
             finally:
@@ -134,13 +131,10 @@ class ClusterBackend:
                 await stream.aclose()
             if failure is None:
                 return
-            route = await self._reroute(
-                flight,
-                same_ok=KV_FULL_MARK in failure.error,
-                same_at_last=failure.error.startswith(STALL_MARK) and not flight.silent_retried,
-            )
+            plan = plan_replay(failure.kind, flight.used, self._budget)
+            route = await self._reroute(flight, plan) if plan is not None else None
             if route is None:
-                yield failure
+                yield TokenOut.failed(failure.kind, failure.message)
                 return
             log.warning(
                 "replaying request on a new chain",
@@ -148,10 +142,12 @@ class ClusterBackend:
                     "request_id": req.request_id,
                     "generated": len(flight.generated),
                     "route": [h.node_id for h in route.hops],
-                    "error": failure.error,
+                    "failure": failure.kind,
+                    "error": failure.message,
                 },
             )
             flight.route = route
+            attempt += 1
 
     def _route(self, req: GenerationRequest) -> Route:
         # Route on the KV a request will likely hold, not its cap: a missing max_tokens
@@ -164,37 +160,31 @@ class ClusterBackend:
             raise ValueError(f"router returned a route that does not cover {self._num_layers}")
         return route
 
-    async def _reroute(
-        self, flight: _Flight, same_ok: bool = False, same_at_last: bool = False
-    ) -> Route | None:
-        """Wait for a chain that differs from the failed one (the coordinator notices a
-        dead node within its dead-after time and re-covers its layers). With `same_ok`
-        (a hop only ran out of KV: the chain is healthy) any chain will do after a short
-        back-off, so a one-chain cluster under load does not fail the request. With
-        `same_at_last` (the chain went silent) the same chain is taken, once per request,
-        when no other shows up within `STALL_REROUTE_WAIT_S`: its nodes still heartbeat,
-        so a message was lost, not a node, and a replay may well get through."""
+    async def _reroute(self, flight: _Flight, plan: Replay) -> Route | None:
+        """The chain to replay on, per `plan` (coordinator/gateway/replay.py): after its
+        back-off, any chain, or one that differs from the failed one (the coordinator
+        notices a dead node within its dead-after time and re-covers its layers), or at
+        last the same chain once, when the router still offers it."""
         failed = [(h.node_id, h.range) for h in flight.route.hops]
         loop = asyncio.get_running_loop()
-        wait = self._replay_wait_s
-        if same_at_last:
-            wait = min(wait, STALL_REROUTE_WAIT_S)
-        deadline = loop.time() + wait
-        if same_ok:
-            await asyncio.sleep(KV_FULL_BACKOFF_S)
+        await asyncio.sleep(plan.backoff_s)
+        deadline = loop.time() + plan.wait_s
         route = None
-        while loop.time() < deadline:
+        while True:
             try:
                 route = self._route(flight.request)
             except ParallaxError:  # layers not covered yet: nodes still reloading
                 route = None
             if route is not None and (
-                same_ok or [(h.node_id, h.range) for h in route.hops] != failed
+                plan.any_chain or [(h.node_id, h.range) for h in route.hops] != failed
             ):
+                flight.used = plan.used
                 return route
+            if loop.time() >= deadline:
+                break
             await asyncio.sleep(REROUTE_POLL_S)
-        if same_at_last and route is not None:
-            flight.silent_retried = True
+        if plan.same_at_last and route is not None:
+            flight.used = replace(plan.used, same_chain_fallback=True)
             return route
         return None
 
@@ -216,7 +206,10 @@ class ClusterBackend:
         nodes = {h.node_id for h in route.hops}
         self._open.update(nodes)
         try:
-            await self._clients.submit(route, self._submit_message(flight, wire_id))
+            refused = await self._clients.submit(route, self._submit_message(flight, wire_id))
+            if refused is not None:
+                yield TokenOut.failed(refused.kind, refused.message)
+                return
             with_logprobs = req.sampling.logprobs >= 0
             wait = self._stall_s
             while True:
@@ -242,7 +235,7 @@ class ClusterBackend:
             self._board.close(wire_id)
             reason = "finished" if finished else "abort"
             # A task, not an await: this may run while the caller is being cancelled.
-            self._spawn(self._clients.release(route, wire_id, reason))
+            self._releases.spawn(self._clients.release(route, wire_id, reason))
 
     def _submit_message(self, flight: _Flight, wire_id: str) -> pb.SubmitRequest:
         req = flight.request
@@ -265,20 +258,9 @@ class ClusterBackend:
                 "route": [h.node_id for h in flight.route.hops],
             },
         )
-        return TokenOut(
-            token_id=0,
-            finished=True,
-            finish_reason="error",
-            error=f"{STALL_MARK} {waited_s:g} s",
-        )
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._releases.add(task)
-        task.add_done_callback(self._releases.discard)
+        return TokenOut.failed(FailureKind.STALLED, f"no token from the cluster for {waited_s:g} s")
 
     async def close(self) -> None:
         """Wait for pending releases, then close the node channels."""
-        if self._releases:
-            await asyncio.gather(*self._releases, return_exceptions=True)
+        await self._releases.drain()
         await self._clients.close()

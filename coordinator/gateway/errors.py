@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from coordinator.gateway.backend import UpstreamError
+from coordinator.gateway.backend import Failure, RequestFailed, UpstreamError
 from parallax.errors import (
     CapacityError,
     ContextOverflow,
@@ -23,6 +23,7 @@ from parallax.errors import (
     NotCovered,
     ParallaxError,
 )
+from parallax.failures import FailureKind
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ def from_parallax_error(exc: ParallaxError) -> ApiError:
         return ApiError(400, str(exc), code="invalid_value")
     if isinstance(exc, ModelNotFound):
         return ApiError(404, str(exc), param="model", code="model_not_found")
+    if isinstance(exc, RequestFailed):
+        return from_failure(exc.failure)
     if isinstance(exc, CapacityError):
         return ApiError(
             429,
@@ -89,6 +92,23 @@ def from_parallax_error(exc: ParallaxError) -> ApiError:
     if isinstance(exc, UpstreamError):
         return ApiError(503, str(exc), type="service_unavailable", code="upstream_error")
     return ApiError(500, f"internal error: {type(exc).__name__}", type="server_error")
+
+
+def from_failure(failure: Failure) -> ApiError:
+    """A request the cluster gave up on, by why: its own fault (400), a full cluster
+    (429, retry later), or a cluster fault (503)."""
+    message = f"generation failed on the cluster ({failure.kind}): {failure.message}"
+    if failure.kind is FailureKind.INVALID:
+        return ApiError(400, message, code="invalid_value")
+    if failure.kind in (FailureKind.KV_FULL, FailureKind.OVERLOADED):
+        return ApiError(
+            429,
+            f"the cluster is saturated, retry shortly: {message}",
+            type="rate_limit_error",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+    return ApiError(503, message, type="service_unavailable", code=f"upstream_{failure.kind}")
 
 
 _TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "none", "null"}

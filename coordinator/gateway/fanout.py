@@ -1,6 +1,7 @@
-"""Run the n choices of one HTTP request concurrently and merge their tokens.
+"""The choices of one HTTP request: one is read in place (`SingleChoice`, no queue
+and no task on the token path); n > 1 run concurrently and merge (`FanOut`).
 
-Each choice is pumped by its own task, so one slow choice does not hold the
+Each of n choices is pumped by its own task, so one slow choice does not hold the
 others back. Cancelling a pump closes its backend iterator, which aborts that
 request on every node. Closing never awaits: it may run inside a cancelled
 scope (client disconnect), so pumps are cancelled and kept alive by a
@@ -12,33 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from coordinator.gateway.backend import Backend, GenerationRequest, TokenOut
+from coordinator.gateway.tasks import TaskKeeper
 
 log = logging.getLogger(__name__)
-
-
-class TaskKeeper:
-    """Strong references to background tasks (asyncio keeps only weak ones)."""
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    def __len__(self) -> int:
-        return len(self._tasks)
-
-    async def drain(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 @dataclass(frozen=True)
@@ -46,6 +28,80 @@ class ChoiceEvent:
     index: int
     token: TokenOut | None = None
     error: BaseException | None = None  # the backend raised instead of yielding
+
+
+class Choices(Protocol):
+    async def start(self) -> None:
+        """Raise the first error any choice hit before its first token."""
+        ...
+
+    def events(self) -> AsyncIterator[ChoiceEvent]: ...
+
+    def stop(self, index: int) -> None:
+        """End one choice early (a stop string matched): aborts it upstream."""
+        ...
+
+    def close(self) -> None:
+        """Abort whatever still runs. Synchronous: it may run in a cancelled scope."""
+        ...
+
+
+def choices(backend: Backend, requests: list[GenerationRequest], keeper: TaskKeeper) -> Choices:
+    if len(requests) == 1:
+        return SingleChoice(backend, requests[0], keeper)
+    return FanOut(backend, requests, keeper)
+
+
+class SingleChoice:
+    """One choice, read straight from the backend's stream by the HTTP response."""
+
+    def __init__(self, backend: Backend, request: GenerationRequest, keeper: TaskKeeper):
+        self._stream = backend.generate(request)
+        self._keeper = keeper
+        self._first: TokenOut | None = None
+        self._stopped = False
+
+    async def start(self) -> None:
+        try:
+            self._first = await anext(self._stream)
+        except StopAsyncIteration:
+            raise RuntimeError("the backend ended a request without a finished token") from None
+
+    async def events(self) -> AsyncIterator[ChoiceEvent]:
+        token, stream = self._first, self._stream
+        async with _closing(stream):
+            while token is not None and not self._stopped:
+                yield ChoiceEvent(0, token=token)
+                if token.finished or self._stopped:
+                    return
+                try:
+                    token = await anext(stream)
+                except StopAsyncIteration:
+                    missing = RuntimeError("the backend ended a request without a finished token")
+                    yield ChoiceEvent(0, error=missing)
+                    return
+                except Exception as e:  # handed to the HTTP layer, which maps it
+                    yield ChoiceEvent(0, error=e)
+                    return
+
+    def stop(self, index: int) -> None:
+        self._stopped = True  # `events` closes the stream at its next turn
+
+    def close(self) -> None:
+        # Never awaited here (see the module docstring); closing a stream that already
+        # ended, or that a cancelled reader closed, is a no-op.
+        self._stopped = True
+        self._keeper.spawn(_aclose(self._stream))
+
+
+async def _aclose(stream: AsyncIterator[TokenOut]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is None:
+        return
+    try:
+        await aclose()
+    except RuntimeError:  # still running in a reader being cancelled: it closes it
+        pass
 
 
 class FanOut:

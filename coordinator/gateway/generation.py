@@ -15,9 +15,11 @@ from typing import TypeVar
 
 from fastapi import Request
 
-from coordinator.gateway.backend import Backend, GenerationRequest, UpstreamError
-from coordinator.gateway.fanout import FanOut, TaskKeeper
+from coordinator.gateway.backend import Backend, Failure, GenerationRequest, RequestFailed
+from coordinator.gateway.fanout import choices
+from coordinator.gateway.tasks import TaskKeeper
 from coordinator.gateway.textstream import ChoiceStream, LogprobEntry, Piece, TokenTexts
+from parallax.failures import FailureKind
 from parallax.sampling import SamplingParams
 from parallax.tokenizer.detok import IncrementalDetokenizer
 from parallax.tokenizer.tokenizer import Tokenizer
@@ -82,30 +84,31 @@ class Generation:
         requests = [
             GenerationRequest(f"{http_id}-{p.index}", p.prompt_ids, p.sampling) for p in plans
         ]
-        self._fanout = FanOut(gw.backend, requests, gw.keeper)
+        self._choices = choices(gw.backend, requests, gw.keeper)
 
     async def start(self) -> None:
         """Raises the typed error of a request that could not start (-> HTTP status)."""
-        await self._fanout.start()
+        await self._choices.start()
 
     def close(self) -> None:
-        self._fanout.close()
+        self._choices.close()
 
     async def pieces(self) -> AsyncIterator[tuple[int, Piece]]:
-        async for ev in self._fanout.events():
+        async for ev in self._choices.events():
             if ev.error is not None or ev.token is None:
-                yield ev.index, Piece("", finish_reason="error", error=str(ev.error))
+                failure = Failure(FailureKind.INTERNAL, f"{type(ev.error).__name__}: {ev.error}")
+                yield ev.index, Piece("", failure=failure)
                 continue
             piece = self._streams[ev.index].add(ev.token)
             if piece.finish_reason is not None and not ev.token.finished:
-                self._fanout.stop(ev.index)  # a stop string: abort upstream now
+                self._choices.stop(ev.index)  # a stop string: abort upstream now
             yield ev.index, piece
 
     async def collect(self) -> list[ChoiceResult]:
         results = [ChoiceResult() for _ in self._plans]
         async for index, piece in self.pieces():
-            if piece.finish_reason == "error":
-                raise UpstreamError(f"generation failed on the cluster: {piece.error}")
+            if piece.failure is not None:
+                raise RequestFailed(piece.failure)
             result = results[index]
             result.text.append(piece.text)
             result.logprobs.extend(piece.logprobs)

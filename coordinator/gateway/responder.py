@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from coordinator.gateway.errors import ApiError
+from coordinator.gateway.errors import from_failure
 from coordinator.gateway.generation import (
     SYSTEM_FINGERPRINT,
     ChoiceResult,
@@ -136,14 +136,8 @@ async def _sse_body(
             if opening is not None:
                 yield sse_event(env.wrap([opening], **extra))
         async for index, piece in gen.pieces():
-            if piece.finish_reason == "error":
-                err = ApiError(
-                    503,
-                    f"generation failed on the cluster: {piece.error}",
-                    type="service_unavailable",
-                    code="upstream_error",
-                )
-                yield sse_event(err.body())
+            if piece.failure is not None:
+                yield sse_event(from_failure(piece.failure).body())
                 return
             if piece.text or piece.logprobs:
                 yield sse_event(env.wrap([fmt.delta(index, piece)], **extra))

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
-from coordinator.gateway.backend import TokenOut
+from coordinator.gateway.backend import Failure, TokenOut
 from parallax.tokenizer.tokenizer import Tokenizer
 
 
@@ -148,8 +148,8 @@ class Piece:
 
     text: str
     logprobs: tuple[LogprobEntry, ...] = ()
-    finish_reason: str | None = None  # "stop" | "length" | "error"
-    error: str | None = None
+    finish_reason: str | None = None  # "stop" | "length"
+    failure: Failure | None = None  # the choice failed: the last piece, no text
 
 
 class ChoiceStream:
@@ -165,17 +165,18 @@ class ChoiceStream:
         self.completion_tokens = 0
         self.finish_reason: str | None = None
         self._cut_by_stop_string = False
+        self.failed = False
 
     @property
     def done(self) -> bool:
-        return self.finish_reason is not None
+        return self.finish_reason is not None or self.failed
 
     def add(self, token: TokenOut) -> Piece:
         if self.done:
             return Piece("")
-        if not token.carries_token:
-            self.finish_reason = "error"
-            return Piece("", finish_reason="error", error=token.error or token.finish_reason)
+        if token.failure is not None:
+            self.failed = True
+            return Piece("", failure=token.failure)
         self.completion_tokens += 1
         start = self._produced
         text = ""

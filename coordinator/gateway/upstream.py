@@ -13,9 +13,11 @@ from collections.abc import Callable
 
 import grpc
 
-from coordinator.gateway.backend import FINISH_REASONS, TokenOut, UpstreamError
+from coordinator.gateway.backend import FINISH_REASONS, Failure, TokenOut
+from coordinator.gateway.tasks import TaskKeeper
 from coordinator.scheduler.types import Route
-from parallax.errors import CapacityError, InvalidArgument
+from parallax.errors import InvalidArgument
+from parallax.failures import FailureKind
 from parallax.rpc import deadlines
 from parallax.rpc import parallax_pb2 as pb
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
@@ -32,6 +34,12 @@ def route_to_proto(route: Route) -> pb.Route:
         ]
     )
 
+
+# Why a first hop refused a Submit, by gRPC status (anything else: it is unreachable).
+_SUBMIT_REFUSALS = {
+    grpc.StatusCode.RESOURCE_EXHAUSTED: FailureKind.OVERLOADED,
+    grpc.StatusCode.FAILED_PRECONDITION: FailureKind.REASSIGNED,
+}
 
 # A node address unused for this long loses its channel: nodes come and go, and a
 # coordinator that runs for weeks must not keep one for every node it ever routed to.
@@ -56,7 +64,7 @@ class NodeClients:
         self._stubs: dict[str, pb_grpc.NodeStub] = {}
         self._last_used: dict[str, float] = {}
         self._swept = clock()
-        self._closing: set[asyncio.Task[None]] = set()
+        self._closing = TaskKeeper()
 
     @property
     def addresses(self) -> list[str]:
@@ -69,9 +77,7 @@ class NodeClients:
             self._stubs.pop(address, None)
             channel = self._channels.pop(address, None)
             if channel is not None:
-                task = asyncio.get_running_loop().create_task(channel.close())
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
+                self._closing.spawn(channel.close())
 
     def stub(self, address: str) -> pb_grpc.NodeStub:
         now = self._clock()
@@ -85,23 +91,22 @@ class NodeClients:
             stub = self._stubs[address] = pb_grpc.NodeStub(channel)
         return stub
 
-    async def submit(self, route: Route, request: pb.SubmitRequest) -> None:
-        """Hand a request to the first hop; raises the typed error the HTTP layer maps."""
+    async def submit(self, route: Route, request: pb.SubmitRequest) -> Failure | None:
+        """Hand a request to the first hop. A refusal another chain (or a later try)
+        may not meet comes back as a Failure for the replay policy; a bad request
+        raises InvalidArgument (HTTP 400)."""
         first = route.hops[0]
         try:
             ack = await self.stub(first.address).Submit(request, timeout=deadlines.SUBMIT_S)
         except grpc.aio.AioRpcError as e:
             code, detail = e.code(), e.details() or ""
-            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                raise CapacityError(f"node {first.node_id} is full: {detail}") from None
             if code == grpc.StatusCode.INVALID_ARGUMENT:
                 raise InvalidArgument(detail) from None
-            raise UpstreamError(
-                f"first node {first.node_id} ({first.address}) did not take the request: "
-                f"{code.name} {detail}"
-            ) from None
+            kind = _SUBMIT_REFUSALS.get(code, FailureKind.UNREACHABLE)
+            return Failure(kind, f"first node {first.node_id} refused: {code.name} {detail}")
         if not ack.ok:
-            raise UpstreamError(f"first node {first.node_id} refused the request: {ack.message}")
+            return Failure(FailureKind.INTERNAL, f"first node {first.node_id}: {ack.message}")
+        return None
 
     async def release(self, route: Route, request_id: str, reason: str) -> None:
         """Free the request's KV on every hop at once; failures are logged, not raised."""
@@ -121,27 +126,25 @@ class NodeClients:
 
     async def close(self) -> None:
         channels, self._channels, self._stubs = list(self._channels.values()), {}, {}
-        await asyncio.gather(*(c.close() for c in channels), *self._closing, return_exceptions=True)
-
-
-log = logging.getLogger(__name__)
+        await asyncio.gather(*(c.close() for c in channels), return_exceptions=True)
+        await self._closing.drain()
 
 
 def event_to_token(ev: pb.TokenEvent, with_logprobs: bool) -> TokenOut:
     """`with_logprobs`: the request asked for them (proto3 cannot tell 0.0 from unset)."""
-    reason: str | None = ev.finish_reason or None
-    error = ev.error or None
+    kind = FailureKind.from_wire(ev.failure)
+    if kind is not None:
+        return TokenOut.failed(kind, ev.error or "the node gave no reason")
+    reason: str | None = ev.finish_reason or None if ev.finished else None
     if ev.finished and reason not in FINISH_REASONS:
-        reason, error = "error", f"node finished the request with reason {ev.finish_reason!r}"
-    if not ev.finished:
-        reason, error = None, None
+        why = f"node finished the request with reason {ev.finish_reason!r}"
+        return TokenOut.failed(FailureKind.INTERNAL, why)
     return TokenOut(
         token_id=ev.token_id,
         logprob=ev.logprob if with_logprobs else None,
         top_logprobs=tuple((t.token_id, t.logprob) for t in ev.top_logprobs),
         finished=ev.finished,
         finish_reason=reason,
-        error=error,
     )
 
 
