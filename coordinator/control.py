@@ -41,6 +41,8 @@ from parallax.types import LayerRange, NodeId
 
 log = logging.getLogger(__name__)
 
+MAX_LOGGED_PEERS = 10_000
+
 
 def assignment_to_pb(a: Assignment) -> pb.Assignment:
     r = a.range
@@ -107,6 +109,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         self.clock = clock
         self.challenges = Challenges()
         self.limiter = limiter or FailureLimiter()
+        self._denied_peers: set[str] = set()  # logged once each: a flood is not a log flood
 
     async def _check_limit(self, peer: str, context: grpc.aio.ServicerContext) -> None:
         wait = self.limiter.retry_after(peer, self.clock())
@@ -210,10 +213,13 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
 
         verdict = self.registry.authenticate(node_id, proof.counter, check)
         if verdict is Proof.DENIED:
-            log.warning(
-                "node call refused: not signed by that node",
-                extra={"method": method, "node_id": node_id, "peer": context.peer()},
-            )
+            peer = peer_host(context.peer())
+            if peer not in self._denied_peers and len(self._denied_peers) < MAX_LOGGED_PEERS:
+                self._denied_peers.add(peer)
+                log.warning(
+                    "node call refused: not signed by that node (logged once per peer)",
+                    extra={"method": method, "node_id": node_id, "peer": peer},
+                )
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"{method} for node {node_id!r} is not signed with that node's secret (or "

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from coordinator.control import CoordinatorService
-from coordinator.join_guard import FailureLimiter
+from coordinator.join_guard import Challenges, FailureLimiter, peer_host
 from coordinator.registry import Registry
 from node.control import ControlClient, JoinRefused
 from parallax.config.node import NodeConfig
@@ -273,3 +273,22 @@ def test_with_mtls_volunteer_a_cannot_act_as_volunteer_b(tmp_path) -> None:
                 await node.stop()
 
     run(main())
+
+
+def test_failures_count_per_host_and_challenges_expire() -> None:
+    assert peer_host("ipv4:10.1.2.3:50123") == peer_host("ipv4:10.1.2.3:50999") == "10.1.2.3"
+    assert peer_host("ipv6:[2001:db8::7]:443") == "2001:db8::7"
+    limiter = FailureLimiter(burst=2, forgive_s=10.0)
+    for _ in range(2):
+        assert limiter.retry_after("a", now=0.0) == 0
+        limiter.fail("a", now=0.0)
+    assert limiter.retry_after("a", now=0.0) == 10.0
+    assert limiter.retry_after("b", now=0.0) == 0, "another host is not held back"
+    assert limiter.retry_after("a", now=4.0) == pytest.approx(6.0)
+    assert limiter.retry_after("a", now=10.0) == 0
+    challenges = Challenges(ttl_s=30.0, capacity=2)
+    first, second = challenges.issue(now=0.0), challenges.issue(now=1.0)
+    assert challenges.take(second, now=31.0) and not challenges.take(second, now=31.0)
+    assert not challenges.take(first, now=31.0), "expired"
+    old, *_ = [challenges.issue(now=40.0) for _ in range(3)]
+    assert not challenges.take(old, now=40.0), "the oldest goes past the cap"
