@@ -292,3 +292,20 @@ def test_failures_count_per_host_and_challenges_expire() -> None:
     assert not challenges.take(first, now=31.0), "expired"
     old, *_ = [challenges.issue(now=40.0) for _ in range(3)]
     assert not challenges.take(old, now=40.0), "the oldest goes past the cap"
+
+
+def test_a_node_restarted_on_its_address_gets_in_once_its_old_self_is_dead() -> None:
+    async def main():
+        async with coordinator() as (reg, address), AsyncExitStack() as stack:
+            old = await SimNode(address, "a").start(stack)
+            await until(lambda: old.client.node_id in ready_ids(reg))
+            where = reg.get(old.client.node_id).address
+            await old.stop()  # killed: it never said goodbye, and its secret is gone
+            restarted = ControlClient(address, address_wait_s=10 * DEAD_S)
+            t0 = time.monotonic()
+            node_id, _, _ = await restarted.join(NodeConfig(coordinator=address), where, HW)
+            assert DEAD_S / 2 < time.monotonic() - t0 < 6 * DEAD_S
+            assert [n.node_id for n in reg.nodes] == [node_id] != [old.client.node_id]
+            await restarted.close()
+
+    run(main())
