@@ -81,6 +81,7 @@ def report_from_pb(msg: pb.NodeStatus) -> NodeReport:
         kv_total_tokens=msg.kv_total_tokens,
         layer_latency_ms=msg.layer_latency_ms,
         tokens_per_s=msg.tokens_per_s,
+        max_running=msg.max_running,
     )
 
 

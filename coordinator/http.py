@@ -92,8 +92,11 @@ def build_gateway(
         route_fn=observed_route(schedule_route, dashboard.traffic),
         stall_s=config.stall_s,
         token_stall_s=config.token_stall_s,
+        max_queue=config.max_queue,
+        max_queue_s=config.max_queue_s,
         tls=tls,
     )
+    dashboard.metrics.watch_admission(lambda: backend.admission.stats)
     pb_grpc.add_GatewayServicer_to_server(backend.servicer, server)
     app = create_app(
         ObservedBackend(backend, dashboard.traffic, dashboard.metrics),

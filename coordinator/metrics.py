@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from coordinator.gateway.admission import AdmissionStats
 from coordinator.registry_types import Decision, NodeState
 
 # Seconds. TTFT spans a prefill over several hops; a token is one decode step.
@@ -81,6 +82,28 @@ class _ClusterCollector(Collector):
         )
 
 
+class _AdmissionCollector(Collector):
+    def __init__(self, stats: Callable[[], AdmissionStats]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        st = self._stats()
+        yield GaugeMetricFamily(
+            "parallax_queued_requests", "requests waiting for room on the cluster", st.queued
+        )
+        yield CounterMetricFamily(
+            "parallax_admitted_requests", "requests admitted to the cluster", st.admitted
+        )
+        rejected = CounterMetricFamily(
+            "parallax_rejected_requests",
+            "requests refused with HTTP 429, by why (queue_full, timeout)",
+            labels=["reason"],
+        )
+        for reason, n in sorted(st.rejected.items()):
+            rejected.add_metric([reason], n)
+        yield rejected
+
+
 class CoordinatorMetrics:
     def __init__(self, snapshot: Callable[[], dict[str, Any]] | None = None) -> None:
         self.registry = CollectorRegistry()
@@ -120,6 +143,10 @@ class CoordinatorMetrics:
         self._decisions_lock = threading.Lock()
         if snapshot is not None:
             r.register(_ClusterCollector(snapshot))
+
+    def watch_admission(self, stats: Callable[[], AdmissionStats]) -> None:
+        """Export the gateway's wait queue and its refusals, read at each scrape."""
+        self.registry.register(_AdmissionCollector(stats))
 
     def count_decisions(self, decisions: Sequence[Decision]) -> None:
         """Count decisions not seen before. `decisions` is the registry's log, oldest first.

@@ -182,7 +182,15 @@ class Registry:
                 )
             if new.serving != rec.serving:  # routable or not: the cached state must go
                 self._version += 1
-            return rec.assignment
+            draining = new.state is NodeState.LEAVING and rec.state is not NodeState.LEAVING
+        if draining:
+            # It takes no new requests while its own run out: others take over its layers
+            # now, so new requests find a chain meanwhile (it keeps its assignment).
+            with self._membership:
+                with self._lock:
+                    self._decide(now, "drain", f"{node_id} is draining; it held {_range_text(rec)}")
+                self._reallocate(now)
+        return rec.assignment
 
     def leave(self, node_id: NodeId, now: float) -> bool:
         with self._membership:
@@ -271,6 +279,7 @@ class Registry:
                 # Without its capacity the router cannot trust kv_free_tokens, and would
                 # send requests to a node whose KV is full (each then fails and replays).
                 kv_capacity_tokens=r.report.kv_total_tokens,
+                max_running=r.report.max_running,
                 layer_latency_ms=r.report.layer_latency_ms,
                 region=r.hardware.region,
                 # When it saturates and queues: the performance model's decode capacity

@@ -66,6 +66,7 @@ class NodeReport:
     kv_total_tokens: int = 0
     layer_latency_ms: float = 0.0
     tokens_per_s: float = 0.0
+    max_running: int = 0  # most requests it runs at once; 0 = unknown
 
     def __post_init__(self) -> None:
         if self.state not in REPORTABLE and self.state is not NodeState.JOINING:
@@ -73,7 +74,7 @@ class NodeReport:
                 f"node status state={self.state!r}: a node reports one of "
                 f"{', '.join(sorted(REPORTABLE))}"
             )
-        counts = ("running_requests", "kv_free_tokens", "kv_total_tokens")
+        counts = ("running_requests", "kv_free_tokens", "kv_total_tokens", "max_running")
         rates = ("layer_latency_ms", "tokens_per_s")
         for name in counts + rates:
             value = getattr(self, name)
@@ -99,7 +100,7 @@ class Decision:
     """One line of the scheduler's log, shown on the dashboard."""
 
     time: float
-    kind: str  # "join" | "leave" | "dead" | "allocate" | "not_covered"
+    kind: str  # "join" | "leave" | "drain" | "dead" | "allocate" | "not_covered"
     message: str
 
 

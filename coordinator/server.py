@@ -130,6 +130,9 @@ async def serve(
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+            # Past this many open connections uvicorn answers 503 at once, before a
+            # request is read: the gateway's own queue (429) sits well inside it.
+            limit_concurrency=config.max_connections,
             ssl_certfile=config.https_cert or None,
             ssl_keyfile=config.https_key or None,
         )

@@ -93,6 +93,8 @@ async def run_node(cfg: NodeConfig) -> int:
         loading = asyncio.Lock()  # the first load and a heartbeat's change must not overlap
 
         async def on_assignment(a) -> None:
+            if server.draining:  # its requests run out on what it holds, then it leaves
+                return
             layers = None if a.standby or a.end <= a.start else LayerRange(a.start, a.end)
             # A coordinator restart re-joins us under a new id: always take the current one.
             server.node_id = client.node_id
@@ -106,7 +108,11 @@ async def run_node(cfg: NodeConfig) -> int:
         beat = asyncio.create_task(client.heartbeat_loop(server.status, on_assignment))
         await on_assignment(assignment)
         await stop.wait()
-        server.state = "leaving"
+        # Heartbeats go on while it drains: they tell the coordinator it is leaving, so
+        # others take its layers and no new request is routed to it.
+        print(f"node {client.node_id} draining (up to {cfg.drain_s:g} s)", flush=True)
+        handed_back = await server.drain(cfg.drain_s)
+        print(f"node {client.node_id} drained; {handed_back} requests handed back", flush=True)
         beat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await beat

@@ -45,6 +45,7 @@ class NodeServer(pb_grpc.NodeServicer):
         self.wire_dtype = DTYPES[wire_dtype] if wire_dtype else None
         self.node_id = ""
         self.state = "joining"
+        self.draining = False  # leaving: no new requests, those in flight run out
         self.pipeline: NodePipeline | None = None
         self.inbox: deque[inbox.InboxMessage] = deque()
         self.wake = asyncio.Event()
@@ -125,6 +126,26 @@ class NodeServer(pb_grpc.NodeServicer):
         )
         self.state = "ready"
         log.info("layers ready", extra={"start": layers.start, "end": layers.end})
+
+    async def drain(self, drain_s: float) -> int:
+        """Take no new requests; let those in flight run to their end for up to
+        `drain_s`, then hand back the rest (their gateways replay them elsewhere).
+        Returns how many were handed back."""
+        self.draining, self.state = True, "leaving"
+        deadline = time.monotonic() + drain_s
+        while self._busy() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        pipe = self.pipeline
+        if pipe is None or not self._busy():
+            return 0
+        async with self._stepping:  # never under a running step (see `load`)
+            left = len(pipe.reqs)
+            self._fail_all(pipe, FailureKind.DRAINING, f"node {self.node_id} is leaving")
+        self._refuse_inbox(FailureKind.DRAINING, f"node {self.node_id} is leaving")
+        return left
+
+    def _busy(self) -> bool:
+        return bool(self.inbox) or (self.pipeline is not None and bool(self.pipeline.reqs))
 
     # ---- the loop ----
     async def _loop(self) -> None:
@@ -269,7 +290,19 @@ class NodeServer(pb_grpc.NodeServicer):
         return self.pipeline
 
     async def Submit(self, request, context):
+        if self.draining:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, f"node {self.node_id} is leaving; route elsewhere"
+            )
         pipe = await self._ready(context)
+        waiting = len(pipe.scheduler.waiting) + sum(m.op == "submit" for m in self.inbox)
+        if waiting >= self.cfg.max_waiting:
+            # Bounded: a burst waits at the gateway (fair across clients), not here.
+            context.set_trailing_metadata((("retry-after-s", "1"),))
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"node {self.node_id} has {waiting} requests waiting (--max-waiting); retry",
+            )
         try:
             pipe.check_submit(request)
         except StaleRoute as e:  # the node moved since the route was chosen: route again
@@ -322,6 +355,7 @@ class NodeServer(pb_grpc.NodeServicer):
             st.running_requests = len(p.kv.requests()) + len(p.scheduler.waiting)
             st.kv_free_tokens = p.kv.free_tokens
             st.kv_total_tokens = p.kv.total_tokens
+            st.max_running = self.cfg.max_running
         st.layer_latency_ms = self.step_ms_ema
         st.tokens_per_s = self.tokens_per_s
         self.metrics.on_status(st)

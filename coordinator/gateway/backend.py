@@ -43,6 +43,7 @@ class GenerationRequest:
     request_id: str
     prompt_ids: tuple[int, ...]
     sampling: SamplingParams
+    client: str = ""  # who asked (an API key's name): admission is fair across clients
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
+from coordinator.gateway.admission import Admission, route_has_room
 from coordinator.gateway.backend import GenerationRequest, TokenOut
 from coordinator.gateway.replay import Budget, Replay, Used, plan_replay
 from coordinator.gateway.tasks import TaskKeeper
@@ -51,6 +52,17 @@ DEFAULT_CAPACITY_RETRIES = 30  # a full chain is retried about once a second
 DEFAULT_REPLAY_WAIT_S = 30.0  # how long to wait for the coordinator to re-cover layers
 REROUTE_POLL_S = 0.5
 ROUTE_EXPECTED_NEW_TOKENS = 512
+# Admission: requests waiting for room on the cluster, and how long one may wait.
+DEFAULT_MAX_QUEUE = 256
+DEFAULT_MAX_QUEUE_S = 30.0
+
+
+def _expected_new_tokens(req: GenerationRequest) -> int:
+    return min(req.sampling.max_tokens, ROUTE_EXPECTED_NEW_TOKENS)
+
+
+def _kv_need(req: GenerationRequest) -> int:
+    return len(req.prompt_ids) + _expected_new_tokens(req)
 
 
 @dataclass
@@ -76,8 +88,11 @@ class ClusterBackend:
         max_replays: int = DEFAULT_MAX_REPLAYS,
         replay_wait_s: float = DEFAULT_REPLAY_WAIT_S,
         capacity_retries: int = DEFAULT_CAPACITY_RETRIES,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        max_queue_s: float = DEFAULT_MAX_QUEUE_S,
         tls: Tls | None = None,
     ) -> None:
+        self.admission = Admission(max_queue, max_queue_s)
         self._budget = Budget(max_replays, capacity_retries, replay_wait_s)
         self._state_fn = state_fn
         self._num_layers = num_layers
@@ -112,7 +127,41 @@ class ClusterBackend:
         self._route_fn(RouteRequest("readiness-probe", 1, 1), self._state_fn())
 
     async def generate(self, req: GenerationRequest) -> AsyncIterator[TokenOut]:
-        flight = _Flight(req, self._route(req))
+        first = self._route(req)  # uncovered layers fail now (HTTP 503), not after a wait
+        # With nobody waiting, admission asks at once, in this turn: that route is current.
+        fresh = [] if self.admission.queued else [first]
+        reserved: list[Route] = []
+
+        def has_room() -> bool:
+            # The route is taken, and its slots held, at admission: waiters admitted
+            # together must each see the others' requests.
+            try:
+                route = fresh.pop() if fresh else self._route(req)
+            except ParallaxError:
+                return False
+            if not route_has_room(route, self._state(), _kv_need(req)):
+                return False
+            self._hold(route)
+            reserved.append(route)
+            return True
+
+        try:
+            async with self.admission.slot(req.client, has_room):
+                route = reserved.pop()
+                self._unhold(route)  # the attempt holds it from here, in the same turn
+                run = self._run(_Flight(req, route))
+                try:
+                    async for token in run:
+                        yield token
+                finally:
+                    await run.aclose()  # now, not at garbage collection: it releases KV
+        finally:
+            for route in reserved:  # admitted, then cancelled before it could start
+                self._unhold(route)
+
+    async def _run(self, flight: _Flight) -> AsyncIterator[TokenOut]:
+        """Attempts on chains until one ends the request (replays per the failure kinds)."""
+        req = flight.request
         attempt = 0
         while True:
             # A replay runs under its own wire id: late events of the failed chain can
@@ -149,10 +198,19 @@ class ClusterBackend:
             flight.route = route
             attempt += 1
 
+    def _hold(self, route: Route) -> None:
+        self._open.update({h.node_id for h in route.hops})
+
+    def _unhold(self, route: Route) -> None:
+        for node in {h.node_id for h in route.hops}:
+            self._open[node] -= 1
+            if not self._open[node]:
+                del self._open[node]
+
     def _route(self, req: GenerationRequest) -> Route:
         # Route on the KV a request will likely hold, not its cap: a missing max_tokens
         # means "the rest of the context" and would make every node look full.
-        expected = min(req.sampling.max_tokens, ROUTE_EXPECTED_NEW_TOKENS)
+        expected = _expected_new_tokens(req)
         route = self._route_fn(
             RouteRequest(req.request_id, len(req.prompt_ids), expected), self._state()
         )
@@ -203,8 +261,7 @@ class ClusterBackend:
         )
         finished = False
         # Counted from here (no await since it was routed) until the attempt ends in any way.
-        nodes = {h.node_id for h in route.hops}
-        self._open.update(nodes)
+        self._hold(route)
         try:
             refused = await self._clients.submit(route, self._submit_message(flight, wire_id))
             if refused is not None:
@@ -228,10 +285,7 @@ class ClusterBackend:
                 if token.finished:
                     return
         finally:
-            for node in nodes:
-                self._open[node] -= 1
-                if not self._open[node]:
-                    del self._open[node]
+            self._unhold(route)
             self._board.close(wire_id)
             reason = "finished" if finished else "abort"
             # A task, not an await: this may run while the caller is being cancelled.

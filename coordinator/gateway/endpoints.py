@@ -18,6 +18,7 @@ from coordinator.gateway.generation import (
     ChoiceResult,
     GatewayContext,
     Generation,
+    client_of,
     new_id,
     now,
 )
@@ -72,7 +73,7 @@ def chat_router(gw: GatewayContext, strict_params: bool = False) -> APIRouter:
             now(),
             gw.model_id,
         )
-        gen = Generation(gw, http_id, plans, body.stop_strings())
+        gen = Generation(gw, http_id, plans, body.stop_strings(), client_of(request))
         return await respond(
             request,
             gen,
@@ -156,7 +157,7 @@ def completions_router(gw: GatewayContext, strict_params: bool = False) -> APIRo
             plans += [ChoicePlan(p * n + i, p, ids, for_choice(base, i)) for i in range(n)]
         http_id = new_id("cmpl")
         env = Envelope(http_id, "text_completion", now(), gw.model_id)
-        gen = Generation(gw, http_id, plans, body.stop_strings())
+        gen = Generation(gw, http_id, plans, body.stop_strings(), client_of(request))
         return await respond(
             request,
             gen,

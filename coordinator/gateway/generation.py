@@ -7,6 +7,7 @@ one app shares, built once by `create_app`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Sequence
@@ -74,7 +75,12 @@ class ChoiceResult:
 
 class Generation:
     def __init__(
-        self, gw: GatewayContext, http_id: str, plans: list[ChoicePlan], stops: tuple[str, ...]
+        self,
+        gw: GatewayContext,
+        http_id: str,
+        plans: list[ChoicePlan],
+        stops: tuple[str, ...],
+        client: str = "",
     ) -> None:
         self._plans = plans
         self._streams = [
@@ -82,7 +88,8 @@ class Generation:
             for p in plans
         ]
         requests = [
-            GenerationRequest(f"{http_id}-{p.index}", p.prompt_ids, p.sampling) for p in plans
+            GenerationRequest(f"{http_id}-{p.index}", p.prompt_ids, p.sampling, client)
+            for p in plans
         ]
         self._choices = choices(gw.backend, requests, gw.keeper)
 
@@ -124,6 +131,15 @@ class Generation:
             "completion_tokens": completion,
             "total_tokens": prompt_tokens + completion,
         }
+
+
+def client_of(request: Request) -> str:
+    """Who is asking, for fair admission: a digest of the API key (the key itself is
+    never kept), or "" when the gateway takes requests without keys."""
+    auth = request.headers.get("authorization", "")
+    if not auth:
+        return ""
+    return hashlib.sha256(auth.encode()).hexdigest()[:16]
 
 
 async def until_disconnected(request: Request) -> None:

@@ -64,6 +64,9 @@ class NodeLoad:
     # Decode capacity, layer-tokens/s (measured, or from the performance model); 0 = unknown.
     # With it, the router knows when a slow node saturates and queues.
     layer_tokens_per_s: float = 0.0
+    # Most requests the node runs at once (its --max-running); 0 = unknown. The gateway
+    # admits a request only where every hop has a free slot.
+    max_running: int = 0
 
 
 @dataclass(frozen=True)

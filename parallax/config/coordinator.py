@@ -56,6 +56,12 @@ class CoordinatorConfig(ConfigBase):
     max_request_mb: float = opt(
         8.0, help="largest HTTP request body accepted (413 above it)", unit="MiB"
     )
+    served_model_name: str = opt(
+        "", help="model name clients see in /v1/models and send as `model`; default --model's"
+    )
+    strict_params: bool = opt(
+        False, help="answer 400 to unknown request fields instead of logging a warning"
+    )
     tls_cert: str = tls_cert_opt()
     tls_key: str = tls_key_opt()
     tls_ca: str = tls_ca_opt()
@@ -66,6 +72,19 @@ class CoordinatorConfig(ConfigBase):
         env="PARALLAX_HTTPS_CERT",
     )
     https_key: str = opt("", help="PEM private key of --https-cert", env="PARALLAX_HTTPS_KEY")
+    max_queue: int = opt(
+        256,
+        help="requests that may wait for room on the cluster; past it, HTTP 429 with Retry-After",
+        unit="requests",
+    )
+    max_queue_s: float = opt(
+        30.0, help="longest a request waits for room before HTTP 429", unit="s"
+    )
+    max_connections: int = opt(
+        2048,
+        help="open HTTP connections the gateway serves at once; past it, HTTP 503 at once",
+        unit="connections",
+    )
 
     def validate(self) -> None:
         self.require(
@@ -75,6 +94,11 @@ class CoordinatorConfig(ConfigBase):
             "PARALLAX_API_KEYS), or pass --insecure-open to serve the API and cluster data open",
         )
         self.require(self.min_stages >= 1, "min_stages", "must be >= 1")
+        self.require(self.max_queue >= 0, "max_queue", "must be >= 0")
+        self.require(self.max_queue_s > 0, "max_queue_s", "must be positive")
+        self.require(
+            self.max_connections > self.max_queue, "max_connections", "must exceed --max-queue"
+        )
         for name in ("grpc_port", "port"):
             self.require(0 <= getattr(self, name) < 65536, name, "must be 0..65535")
         self.require(

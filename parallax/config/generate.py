@@ -27,6 +27,12 @@ class EngineConfig(ConfigBase):
         512, help="token budget of one forward step (prefill chunks plus decodes)", unit="tokens"
     )
     max_running: int = opt(64, help="most requests decoding at once", unit="requests")
+    max_waiting: int = opt(
+        256,
+        help="requests a first node queues beyond --max-running; past it, a Submit is "
+        "refused (RESOURCE_EXHAUSTED) and the gateway tries again later",
+        unit="requests",
+    )
     micro_batches: int = opt(
         1,
         help="decode micro-batches a first node keeps in flight; 0 = one per pipeline stage "
@@ -46,6 +52,7 @@ class EngineConfig(ConfigBase):
             f"must be in [16, {MAX_FORWARD_ROWS}]",
         )
         self.require(self.max_running >= 1, "max_running", "must be >= 1")
+        self.require(self.max_waiting >= 0, "max_waiting", "must be >= 0")
         self.require(self.micro_batches >= 0, "micro_batches", "must be >= 0")
 
 

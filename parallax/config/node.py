@@ -26,6 +26,12 @@ class NodeConfig(EngineConfig):
         "", help="shared secret the coordinator requires", env="PARALLAX_JOIN_TOKEN"
     )
     heartbeat_s: float = opt(1.0, help="heartbeat period", unit="s")
+    drain_s: float = opt(
+        30.0,
+        help="on SIGTERM/SIGINT, how long in-flight requests may run to their end before "
+        "those left are handed back to their gateways (which replay them elsewhere)",
+        unit="s",
+    )
     metrics_port: int = opt(
         0, help="port of the Prometheus /metrics HTTP server (on --host); 0 = pick a free one"
     )
@@ -47,6 +53,7 @@ class NodeConfig(EngineConfig):
             "expected HOST:PORT, e.g. 127.0.0.1:7000",
         )
         self.require(0 <= self.port < 65536, "port", "must be 0..65535")
+        self.require(self.drain_s >= 0, "drain_s", "must be >= 0")
         self.require(0 <= self.metrics_port < 65536, "metrics_port", "must be 0..65535")
         self.require(self.memory_gb >= 0, "memory_gb", "must be >= 0")
         self.require(self.heartbeat_s > 0, "heartbeat_s", "must be positive")
