@@ -4,12 +4,14 @@ files run (Dockerfiles, compose, systemd units) is the README's and parses with 
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import yaml
@@ -36,11 +38,14 @@ def names(requirements: list[str]) -> set[str]:
     return {re.split(r"[\s<>=!~\[;]", r, maxsplit=1)[0].lower() for r in requirements}
 
 
-def parse_parallax(argv: list[str]) -> object:
-    """What `parallax ARGV` would run with: the real parser, then the config's validation."""
+def parse_parallax(argv: list[str], env: dict[str, str] | None = None) -> object:
+    """What `parallax ARGV` would run with, in environment `env` (the unit's or the
+    service's PARALLAX_* variables): the real parser, then the config's validation."""
     cmd = load_command(argv[0])
     ns = build_parser({argv[0]: cmd}).parse_args(argv)
-    return config_from_args(cmd.config_cls, ns)
+    own = {k: v for k, v in os.environ.items() if not k.startswith("PARALLAX_")}
+    with mock.patch.dict(os.environ, {**own, **(env or {})}, clear=True):
+        return config_from_args(cmd.config_cls, ns)
 
 
 def test_extras_split_the_sides() -> None:
@@ -122,7 +127,15 @@ def test_compose_runs_one_coordinator_and_two_nodes_with_valid_commands() -> Non
     services = yaml.safe_load((DEPLOY / "docker/compose.yaml").read_text())["services"]
     commands = {name: svc["command"] for name, svc in services.items()}
     assert sorted(c[0] for c in commands.values()) == ["join", "join", "run"]
-    configs = {name: parse_parallax(argv) for name, argv in commands.items()}
+
+    def environment(svc: dict) -> dict[str, str]:
+        # `${VAR:?message}`: compose refuses to start without VAR; stand in a value.
+        env = svc.get("environment", {})
+        return {k: re.sub(r"\$\{(\w+):\?[^}]*\}", r"value-of-\1", v) for k, v in env.items()}
+
+    configs = {
+        name: parse_parallax(svc["command"], environment(svc)) for name, svc in services.items()
+    }
     coord = next(c for c in configs.values() if hasattr(c, "grpc_port"))
     for name, cfg in configs.items():
         if hasattr(cfg, "coordinator"):  # a node dials the coordinator service by name
@@ -173,7 +186,7 @@ def test_systemd_units_are_hardened_and_run_valid_commands(unit: str) -> None:
         assert settings.get(key) == want, f"{unit}: {key}={settings.get(key)!r}, want {want!r}"
     argv = exec_start(unit)
     assert argv[0] == f"{VENV_BIN}parallax"
-    cfg = parse_parallax(argv[1:])
+    cfg = parse_parallax(argv[1:], env_file())
     assert cfg.model == env_file()["PARALLAX_MODEL"]  # the node unit names its model too
     readme = (DEPLOY / "README.md").read_text()
     for path in (VENV_BIN, "/etc/parallax/env", "/var/lib/parallax", f"systemd/{unit}"):

@@ -34,11 +34,14 @@ ROOT = Path(__file__).resolve().parents[2]
 GRPC_PORT, HTTP_PORT, NODE_PORT = 7000, 8000, 7100
 COORDINATOR_OCTET, FIRST_NODE_OCTET = 1, 10
 START_TIMEOUT_S = 120
+CLIENT_THREADS = 16  # concurrent calls into the coordinator's namespace
 
 
 class Testbed:
     """`with Testbed(config) as bed:` starts everything; leaving the block (or a failed
     start) stops every process and deletes every namespace, veth and qdisc it made."""
+
+    __test__ = False  # not a pytest class, despite its name
 
     def __init__(self, config: TestbedConfig, echo: bool = False) -> None:
         self.config = config
@@ -76,7 +79,7 @@ class Testbed:
         coord_ns = self.net.add_host("coord", COORDINATOR_OCTET, cfg.coordinator_rate_mbit)
         for i in range(cfg.nodes):
             self.net.add_host(f"n{i}", FIRST_NODE_OCTET + i, cfg.per_node("rate_mbit", i, 1000.0))
-        self._client = InNamespace(coord_ns)
+        self._client = InNamespace(coord_ns, workers=CLIENT_THREADS)
         host = f"{cfg.subnet}.{COORDINATOR_OCTET}"
         self.coordinator = self._launch(
             coord_ns,

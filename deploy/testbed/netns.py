@@ -112,10 +112,13 @@ def enter(ns: str) -> None:
 
 
 class InNamespace:
-    """Runs calls on one thread that lives in a namespace: sockets it opens are there."""
+    """Runs calls on threads that live in a namespace: sockets they open are there."""
 
-    def __init__(self, ns: str) -> None:
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix=ns, initializer=enter, initargs=(ns,))
+    def __init__(self, ns: str, workers: int = 1) -> None:
+        # The initializer runs on every worker thread: each enters the namespace.
+        self._pool = ThreadPoolExecutor(
+            workers, thread_name_prefix=ns, initializer=enter, initargs=(ns,)
+        )
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         fut: Future = self._pool.submit(fn, *args, **kwargs)
