@@ -1,0 +1,152 @@
+"""Admission control and the replay decision: pure parts, exhaustively; the queue with
+real asyncio tasks (fairness across clients, bounds, time-outs, clients that leave)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+
+from coordinator.gateway.admission import Admission, QueueFull, route_has_room
+from coordinator.gateway.replay import Budget, Used, plan_replay
+from coordinator.scheduler.types import ClusterState, Hop, NodeLoad, Route
+from parallax.failures import FailureKind
+from parallax.types import LayerRange, NodeId
+
+BUDGET = Budget(max_replays=2, capacity_retries=3, replay_wait_s=30.0)
+
+
+@pytest.mark.parametrize(
+    ("kind", "replays", "capacity", "fallback"),
+    list(itertools.product(FailureKind, range(4), range(5), (False, True))),
+)
+def test_plan_replay_follows_the_kind_and_the_budget(kind, replays, capacity, fallback):
+    used = Used(replays, capacity, fallback)
+    plan = plan_replay(kind, used, BUDGET)
+    if kind in (FailureKind.INVALID, FailureKind.CANCELLED):
+        assert plan is None  # no chain can run it, or nobody wants it
+    elif kind in (FailureKind.KV_FULL, FailureKind.OVERLOADED):
+        # A healthy chain that is full: any chain after a back-off, on its own budget.
+        assert (plan is None) == (capacity >= BUDGET.capacity_retries)
+        if plan is not None:
+            assert plan.any_chain and plan.backoff_s > 0
+            assert plan.used == Used(replays, capacity + 1, fallback)
+    else:
+        assert (plan is None) == (replays >= BUDGET.max_replays)
+        if plan is not None:
+            assert not plan.any_chain and plan.wait_s > 0
+            assert plan.same_at_last == (not fallback)  # the same chain once per request
+            assert plan.used.replays == replays + 1 and plan.used.capacity_retries == capacity
+
+
+def _route(*ids: str) -> Route:
+    return Route(
+        tuple(Hop(NodeId(i), f"127.0.0.1:{k + 1}", LayerRange(k, k + 1)) for k, i in enumerate(ids))
+    )
+
+
+def _node(i: str, running: int = 0, max_running: int = 4, free: int = 1000, cap: int = 1000):
+    return NodeLoad(
+        NodeId(i),
+        "127.0.0.1:1",
+        LayerRange(0, 1),
+        running=running,
+        kv_free_tokens=free,
+        kv_capacity_tokens=cap,
+        max_running=max_running,
+    )
+
+
+def test_route_has_room_needs_a_slot_and_kv_on_every_hop():
+    route = _route("a", "b")
+    state = ClusterState(2, (_node("a"), _node("b")))
+    assert route_has_room(route, state, 100)
+    # One hop out of slots, by its report or by the gateway's own open requests.
+    assert not route_has_room(route, ClusterState(2, (_node("a"), _node("b", running=4))), 100)
+    floor = ClusterState(2, (_node("a"), _node("b")), running_floor={NodeId("b"): 4})
+    assert not route_has_room(route, floor, 100)
+    # KV: what the report shows free, less what the gateway opened there since.
+    assert not route_has_room(route, ClusterState(2, (_node("a"), _node("b", free=99))), 100)
+    opened = ClusterState(2, (_node("a"), _node("b", free=250)), running_floor={NodeId("b"): 2})
+    assert not route_has_room(route, opened, 100)  # 250 - 2 * 100 < 100
+    assert route_has_room(route, ClusterState(2, (_node("a"), _node("b", free=300))), 100)
+    # Unknown slots and unknown KV hold nothing back.
+    unknown = ClusterState(2, (_node("a", running=99, max_running=0, free=0, cap=0), _node("b")))
+    assert route_has_room(route, unknown, 100)
+
+
+async def _fairness() -> list[str]:
+    room = [0]
+    adm = Admission(max_queue=100, max_queue_s=10)
+    order: list[str] = []
+
+    def has_room() -> bool:
+        if room[0] > 0:
+            room[0] -= 1
+            return True
+        return False
+
+    async def request(client: str, k: int) -> None:
+        async with adm.slot(client, has_room):
+            order.append(client)
+            await asyncio.sleep(0)
+
+    flood = [asyncio.create_task(request("flood", k)) for k in range(10)]
+    await asyncio.sleep(0.01)
+    other = [asyncio.create_task(request("other", k)) for k in range(2)]
+    await asyncio.sleep(0.01)
+    assert adm.queued == 12
+    for _ in range(12):  # room opens one request at a time
+        room[0] += 1
+        adm.wake()
+        await asyncio.sleep(0.01)
+    await asyncio.gather(*flood, *other)
+    return order
+
+
+def test_the_queue_is_fair_across_clients():
+    order = asyncio.run(_fairness())
+    assert len(order) == 12
+    # The flood queued first, yet the other client waits behind one flood request per turn.
+    assert [i for i, c in enumerate(order) if c == "other"] == [1, 3]
+
+
+async def _bounds() -> tuple[int, int, int]:
+    adm = Admission(max_queue=2, max_queue_s=0.3)
+    never = lambda: False  # noqa: E731
+    waiting = [asyncio.create_task(_hold(adm, "c", never)) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    with pytest.raises(QueueFull, match="--max-queue 2"):
+        await _hold(adm, "d", never)
+    for t in waiting:
+        with pytest.raises(QueueFull, match="--max-queue-s"):
+            await t
+    assert adm.queued == 0
+    # A client that leaves while waiting leaves no trace.
+    gone = asyncio.create_task(_hold(adm, "e", never))
+    await asyncio.sleep(0.01)
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert adm.queued == 0
+    return (adm.stats.rejected["queue_full"], adm.stats.rejected["timeout"], adm.stats.admitted)
+
+
+async def _hold(adm: Admission, client: str, has_room) -> None:
+    async with adm.slot(client, has_room):
+        pass
+
+
+def test_a_full_queue_and_a_long_wait_are_refused_and_counted():
+    assert asyncio.run(_bounds()) == (1, 2, 0)
+
+
+async def _admits_at_once() -> int:
+    adm = Admission(max_queue=0, max_queue_s=1)
+    await _hold(adm, "a", lambda: True)  # room: no queue needed, even with max_queue 0
+    return adm.stats.admitted
+
+
+def test_room_admits_at_once():
+    assert asyncio.run(_admits_at_once()) == 1
