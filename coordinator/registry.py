@@ -148,6 +148,27 @@ class Registry:
             with self._lock:
                 return node_id, self._nodes[node_id].assignment
 
+    def restore(self, records: list[NodeRecord], now: float) -> None:
+        """Take back the nodes a previous coordinator saved (coordinator/state_file.py),
+        with their assignments as the current allocation: they serve again once their
+        heartbeats say they still hold those ranges, and nothing moves."""
+        with self._membership, self._lock:
+            for rec in records:
+                self._nodes[rec.node_id] = dataclasses.replace(
+                    rec, decode_speed=self._perf.speed(_capacity(rec))
+                )
+            assignments = {r.node_id: r.assignment.range for r in records}
+            self.allocation = Allocation(
+                assignments=assignments, reason="restored from the state file"
+            )
+            self._version += 1
+            self._decide(now, "restore", f"{len(records)} nodes restored from the state file")
+
+    def records(self) -> tuple[int, list[NodeRecord]]:
+        """(version, every node record): what a state file saves."""
+        with self._lock:
+            return self._version, list(self._nodes.values())
+
     def authenticate(self, node_id: NodeId, counter: int, check: Callable[[bytes], bool]) -> Proof:
         """Whether a call is the node's own: `check(its secret)` holds and `counter` is
         above every counter it used before (so no call can be replayed)."""

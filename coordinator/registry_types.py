@@ -100,7 +100,7 @@ class Decision:
     """One line of the scheduler's log, shown on the dashboard."""
 
     time: float
-    kind: str  # "join" | "leave" | "drain" | "dead" | "allocate" | "not_covered"
+    kind: str  # "join" | "leave" | "drain" | "dead" | "allocate" | "not_covered" | "restore"
     message: str
 
 

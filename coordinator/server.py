@@ -24,6 +24,7 @@ from coordinator.control import CoordinatorService
 from coordinator.http import bind_http_socket, build_gateway, check_https
 from coordinator.registry import Registry
 from coordinator.scheduler import AllocateOptions
+from coordinator.state_file import StateFile
 from parallax.config.coordinator import CoordinatorConfig
 from parallax.config.tls import load_tls
 from parallax.errors import ConfigError
@@ -87,6 +88,25 @@ async def _expire_loop(registry: Registry, period_s: float, clock: Callable[[], 
         await asyncio.to_thread(registry.expire, clock())
 
 
+async def _save_loop(registry: Registry, state_file: StateFile | None, period_s: float) -> None:
+    """Write the registry's nodes whenever they changed (at most once a period), so a
+    coordinator killed at any moment restarts with them."""
+    if state_file is None:
+        return
+    saved = -1
+    try:
+        while True:
+            version, records = registry.records()
+            if version != saved:
+                await asyncio.to_thread(state_file.save, registry.model_name, records)
+                saved = version
+            await asyncio.sleep(period_s)
+    finally:
+        version, records = registry.records()
+        if version != saved:
+            state_file.save(registry.model_name, records)
+
+
 @dataclass
 class Listeners:
     grpc_address: str
@@ -106,6 +126,12 @@ async def serve(
     registry = Registry(
         resolved.name, resolved.spec, dead_after_s=config.dead_after_s, options=options
     )
+    state_file = StateFile(config.state_dir) if config.state_dir else None
+    if state_file is not None:
+        restored = state_file.load(resolved.name, clock())
+        if restored:
+            registry.restore(restored, clock())
+            print(f"coordinator restored {len(restored)} nodes from {state_file.path}")
     server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
     service = CoordinatorService(
         registry, join_token=config.join_token, heartbeat_s=config.heartbeat_s, clock=clock
@@ -143,6 +169,7 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     http_task = asyncio.create_task(http.serve(sockets=[sock]))
     expire_task = asyncio.create_task(_expire_loop(registry, config.heartbeat_s, clock))
+    save_task = asyncio.create_task(_save_loop(registry, state_file, config.heartbeat_s))
     host, port = sock.getsockname()[:2]
     scheme = "https" if config.https_cert else "http"
     listeners = Listeners(grpc_address, f"{scheme}://{advertised(host, port)}")
@@ -163,8 +190,9 @@ async def serve(
         app.state.dashboard.close()  # ends open event streams: shutdown need not wait on them
         http.should_exit = True
         expire_task.cancel()
+        save_task.cancel()
         stopper.cancel()
-        await asyncio.gather(http_task, expire_task, stopper, return_exceptions=True)
+        await asyncio.gather(http_task, expire_task, save_task, stopper, return_exceptions=True)
         await backend.close()
         await server.stop(SHUTDOWN_GRACE_S)
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -72,6 +72,13 @@ class CoordinatorConfig(ConfigBase):
         env="PARALLAX_HTTPS_CERT",
     )
     https_key: str = opt("", help="PEM private key of --https-cert", env="PARALLAX_HTTPS_KEY")
+    state_dir: str = opt(
+        "",
+        help="directory where the coordinator keeps its nodes (ids, identities, "
+        "assignments) so that after a restart they serve again without reloading; "
+        "'' = keep nothing",
+        env="PARALLAX_STATE_DIR",
+    )
     max_queue: int = opt(
         256,
         help="requests that may wait for room on the cluster; past it, HTTP 429 with Retry-After",
