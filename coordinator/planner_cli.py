@@ -50,12 +50,12 @@ def as_json(alloc: Allocation) -> dict:
 def table(cluster: Cluster, alloc: Allocation) -> str:
     by_id = {n.node_id: n for n in cluster.nodes}
     rows = sorted(alloc.assignments.items(), key=lambda kv: (kv[1] is None, kv[1] or (0, 0), kv[0]))
-    lines = [f"{'node':<16} {'gpu':<10} {'region':<10} {'GB':>7}  layers"]
+    lines = [f"{'node':<16} {'gpu':<10} {'region':<10} {'GiB':>7}  layers"]
     for nid, r in rows:
         n = by_id[nid]
         held = f"{r.start}–{r.end - 1} ({len(r)})" if r is not None else "standby"
         gpu = cluster.gpus.get(nid, "")
-        lines.append(f"{nid:<16} {gpu:<10} {n.region:<10} {n.memory_bytes / 1e9:>7.1f}  {held}")
+        lines.append(f"{nid:<16} {gpu:<10} {n.region:<10} {n.memory_bytes / 2**30:>7.1f}  {held}")
     lines += [
         "",
         f"throughput   {alloc.throughput_tok_s:,.0f} tok/s (expected)",
@@ -68,7 +68,13 @@ def table(cluster: Cluster, alloc: Allocation) -> str:
 
 def run_plan(config: PlanConfig) -> int:
     cluster = load_cluster(config.cluster)
-    opts = replace(cluster.options, solver=config.solver, time_limit_s=config.time_limit_s)
+    opts = replace(
+        cluster.options,
+        solver=config.solver,
+        time_limit_s=config.time_limit_s,
+        memory_reserve=config.memory_reserve,
+        max_running_per_node=config.max_running,
+    )
     alloc = allocate(cluster.nodes, cluster.model, opts)
     print(json.dumps(as_json(alloc), indent=2) if config.json else table(cluster, alloc))
     return 0

@@ -190,7 +190,9 @@ def petals_allocation(nodes: Sequence[NodeCapacity], perf: PerfModel) -> Assignm
         for a in range(0, L - k + 1):
             r = LayerRange(a, a + k)
             if perf.mem.fits(n.memory_bytes, r):
-                windows.append((sum(thr[a : a + k]), a, r))
+                # Petals' block_selection: the window whose sorted throughputs are
+                # smallest, so a window with a bare block always wins.
+                windows.append((sorted(thr[a : a + k]), a, r))
         if not windows:
             out[n.node_id] = None
             continue

@@ -63,6 +63,46 @@ def water_fill(total: int, weights: Sequence[float], caps: Sequence[int]) -> lis
     return counts
 
 
+def balance(
+    total: int, per_layer: Sequence[float], fixed: Sequence[float], caps: Sequence[int]
+) -> list[int] | None:
+    """Integer counts in [1, cap] summing to `total` that minimise the slowest part's
+    time, `fixed[i] + counts[i] * per_layer[i]` (a pipeline's stage times; `fixed` is
+    work a stage has whatever its layers, such as the head on the last one). None when
+    the caps cannot reach `total`. Bisection on the stage time, then the surplus comes
+    off the slowest stages: exact up to the bisection's tolerance."""
+    n = len(per_layer)
+    if n == 0 or total < n or sum(caps) < total or any(c < 1 for c in caps):
+        return None
+    unit = [max(float(x), 1e-15) for x in per_layer]
+
+    def fit(tau: float) -> list[int]:
+        return [
+            max(0, min(caps[i], math.floor((tau - fixed[i]) / unit[i] + 1e-9))) for i in range(n)
+        ]
+
+    lo = max(fixed[i] + unit[i] for i in range(n))
+    hi = max(fixed[i] + caps[i] * unit[i] for i in range(n))
+    if sum(fit(lo)) < total:
+        for _ in range(64):
+            mid = (lo + hi) / 2
+            if sum(fit(mid)) >= total:
+                hi = mid
+            else:
+                lo = mid
+        lo = hi
+    counts = fit(lo)
+    if any(c < 1 for c in counts):
+        return None
+    while sum(counts) > total:
+        i = max(
+            (j for j in range(n) if counts[j] > 1),
+            key=lambda j: (fixed[j] + counts[j] * unit[j], j),
+        )
+        counts[i] -= 1
+    return counts
+
+
 def bounds(counts: Sequence[int], start: int = 0) -> list[tuple[int, int]]:
     """Consecutive half-open (start, end) pairs from a list of counts."""
     out, at = [], start

@@ -6,9 +6,15 @@ A pure function over an already-parsed JSON dict; reading the file is the caller
                num_key_value_heads, head_dim?, vocab_size, tie_word_embeddings?,
                dtype_bytes?} | "model name",
      "context_tokens": 2048,
-     "nodes": [{"id", "memory_gb", "mem_bw_gbps", "tflops", "region"?, "gpu"?}],
+     "workload"?: {"prompt_tokens", "output_tokens"},
+     "nodes": [{"id", "memory_gb", "mem_bw_gbps", "tflops" (spec-sheet peak), "region"?,
+                "gpu"?}],
      "regions": {"intra_rtt_ms", "intra_gbps", "inter": {"A-B": {"rtt_ms", "gbps"}},
                  "per_region": {"A": {"intra_rtt_ms", "intra_gbps"}}}}
+
+`memory_gb` is GiB (2^30 bytes). Without a "workload" the plan is for decode-heavy
+load with sequences half full on average (mean context = context_tokens / 2, no
+prefill share); with one, the mean context is the prompt plus half the output.
 """
 
 from __future__ import annotations
@@ -22,6 +28,11 @@ from coordinator.scheduler.types import LinkSpec, NodeCapacity
 from parallax.errors import InvalidArgument
 from parallax.models.spec import ModelSpec
 from parallax.types import NodeId
+
+GIB = float(1 << 30)
+# A file's "tflops" is the spec sheet's dense peak; decode matmuls reach about 60% of
+# it (MFU), while live nodes report what they measured. Bandwidth is taken as given.
+SPEC_FLOPS_EFFICIENCY = 0.6
 
 
 @dataclass(frozen=True)
@@ -138,8 +149,8 @@ def parse_cluster(data: Any, resolve_model: Callable[[str], ModelSpec] | None = 
         nodes.append(
             NodeCapacity(
                 node_id=NodeId(nid),
-                memory_bytes=_num(d, "memory_gb", where) * 1e9,
-                flops=_num(d, "tflops", where) * 1e12,
+                memory_bytes=_num(d, "memory_gb", where) * GIB,
+                flops=_num(d, "tflops", where) * 1e12 * SPEC_FLOPS_EFFICIENCY,
                 mem_bandwidth=_num(d, "mem_bw_gbps", where) * 1e9,
                 region=region,
             )
@@ -147,7 +158,14 @@ def parse_cluster(data: Any, resolve_model: Callable[[str], ModelSpec] | None = 
         if "gpu" in d:
             gpus[NodeId(nid)] = str(d["gpu"])
     intra, links = parse_links(_dict(top.get("regions", {}), "regions"))
+    if "workload" in top:
+        w = _dict(top["workload"], "workload")
+        prompt = _int(w, "prompt_tokens", "workload")
+        output = _int(w, "output_tokens", "workload")
+        mix: dict[str, Any] = {"mean_prompt_tokens": prompt, "mean_output_tokens": output}
+    else:
+        mix = {"mean_prompt_tokens": 0, "mean_context_tokens": max(1, context // 2)}
     options = AllocateOptions(
-        dtype_bytes=dtype, context_tokens=context, links=links, intra_link=intra
+        dtype_bytes=dtype, context_tokens=context, links=links, intra_link=intra, **mix
     )
     return Cluster(model, tuple(nodes), options, gpus)

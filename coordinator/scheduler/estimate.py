@@ -27,7 +27,7 @@ class Estimate:
 
 
 # Micro-batches a busy stage holds at once: the one it runs and the one waiting for it.
-IN_FLIGHT_PER_STAGE = 2
+IN_FLIGHT_PER_STAGE = 1
 
 
 def best_chain(held: Held, perf: PerfModel) -> Pipeline | None:
@@ -70,13 +70,14 @@ def group_estimate(held: Held, perf: PerfModel) -> Estimate:
     # mixed-16: 58 running over 5 stages decoded 5.6 per step).
     waves = IN_FLIGHT_PER_STAGE if depth > 1 else 1
     seqs = {n.node_id: perf.resident_seqs(n, r) for n, r in held}
-    batch = {
-        nid: max(min(float(perf.batch_size), s / (depth * waves)), 1e-9) for nid, s in seqs.items()
-    }
+    # A stage decodes its share of the chain's resident sequences per step: the batch is
+    # bounded by KV room (and --max-running, inside `resident_seqs`), not a constant.
+    batch = {nid: max(s / (depth * waves), 1e-9) for nid, s in seqs.items()}
     # A stage's step runs its node's whole range, whatever part this chain uses.
     full = {n.node_id: len(r) for n, r in held}
     loop = sum(
         (len(r) + (waves - 1) * full[n.node_id]) * perf.layer_s(n, batch[n.node_id])
+        + (perf.head_s(n, batch[n.node_id]) if r.end >= L else 0.0)
         for n, r in chain
     )
     if depth > 1:
@@ -84,7 +85,7 @@ def group_estimate(held: Held, perf: PerfModel) -> Estimate:
             perf.hop_s(a, b) for (a, _), (b, _) in zip(chain, chain[1:] + chain[:1], strict=True)
         )
     rates = [
-        (r, perf.node_rate(n, 1, batch[n.node_id]) if seqs[n.node_id] >= 1 else 0.0)
+        (r, perf.range_rate(n, r, batch[n.node_id]) if seqs[n.node_id] >= 1 else 0.0)
         for n, r in held
     ]
     kv_seqs = [(r, seqs[n.node_id] * len(r)) for n, r in held]  # in layer-sequences

@@ -62,7 +62,7 @@ def solve_group(
     hold, start, flows = {}, {}, {}
     for n in nodes:
         i = n.node_id
-        cap = int(n.memory_bytes // mem_unit)
+        cap = int(mem.usable(n.memory_bytes) // mem_unit)
         y = [m.new_bool_var(f"y_{i}_{x}") for x in range(L)]
         s = [m.new_bool_var(f"s_{i}_{x}") for x in range(L)]
         f = [m.new_int_var(0, V[i], f"f_{i}_{x}") for x in range(L)]
@@ -131,7 +131,7 @@ def solve_exact(nodes: Sequence[NodeCapacity], perf: PerfModel) -> tuple[Assignm
     for g in groups:
         got, o, b, status = solve_group(g, perf, budget)
         if got is None:
-            if sum(n.memory_bytes for n in g) >= perf.mem.total_need():
+            if sum(perf.mem.usable(n.memory_bytes) for n in g) >= perf.mem.total_need():
                 return None, f"MILP {status}"
             continue  # a pooled group too small to serve: its nodes stand by
         out.update(got)

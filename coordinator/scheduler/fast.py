@@ -21,7 +21,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from coordinator.scheduler.apportion import bounds, water_fill
+from coordinator.scheduler.apportion import balance, bounds
 from coordinator.scheduler.estimate import Estimate, group_estimate
 from coordinator.scheduler.overlap import overlap
 from coordinator.scheduler.pack import pack
@@ -53,11 +53,12 @@ def region_groups(nodes: Sequence[NodeCapacity], perf: PerfModel) -> list[list[N
     by_region: dict[str, list[NodeCapacity]] = {}
     for n in nodes:
         by_region.setdefault(n.region, []).append(n)
-    big = {r: ns for r, ns in by_region.items() if sum(n.memory_bytes for n in ns) >= need}
+    usable = perf.mem.usable
+    big = {r: ns for r, ns in by_region.items() if sum(usable(n.memory_bytes) for n in ns) >= need}
     small = sorted(r for r in by_region if r not in big)
     pool = [n for r in small for n in by_region[r]]
     groups = {r: list(ns) for r, ns in big.items()}
-    if pool and big and sum(n.memory_bytes for n in pool) < need:
+    if pool and big and sum(usable(n.memory_bytes) for n in pool) < need:
         anchor = max(small, key=lambda r: (sum(n.memory_bytes for n in by_region[r]), r))
         nearest = min(big, key=lambda r: (perf.options.link(anchor, r).rtt_ms, r))
         groups[nearest] = groups[nearest] + pool
@@ -78,21 +79,40 @@ def deal(nodes: Sequence[NodeCapacity], k: int, perf: PerfModel) -> list[list[No
 
 
 def speed_layout(
-    order: Sequence[NodeCapacity], perf: PerfModel, reserve_tokens: float
+    order: Sequence[NodeCapacity],
+    perf: PerfModel,
+    reserve_tokens: float,
+    batch: float | None = None,
 ) -> Pipeline | None:
-    """Each node's range in `order`, layers apportioned by speed under memory caps that
-    keep `reserve_tokens` of KV room on every layer."""
+    """Each node's range in `order`, layers apportioned by speed (at `batch` sequences a
+    step; default the options' batch) under memory caps that keep `reserve_tokens` of
+    KV room on every layer, never under one full context."""
     mem = perf.mem
-    per_layer = mem.weight_bytes + mem.kv_bytes_per_token * reserve_tokens
+    per_layer = mem.weight_bytes + mem.kv_bytes_per_token * max(reserve_tokens, mem.reserve_tokens)
     k = len(order)
     caps = []
     for i, n in enumerate(order):
-        room = n.memory_bytes - mem.extras(i == 0, i == k - 1)
+        room = mem.usable(n.memory_bytes) - mem.extras(i == 0, i == k - 1)
         caps.append(min(mem.num_layers, int(room // per_layer)) if room > 0 else 0)
-    counts = water_fill(mem.num_layers, [perf.speed(n) for n in order], caps)
+    b = float(perf.batch_size) if batch is None else max(batch, 1.0)
+    # Even stage times; the last stage also runs the head every step.
+    head = [0.0] * (k - 1) + [perf.head_s(order[-1], b)]
+    counts = balance(mem.num_layers, [perf.layer_s(n, b) for n in order], head, caps)
     if counts is None:
         return None
     return [(n, LayerRange(a, b)) for n, (a, b) in zip(order, bounds(counts), strict=True)]
+
+
+def seq_targets(perf: PerfModel) -> list[float]:
+    """Resident sequences per node to plan KV room for: a geometric ladder up to the
+    engine's --max-running. Few sequences leave room for more layers per node (fewer
+    hops); many keep the batch large. The estimate picks the best rung."""
+    top = float(perf.options.max_running_per_node)
+    out, s = [], 1.0
+    while s < top:
+        out.append(s)
+        s *= 1.5
+    return [*out, top]
 
 
 def build_pipeline(
@@ -134,25 +154,27 @@ def best_layout(nodes: Sequence[NodeCapacity], perf: PerfModel) -> tuple[Pipelin
 
 
 def candidate_layouts(nodes: Sequence[NodeCapacity], perf: PerfModel) -> list[Pipeline]:
+    """Layouts of one pipeline, one per KV target: for S sequences resident on every
+    stage, each node holds at most the layers that leave room for S sequences' KV at
+    the mean context, apportioned so stage times at the batch S / depth are even."""
     by_region = sorted(nodes, key=lambda n: (n.region, n.node_id))
-    orders = [by_region, pipeline_order(nodes)]
-    floor = float(perf.options.reserve_tokens)
-    # KV for a full batch on every stage in flight: what keeps a deep pipeline busy.
-    busy = max(floor, len(nodes) * perf.batch_size * perf.mean_context)
-    out = []
+    # The fastest node last, where the head runs every step; then the biggest nodes
+    # at the ends, where the embedding and head take memory.
+    fast_last = sorted(nodes, key=lambda n: (perf.speed(n), n.node_id))
+    orders = [fast_last, by_region, pipeline_order(nodes)]
+    depth = max(1, len(nodes))
+    out: list[Pipeline] = []
     for order in orders:
-        for reserve in (floor, busy):
-            got = speed_layout(order, perf, reserve)
+        for seqs in seq_targets(perf):
+            got = speed_layout(order, perf, seqs * perf.mean_context, seqs / depth)
             if got is not None:
                 out.append(got)
-        if out:
-            break
     return out
 
 
 def plan_group(nodes: Sequence[NodeCapacity], perf: PerfModel, min_stages: int) -> GroupPlan | None:
     need = perf.mem.total_need()
-    kmax = max(1, min(len(nodes), int(sum(n.memory_bytes for n in nodes) // need)))
+    kmax = max(1, min(len(nodes), int(sum(perf.mem.usable(n.memory_bytes) for n in nodes) // need)))
     kmax = max(1, min(kmax, len(nodes) // max(1, min(min_stages, len(nodes)))))
     tried: dict[int, GroupPlan | None] = {}
     memo: Memo = {}
@@ -198,7 +220,7 @@ def tiered_plan(
     room = 0.0
     for n in order:
         cur.append(n)
-        room += n.memory_bytes
+        room += perf.mem.usable(n.memory_bytes)
         # Some slack over the bare weights: the layout also needs KV room per stage.
         if room >= TIER_SLACK * need and len(cur) >= min_stages:
             parts.append(cur)
@@ -219,20 +241,25 @@ def packed_plan(
     opts = perf.options
     if min_stages > 1 or opts.max_stages is not None:
         return None
-    held = pack(nodes, perf)
-    if held is None:
-        return None
-    est = group_estimate(held, perf)
-    if opts.latency_target_ms and est.latency_ms_per_token > opts.latency_target_ms:
-        return None
-    return GroupPlan([held], est.throughput_tok_s, est.latency_ms_per_token, "packed")
+    best: GroupPlan | None = None
+    # Each rung of KV room trades replicas (spans overlap more) against batch size.
+    for seqs in [0.0, *seq_targets(perf)]:
+        held = pack(nodes, perf, seqs)
+        if held is None:
+            break  # more KV room only narrows the spans further
+        est = group_estimate(held, perf)
+        if opts.latency_target_ms and est.latency_ms_per_token > opts.latency_target_ms:
+            continue
+        if best is None or est.throughput_tok_s > best.throughput * (1 + 1e-9):
+            best = GroupPlan([held], est.throughput_tok_s, est.latency_ms_per_token, "packed")
+    return best
 
 
 def kmin(nodes: Sequence[NodeCapacity], perf: PerfModel) -> int:
     """Fewest pipelines worth trying in a big group: each at most four times as deep as
     the mean node needs to hold the model. Deeper ones lose on latency and KV, and they
     cost the most to build (the standby pass is quadratic in a pipeline's nodes)."""
-    mean = sum(n.memory_bytes for n in nodes) / max(1, len(nodes))
+    mean = sum(perf.mem.usable(n.memory_bytes) for n in nodes) / max(1, len(nodes))
     depth = max(1, math.ceil(perf.mem.total_need() / max(mean, 1.0)))
     return max(1, len(nodes) // (4 * depth))
 

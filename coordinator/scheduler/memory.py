@@ -1,4 +1,9 @@
-"""Memory accounting of a node's layer range: weights, embedding/head, KV reserve."""
+"""Memory accounting of a node's layer range: weights, embedding/head, KV reserve.
+
+Every method that takes a node's `memory` keeps `reserve_fraction` of it back first
+(activations, the runtime, allocator slack): a range "fits" when its weights and one
+full context of KV fit in the rest. Callers pass the node's whole memory.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ class MemoryModel:
     reserve_tokens: int
     embedding_bytes: float
     head_bytes: float
+    reserve_fraction: float = 0.0
 
     @classmethod
     def of(cls, model: ModelSpec, options: AllocateOptions) -> MemoryModel:
@@ -30,7 +36,12 @@ class MemoryModel:
             reserve_tokens=options.reserve_tokens,
             embedding_bytes=float(model.embedding_bytes(options.dtype_bytes)),
             head_bytes=float(model.head_bytes(options.dtype_bytes)),
+            reserve_fraction=options.memory_reserve,
         )
+
+    def usable(self, memory: float) -> float:
+        """Bytes of `memory` the plan may fill with weights and KV."""
+        return memory * (1.0 - self.reserve_fraction)
 
     @property
     def layer_bytes(self) -> float:
@@ -45,14 +56,23 @@ class MemoryModel:
         return len(r) * self.layer_bytes + self.extras(r.start == 0, r.end == self.num_layers)
 
     def fits(self, memory: float, r: LayerRange) -> bool:
-        return self.need(r) <= memory
+        return self.need(r) <= self.usable(memory)
 
     def max_layers(self, memory: float, first: bool = False, last: bool = False) -> int:
         """Most layers that fit in `memory` with the given ends, capped at the model size."""
-        room = memory - self.extras(first, last)
+        room = self.usable(memory) - self.extras(first, last)
         if room < self.layer_bytes:
             return 0
         return min(self.num_layers, math.floor(room / self.layer_bytes + 1e-9))
 
     def total_need(self) -> float:
+        """Usable bytes one whole copy needs (compare with `usable`, not raw memory)."""
         return self.need(LayerRange(0, self.num_layers))
+
+    def weights(self, r: LayerRange) -> float:
+        """Weight bytes of a range alone: its layers plus the embedding and head it holds."""
+        return len(r) * self.weight_bytes + self.extras(r.start == 0, r.end == self.num_layers)
+
+    def kv_room(self, memory: float, r: LayerRange) -> float:
+        """Usable bytes left for KV beside the range's weights."""
+        return self.usable(memory) - self.weights(r)

@@ -32,6 +32,12 @@ class AllocateOptions:
     # Sequences a node keeps at once (the engine's --max-running): with D stages a chain
     # runs at most this many, so each stage decodes about max_running / D per step.
     max_running_per_node: int = 64
+    # Share of each node's memory kept back for activations, the runtime and allocator
+    # slack: weights and KV are planned in the rest. Packing to the last byte OOMs.
+    memory_reserve: float = 0.1
+    # Tokens a running sequence holds on average (its KV per layer); None: the prompt
+    # plus half the output. A node's decode batch is what fits its KV room at this size.
+    mean_context_tokens: int | None = None
     # The workload's mix: prefill is compute-bound, so slow-FLOP nodes (Macs, T4s) are
     # worth less per layer than their bandwidth suggests when prompts are long.
     mean_prompt_tokens: int = 512
@@ -64,6 +70,11 @@ class AllocateOptions:
             ),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.max_running_per_node >= 1, "max_running_per_node must be >= 1"),
+            (0 <= self.memory_reserve < 1, "memory_reserve must be in [0, 1)"),
+            (
+                self.mean_context_tokens is None or self.mean_context_tokens >= 1,
+                "mean_context_tokens must be >= 1 or None",
+            ),
             (self.mean_prompt_tokens >= 0, "mean_prompt_tokens must be >= 0"),
             (self.mean_output_tokens >= 1, "mean_output_tokens must be >= 1"),
             (self.solver in SOLVERS, f"solver must be one of {', '.join(SOLVERS)}"),

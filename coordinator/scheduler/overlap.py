@@ -33,7 +33,7 @@ def widest_fit(
             else LayerRange(max(0, r.start - extra), r.end)
         )
         weights = len(cand) * (mem.weight_bytes + mem.kv_bytes_per_token * busy)
-        if weights + mem.extras(cand.start == 0, cand.end == L) > node.memory_bytes:
+        if weights + mem.extras(cand.start == 0, cand.end == L) > mem.usable(node.memory_bytes):
             break
         best = cand
     return best

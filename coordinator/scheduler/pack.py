@@ -18,12 +18,26 @@ from coordinator.scheduler.types import Held, NodeCapacity
 from parallax.types import LayerRange
 
 
-def span_for(node: NodeCapacity, perf: PerfModel, load: Sequence[float]) -> LayerRange | None:
+def width_for(node: NodeCapacity, perf: PerfModel, kv_tokens: float) -> int:
+    """Most layers the node holds, with the embedding and head if it can (one width then
+    serves every position), keeping `kv_tokens` of KV room on each."""
+    mem = perf.mem
+    per_layer = mem.weight_bytes + mem.kv_bytes_per_token * max(kv_tokens, mem.reserve_tokens)
+    for first_last in (True, False):
+        room = mem.usable(node.memory_bytes) - mem.extras(first_last, first_last)
+        k = min(mem.num_layers, int(room // per_layer)) if room > 0 else 0
+        if k >= 1:
+            return k
+    return 0
+
+
+def span_for(
+    node: NodeCapacity, perf: PerfModel, load: Sequence[float], kv_tokens: float = 0.0
+) -> LayerRange | None:
     """The node's widest span, at the window whose layers have the least speed so far
-    (earliest among equals). The width is what fits even with the embedding and head,
-    so one width serves every position; a smaller node just takes what fits."""
+    (earliest among equals). A smaller node just takes what fits."""
     mem, L = perf.mem, perf.num_layers
-    k = mem.max_layers(node.memory_bytes, True, True) or mem.max_layers(node.memory_bytes)
+    k = width_for(node, perf, kv_tokens)
     if k < 1:
         return None
     prefix = [0.0]
@@ -39,13 +53,15 @@ def span_for(node: NodeCapacity, perf: PerfModel, load: Sequence[float]) -> Laye
     return None if best is None else LayerRange(best[1], best[1] + k)
 
 
-def pack(nodes: Sequence[NodeCapacity], perf: PerfModel) -> Held | None:
-    """Packed spans of one group, or None when they leave some layer uncovered."""
+def pack(nodes: Sequence[NodeCapacity], perf: PerfModel, seqs: float = 0.0) -> Held | None:
+    """Packed spans of one group, each node keeping KV room for `seqs` sequences at the
+    mean context (0: the one-context floor only), or None when a layer is left bare."""
     L = perf.num_layers
     load = [0.0] * L
     out: Held = []
+    kv_tokens = seqs * perf.mean_context
     for n in sorted(nodes, key=lambda n: (-perf.speed(n), n.node_id)):
-        r = span_for(n, perf, load)
+        r = span_for(n, perf, load, kv_tokens)
         if r is None:
             continue
         out.append((n, r))

@@ -2,8 +2,13 @@
 
 Roofline per layer: a decode step at batch b reads the layer's weights once and each
 sequence's KV, and does b tokens of matmul FLOPs; it takes the longer of the two.
-A node's measured per-layer latency at batch 1, when known, scales the roofline.
-Sizes come from the `ModelSpec`, never from tables.
+A node's measured per-layer latency (from its heartbeats, at the batch it ran)
+scales the roofline. Sizes come from the `ModelSpec`, never from tables.
+
+A node's decode batch is bounded by its KV room: the usable memory (after the
+reserve) less its weights, over one sequence's KV at the workload's mean context,
+capped by the engine's --max-running. More layers on a node mean less room, fewer
+sequences at once: the solvers weigh weights against KV through this.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ class PerfModel:
     layer_flops: float  # one token, one layer, at the mean context
     kv_seq_bytes: float  # one sequence's KV on one layer, at the mean context
     act_bytes: float  # one token's hidden state on the wire
+    head_flops: float  # the lm_head for one token
     mean_context: float
     batch_size: int
     options: AllocateOptions
@@ -35,18 +41,16 @@ class PerfModel:
     @classmethod
     def of(cls, model: ModelSpec, options: AllocateOptions) -> PerfModel:
         # A running sequence holds, on average, its prompt and half its output.
-        mean_ctx = max(
-            1.0,
-            min(
-                float(options.context_tokens),
-                options.mean_prompt_tokens + options.mean_output_tokens / 2,
-            ),
+        typical = options.mean_context_tokens or (
+            options.mean_prompt_tokens + options.mean_output_tokens / 2
         )
+        mean_ctx = max(1.0, min(float(options.context_tokens), float(typical)))
         return cls(
             mem=MemoryModel.of(model, options),
             layer_flops=float(model.flops_per_token_per_layer(int(mean_ctx))),
             kv_seq_bytes=model.kv_bytes_per_token_per_layer(options.kv_bytes) * mean_ctx,
             act_bytes=float(model.activation_bytes_per_token(options.wire_dtype_bytes)),
+            head_flops=2.0 * model.hidden_size * model.vocab_size,
             mean_context=mean_ctx,
             batch_size=options.batch_size,
             options=options,
@@ -65,8 +69,10 @@ class PerfModel:
         return max(t_mem, t_flop) + LAYER_OVERHEAD_S
 
     def calibration(self, node: NodeCapacity) -> float:
+        """Measured over modelled per-layer step time, at the batch the node measured at."""
         if node.layer_latency_ms and node.layer_latency_ms > 0:
-            return node.layer_latency_ms / 1e3 / self.roofline_s(node, 1.0)
+            batch = max(1.0, node.latency_batch)
+            return node.layer_latency_ms / 1e3 / self.roofline_s(node, batch)
         return 1.0
 
     def layer_s(self, node: NodeCapacity, batch: float, tokens: float | None = None) -> float:
@@ -75,13 +81,36 @@ class PerfModel:
     def prefill_s(self, node: NodeCapacity, layers: int, tokens: int) -> float:
         return layers * self.layer_s(node, 1.0, float(tokens))
 
+    def head_s(self, node: NodeCapacity, batch: float) -> float:
+        """The lm_head of one decode step on the node holding the last layer: it reads
+        the head's weights and does a vocabulary-wide matmul per sequence."""
+        t_mem = self.mem.head_bytes / max(node.mem_bandwidth, 1.0)
+        t_flop = batch * self.head_flops / max(node.flops, 1.0)
+        return max(t_mem, t_flop) * self.calibration(node)
+
+    def step_s(self, node: NodeCapacity, r: LayerRange, batch: float) -> float:
+        """One decode step of `batch` sequences through the range (its head included)."""
+        head = self.head_s(node, batch) if r.end >= self.num_layers else 0.0
+        return len(r) * self.layer_s(node, batch) + head
+
+    def range_rate(self, node: NodeCapacity, r: LayerRange, batch: float) -> float:
+        """Layer-tokens/s a node holding `r` decodes at `batch`: its head slows its
+        layers' share when it holds the last one."""
+        if batch <= 0:
+            return 0.0
+        head = self.head_s(node, batch) / len(r) if r.end >= self.num_layers else 0.0
+        prefill = self.token_s(node, batch) - self.layer_s(node, batch) / batch
+        return 1.0 / ((self.layer_s(node, batch) + head) / batch + prefill)
+
+    def kv_tokens(self, node: NodeCapacity, r: LayerRange) -> float:
+        """KV tokens (per layer) that fit beside the range's weights, after the reserve."""
+        room = self.mem.kv_room(node.memory_bytes, r)
+        return max(0.0, room / (len(r) * self.mem.kv_bytes_per_token))
+
     def resident_seqs(self, node: NodeCapacity, r: LayerRange) -> float:
-        """Sequences whose KV fits beside the weights: weights first, the rest is KV."""
-        weights = len(r) * self.mem.weight_bytes + self.mem.extras(
-            r.start == 0, r.end == self.num_layers
-        )
-        room = node.memory_bytes - weights
-        fit = max(0.0, room / (len(r) * self.kv_seq_bytes))
+        """Sequences at the mean context whose KV fits beside the weights, capped by the
+        engine's --max-running: the most a node decodes at once."""
+        fit = self.kv_tokens(node, r) / self.mean_context
         return min(fit, float(self.options.max_running_per_node))
 
     def token_s(self, node: NodeCapacity, batch: float) -> float:

@@ -62,17 +62,20 @@ def memory_layout(
 
 
 def missing_memory_message(nodes: Sequence[NodeCapacity], mem: MemoryModel) -> str:
-    have = sum(n.memory_bytes for n in nodes)
+    have = sum(mem.usable(n.memory_bytes) for n in nodes)
     need = mem.total_need()
     if need > have:
         return (
-            f"the cluster offers {have / GiB:.2f} GiB but the model needs {need / GiB:.2f} GiB "
-            f"(weights, embedding, head and a {mem.reserve_tokens}-token KV reserve per layer): "
-            f"add nodes with at least {(need - have) / GiB:.2f} GiB more memory, or lower the "
-            "weight dtype or the context length"
+            f"the cluster offers {have / GiB:.2f} GiB usable (after keeping "
+            f"{mem.reserve_fraction:.0%} of each node's memory back) but the model needs "
+            f"{need / GiB:.2f} GiB (weights, embedding, head and a {mem.reserve_tokens}-token KV "
+            f"reserve per layer): add nodes with at least "
+            f"{(need - have) / GiB / max(1e-9, 1 - mem.reserve_fraction):.2f} GiB more memory, "
+            "or lower the weight dtype, the context length or the memory reserve"
         )
     return (
-        f"the cluster offers {have / GiB:.2f} GiB of the {need / GiB:.2f} GiB needed but it is "
+        f"the cluster offers {have / GiB:.2f} GiB usable of the {need / GiB:.2f} GiB needed but "
+        "it is "
         "fragmented: no node can hold the embedding or head next to a layer "
         f"({(mem.embedding_bytes + mem.layer_bytes) / GiB:.2f} GiB); add a bigger node"
     )

@@ -21,8 +21,10 @@ class NodeCapacity:
     flops: float  # dense matmul FLOP/s, measured
     mem_bandwidth: float  # bytes/s, measured
     region: str = "default"
-    # Measured per-layer decode step time at batch 1, ms; calibrates the roofline.
+    # Measured per-layer decode step time, ms, at a mean batch of `latency_batch`
+    # sequences (heartbeats report both); calibrates the roofline.
     layer_latency_ms: float | None = None
+    latency_batch: float = 1.0
     # The node's current range: the allocator prefers not to move it.
     current: LayerRange | None = None
 

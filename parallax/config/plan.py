@@ -18,6 +18,14 @@ class PlanConfig(ConfigBase):
     solver: str = opt("auto", help="allocation solver", choices=("auto", "exact", "fast", "simple"))
     time_limit_s: float = opt(10.0, help="wall-clock limit of the exact solver", unit="s")
     json: bool = opt(False, help="print one JSON object instead of a table")
+    memory_reserve: float = opt(
+        0.1, help="share of each node's memory kept back for activations and the runtime"
+    )
+    max_running: int = opt(
+        256, help="sequences a node's engine keeps at once (its --max-running)", unit="sequences"
+    )
 
     def validate(self) -> None:
         self.require(self.time_limit_s > 0, "time_limit_s", "must be positive")
+        self.require(0 <= self.memory_reserve < 1, "memory_reserve", "must be in [0, 1)")
+        self.require(self.max_running >= 1, "max_running", "must be >= 1")
