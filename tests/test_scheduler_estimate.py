@@ -12,6 +12,8 @@ within [0.5, 1.5] x estimated.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from bench.sim import designs
@@ -63,16 +65,18 @@ def test_packed_spans_cover_and_fit() -> None:
 
 def test_the_reason_says_what_was_built_per_region_group() -> None:
     """The dashboard shows the allocation's reason: it must name the shape, not call
-    overlapping spans pipelines."""
+    overlapping spans pipelines (nor disjoint pipelines packed spans)."""
     s = make_scenario("two", 32, 2, 32)
     reason = allocate(s.nodes, s.model, with_solver(s, "fast", 1.0)).reason
     assert "eu: " in reason and "us: " in reason
-    packed = make_scenario("one", 16, 1, 16)
-    assert "packed overlapping spans on 16 node(s)" in (
-        allocate(packed.nodes, packed.model, with_solver(packed, "fast", 1.0)).reason
-    )
-    small = make_scenario("small", 8, 1, 8)
-    assert (
-        "us: 1 pipeline(s)"
-        in allocate(small.nodes, small.model, with_solver(small, "fast", 1.0)).reason
-    )
+    for name, size in (("one", 16), ("small", 8), ("six", 6)):
+        sc = make_scenario(name, size, 1, size)
+        alloc = allocate(sc.nodes, sc.model, with_solver(sc, "fast", 1.0))
+        held = [r for r in alloc.assignments.values() if r is not None]
+        shape = re.search(r"us: (\d+) (?:tiered )?pipeline\(s\)", alloc.reason)
+        if "packed overlapping spans" in alloc.reason:
+            assert f"us: packed overlapping spans on {len(held)} node(s)" in alloc.reason
+        else:
+            # Every pipeline has its own first stage.
+            assert shape is not None, alloc.reason
+            assert int(shape.group(1)) <= sum(r.start == 0 for r in held), alloc.reason

@@ -18,7 +18,7 @@ Cost is O(k-candidates x nodes): about a second at a thousand nodes.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from coordinator.scheduler.apportion import balance, bounds
@@ -103,7 +103,7 @@ def speed_layout(
     return [(n, LayerRange(a, b)) for n, (a, b) in zip(order, bounds(counts), strict=True)]
 
 
-def seq_targets(perf: PerfModel) -> list[float]:
+def seq_targets(perf: PerfModel, ratio: float = 2.0) -> list[float]:
     """Resident sequences per node to plan KV room for: a geometric ladder up to the
     engine's --max-running. Few sequences leave room for more layers per node (fewer
     hops); many keep the batch large. The estimate picks the best rung."""
@@ -111,8 +111,25 @@ def seq_targets(perf: PerfModel) -> list[float]:
     out, s = [], 1.0
     while s < top:
         out.append(s)
-        s *= 1.5
+        s *= ratio
     return [*out, top]
+
+
+def best_rung(score: Callable[[float], float], perf: PerfModel) -> None:
+    """Walk the KV ladder upwards, then try the rungs halfway around the best: the
+    estimate rises while more KV buys batch and falls once it costs stages, so a
+    coarse ladder and one refinement find the top. `score` returns -inf when a rung
+    does not fit, and every higher rung fits even less."""
+    rungs = seq_targets(perf)
+    got: dict[float, float] = {}
+    for s in rungs:
+        got[s] = score(s)
+        if got[s] == -math.inf:
+            break
+    best = max(got, key=lambda s: (got[s], -s))
+    for s in (best / math.sqrt(2), best * math.sqrt(2)):
+        if 1.0 <= s <= rungs[-1] and s not in got:
+            got[s] = score(s)
 
 
 def build_pipeline(
@@ -144,8 +161,7 @@ def build_pipeline(
 def best_layout(nodes: Sequence[NodeCapacity], perf: PerfModel) -> tuple[Pipeline, Estimate] | None:
     target = perf.options.latency_target_ms
     best: tuple[Pipeline, Estimate] | None = None
-    for cand in candidate_layouts(nodes, perf):
-        est = group_estimate(cand, perf)
+    for cand, est in candidate_layouts(nodes, perf):
         if target and est.latency_ms_per_token > target:
             continue
         if best is None or est.throughput_tok_s > best[1].throughput_tok_s * (1 + 1e-9):
@@ -153,22 +169,35 @@ def best_layout(nodes: Sequence[NodeCapacity], perf: PerfModel) -> tuple[Pipelin
     return best
 
 
-def candidate_layouts(nodes: Sequence[NodeCapacity], perf: PerfModel) -> list[Pipeline]:
-    """Layouts of one pipeline, one per KV target: for S sequences resident on every
-    stage, each node holds at most the layers that leave room for S sequences' KV at
-    the mean context, apportioned so stage times at the batch S / depth are even."""
-    by_region = sorted(nodes, key=lambda n: (n.region, n.node_id))
-    # The fastest node last, where the head runs every step; then the biggest nodes
-    # at the ends, where the embedding and head take memory.
+def candidate_layouts(
+    nodes: Sequence[NodeCapacity], perf: PerfModel
+) -> list[tuple[Pipeline, Estimate]]:
+    """Layouts of one pipeline, one per KV target, with their estimates: for S sequences
+    resident on every stage, each node holds at most the layers that leave room for S
+    sequences' KV at the mean context, apportioned so stage times at the batch S / depth
+    are even."""
+    # The fastest node last, where the head runs every step; or the biggest nodes at
+    # the ends, where the embedding and head take memory.
     fast_last = sorted(nodes, key=lambda n: (perf.speed(n), n.node_id))
-    orders = [fast_last, by_region, pipeline_order(nodes)]
     depth = max(1, len(nodes))
-    out: list[Pipeline] = []
-    for order in orders:
-        for seqs in seq_targets(perf):
+    out: list[tuple[Pipeline, Estimate]] = []
+    seen: dict[tuple[LayerRange, ...], float] = {}  # neighbouring rungs often agree
+    for order in (fast_last, pipeline_order(nodes)):
+        if out:
+            break  # the second order is for when the first cannot fit the ends
+
+        def score(seqs: float, order: list[NodeCapacity] = order) -> float:
             got = speed_layout(order, perf, seqs * perf.mean_context, seqs / depth)
-            if got is not None:
-                out.append(got)
+            if got is None:
+                return -math.inf
+            key = tuple(r for _n, r in got)
+            if key not in seen:
+                est = group_estimate(got, perf)
+                out.append((got, est))
+                seen[key] = est.throughput_tok_s
+            return seen[key]
+
+        best_rung(score, perf)
     return out
 
 
@@ -241,18 +270,28 @@ def packed_plan(
     opts = perf.options
     if min_stages > 1 or opts.max_stages is not None:
         return None
-    best: GroupPlan | None = None
-    # Each rung of KV room trades replicas (spans overlap more) against batch size.
-    for seqs in [0.0, *seq_targets(perf)]:
+    plans: list[GroupPlan] = []
+
+    seen: dict[tuple[LayerRange, ...], float] = {}
+
+    def score(seqs: float) -> float:
         held = pack(nodes, perf, seqs)
         if held is None:
-            break  # more KV room only narrows the spans further
+            return -math.inf
+        key = tuple(r for _n, r in held)
+        if key in seen:
+            return seen[key]
         est = group_estimate(held, perf)
+        seen[key] = est.throughput_tok_s
         if opts.latency_target_ms and est.latency_ms_per_token > opts.latency_target_ms:
-            continue
-        if best is None or est.throughput_tok_s > best.throughput * (1 + 1e-9):
-            best = GroupPlan([held], est.throughput_tok_s, est.latency_ms_per_token, "packed")
-    return best
+            return 0.0
+        plans.append(GroupPlan([held], est.throughput_tok_s, est.latency_ms_per_token, "packed"))
+        return est.throughput_tok_s
+
+    # Each rung of KV room trades replicas (spans overlap more) against batch size.
+    score(0.0)
+    best_rung(score, perf)
+    return max(plans, key=lambda p: p.throughput, default=None)
 
 
 def kmin(nodes: Sequence[NodeCapacity], perf: PerfModel) -> int:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from coordinator.scheduler.perf import PerfModel
 from coordinator.scheduler.types import Held, NodeCapacity
 from parallax.types import LayerRange
@@ -32,7 +34,7 @@ def width_for(node: NodeCapacity, perf: PerfModel, kv_tokens: float) -> int:
 
 
 def span_for(
-    node: NodeCapacity, perf: PerfModel, load: Sequence[float], kv_tokens: float = 0.0
+    node: NodeCapacity, perf: PerfModel, load: np.ndarray, kv_tokens: float = 0.0
 ) -> LayerRange | None:
     """The node's widest span, at the window whose layers have the least speed so far
     (earliest among equals). A smaller node just takes what fits."""
@@ -40,24 +42,20 @@ def span_for(
     k = width_for(node, perf, kv_tokens)
     if k < 1:
         return None
-    prefix = [0.0]
-    for x in load:
-        prefix.append(prefix[-1] + x)
-    best: tuple[float, int] | None = None
-    for a in range(L - k + 1):
+    prefix = np.concatenate(([0.0], np.cumsum(load)))
+    sums = prefix[k:] - prefix[:-k]  # window a covers [a, a + k)
+    for a in (0, L - k):  # the end windows carry the embedding or head
         if not mem.fits(node.memory_bytes, LayerRange(a, a + k)):
-            continue
-        cand = (prefix[a + k] - prefix[a], a)
-        if best is None or cand < best:
-            best = cand
-    return None if best is None else LayerRange(best[1], best[1] + k)
+            sums[a] = np.inf
+    a = int(np.argmin(sums))  # the first of equals
+    return None if not np.isfinite(sums[a]) else LayerRange(a, a + k)
 
 
 def pack(nodes: Sequence[NodeCapacity], perf: PerfModel, seqs: float = 0.0) -> Held | None:
     """Packed spans of one group, each node keeping KV room for `seqs` sequences at the
     mean context (0: the one-context floor only), or None when a layer is left bare."""
     L = perf.num_layers
-    load = [0.0] * L
+    load = np.zeros(L)
     out: Held = []
     kv_tokens = seqs * perf.mean_context
     for n in sorted(nodes, key=lambda n: (-perf.speed(n), n.node_id)):
@@ -65,9 +63,7 @@ def pack(nodes: Sequence[NodeCapacity], perf: PerfModel, seqs: float = 0.0) -> H
         if r is None:
             continue
         out.append((n, r))
-        share = perf.speed(n) / len(r)
-        for x in range(r.start, r.end):
-            load[x] += share
-    if not out or min(load) <= 0.0:
+        load[r.start : r.end] += perf.speed(n) / len(r)
+    if not out or float(load.min()) <= 0.0:
         return None
     return out

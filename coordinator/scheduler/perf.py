@@ -63,10 +63,9 @@ class PerfModel:
     def roofline_s(self, node: NodeCapacity, batch: float, tokens: float | None = None) -> float:
         """One layer, one step: `batch` sequences decoding (or `tokens` of prefill)."""
         tok = batch if tokens is None else tokens
-        read = self.mem.weight_bytes + batch * self.kv_seq_bytes
-        t_mem = read / max(node.mem_bandwidth, 1.0)
+        t_mem = (self.mem.weight_bytes + batch * self.kv_seq_bytes) / max(node.mem_bandwidth, 1.0)
         t_flop = tok * self.layer_flops / max(node.flops, 1.0)
-        return max(t_mem, t_flop) + LAYER_OVERHEAD_S
+        return (t_mem if t_mem > t_flop else t_flop) + LAYER_OVERHEAD_S
 
     def calibration(self, node: NodeCapacity) -> float:
         """Measured over modelled per-layer step time, at the batch the node measured at."""
@@ -76,7 +75,8 @@ class PerfModel:
         return 1.0
 
     def layer_s(self, node: NodeCapacity, batch: float, tokens: float | None = None) -> float:
-        return self.roofline_s(node, batch, tokens) * self.calibration(node)
+        t = self.roofline_s(node, batch, tokens)
+        return t * self.calibration(node) if node.layer_latency_ms else t
 
     def prefill_s(self, node: NodeCapacity, layers: int, tokens: int) -> float:
         return layers * self.layer_s(node, 1.0, float(tokens))
