@@ -96,7 +96,7 @@ def build_gateway(
         max_queue_s=config.max_queue_s,
         tls=tls,
     )
-    dashboard.metrics.watch_admission(lambda: backend.admission.stats)
+    dashboard.watch_admission(lambda: backend.admission.stats)
     pb_grpc.add_GatewayServicer_to_server(backend.servicer, server)
     app = create_app(
         ObservedBackend(backend, dashboard.traffic, dashboard.metrics),

@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 
 from coordinator.dashboard.traffic import Traffic
 from coordinator.dashboard.view import ClusterInfo, dashboard_view
+from coordinator.gateway.admission import AdmissionStats
 from coordinator.metrics import CONTENT_TYPE, CoordinatorMetrics
 from coordinator.registry_types import Decision
 
@@ -62,11 +63,20 @@ class Dashboard:
         self._clock = clock
         self._assets = _assets()
         self._closing = asyncio.Event()
+        self._admission: Callable[[], AdmissionStats] | None = None
+
+    def watch_admission(self, stats: Callable[[], AdmissionStats]) -> None:
+        """Show the gateway's wait queue and its refusals (and export them in /metrics)."""
+        self._admission = stats
+        self.metrics.watch_admission(stats)
 
     def view(self) -> dict[str, Any]:
         """`/cluster/status`: the registry snapshot with traffic, layer map and join info."""
         self.metrics.count_decisions(self._decisions())
-        return dashboard_view(self._snapshot(), self.traffic.snapshot(self._clock()), self.info)
+        traffic = self.traffic.snapshot(self._clock())
+        st = self._admission() if self._admission is not None else AdmissionStats()
+        traffic["queue"] = {"waiting": st.queued, "rejected": sum(st.rejected.values())}
+        return dashboard_view(self._snapshot(), traffic, self.info)
 
     def close(self) -> None:
         """End every event stream, so a shutdown need not wait for browsers to leave."""

@@ -37,6 +37,9 @@ export function renderKpis(traffic) {
   $("kpi-active").textContent = String(traffic.active.length);
   const e = traffic.ended;
   $("kpi-done").textContent = `${count(e.finished)} done · ${count(e.cancelled)} cancelled · ${count(e.failed)} failed`;
+  const q = traffic.queue || { waiting: 0, rejected: 0 };
+  $("kpi-queued").textContent = String(q.waiting);
+  $("kpi-rejected").textContent = `${count(q.rejected)} refused (429)`;
 }
 
 export function renderActive(traffic, nodes) {
