@@ -159,6 +159,16 @@ class ClusterBackend:
             for route in reserved:  # admitted, then cancelled before it could start
                 self._unhold(route)
 
+    async def generate_on(self, req: GenerationRequest, route: Route) -> AsyncIterator[TokenOut]:
+        """One attempt on exactly `route`: no admission, no replay (the verifier compares
+        what two given chains compute; a failure is its answer)."""
+        stream = self._attempt(_Flight(req, route), req.request_id)
+        try:
+            async for token in stream:
+                yield token
+        finally:
+            await stream.aclose()
+
     async def _run(self, flight: _Flight) -> AsyncIterator[TokenOut]:
         """Attempts on chains until one ends the request (replays per the failure kinds)."""
         req = flight.request
