@@ -17,8 +17,8 @@ from node.engine.sampler import sample
 from node.engine.scheduler import Scheduler, Sequence
 from node.outbox import Outbox
 from node.request import NodeRequest
-from node.submit_check import check_submit
-from parallax.errors import CapacityError, InvalidArgument, ParallaxError, StaleRoute
+from node.submit_check import check_hop, check_request, check_submit
+from parallax.errors import CapacityError, InvalidArgument, ParallaxError
 from parallax.failures import FailureKind, failure_event
 from parallax.rpc import parallax_pb2 as pb
 from parallax.types import LayerRange
@@ -55,18 +55,17 @@ class NodePipeline:
 
     # ---- inputs (called from RPC handlers, between steps) ----
     def _register(self, request: pb.SubmitRequest) -> NodeRequest:
-        hops = request.route.hops
-        idx = next((i for i, h in enumerate(hops) if h.node_id == self.node_id), None)
-        if idx is None:
-            raise StaleRoute(f"request {request.request_id}: this node is not on its route")
-        h = hops[idx]
-        layers = LayerRange(h.start, h.end)
-        if not self.runner.model.range.covers(layers):
-            raise StaleRoute(
-                f"request {request.request_id}: hop {layers} is outside this node's layers "
-                f"{self.runner.model.range}; the route is stale"
-            )
-        req = self.reqs[request.request_id] = NodeRequest(request, idx, layers)
+        """Take a request as the hop its route names: checked whole, as a Submit is (a
+        Forward's first chunk comes from a peer, and a bad one must fail alone)."""
+        check_request(
+            request,
+            num_layers=self.spec.num_layers,
+            vocab_size=self.spec.vocab_size,
+            max_context=self.max_context,
+        )
+        idx = check_hop(request, node_id=self.node_id, held=self.runner.model.range)
+        h = request.route.hops[idx]
+        req = self.reqs[request.request_id] = NodeRequest(request, idx, LayerRange(h.start, h.end))
         return req
 
     def check_submit(self, request: pb.SubmitRequest) -> None:

@@ -116,3 +116,40 @@ def test_non_finite_logits_fail_their_own_request_only(tiny_models):
     events = {ev.request_id: ev for ev in out.delivers["127.0.0.1:2"].events}
     assert events["nan"].failure == pb.FAILURE_INTERNAL and events["nan"].error == NON_FINITE
     assert events["good"].finish_reason == "length" and not events["good"].error
+
+
+def test_crafted_forward_chunks_fail_alone_and_every_other_request_completes(tiny_models):
+    # Chunks come from peers (or from anyone who reaches the port): each request a first
+    # chunk carries is checked whole, as a Submit is. Sampling left at the proto defaults
+    # (top_p=0), an out-of-vocabulary prompt or a bad route fails that request alone;
+    # before, the step that sampled it failed, and every request on the node with it.
+    from node.engine.engine import make_runner
+    from node.outbox import Outbox
+    from node.pipeline import NodePipeline
+    from node.weights import load_shard_model
+
+    resolved = resolve_model(str(tiny_models["llama"]))
+    cfg = EngineConfig(**BIG_KV)
+    model = load_shard_model(resolved, LayerRange(2, 4), progress=False)
+    pipe = NodePipeline("b", make_runner(model, cfg), cfg, resolved.spec.eos_token_ids)
+    crafted = {
+        "default-sampling": lambda r: r.ClearField("sampling"),
+        "bad-prompt": lambda r: r.prompt_ids.append(10**6),
+        "bad-route": lambda r: setattr(r.route.hops[1], "end", 3),
+        "bad-offset": lambda r: setattr(r, "generated_offset", 99),
+    }
+    msg = pb.ForwardRequest(sender_id="a")
+    for rid in ("good-1", *crafted, "good-2"):
+        c = msg.chunks.add(request_id=rid, start_pos=0, num_tokens=3, sample=True)
+        c.request.CopyFrom(request(rid, "127.0.0.1:2", "127.0.0.1:3", 2))
+        if rid in crafted:
+            crafted[rid](c.request)
+    out = Outbox()
+    pipe.enqueue(msg, torch.randn(3 * len(msg.chunks), resolved.spec.hidden_size), out)
+    out.merge(pipe.step())
+    events = {ev.request_id: ev for ev in out.delivers["127.0.0.1:2"].events}
+    for rid in crafted:
+        assert events[rid].failure == pb.FAILURE_INVALID, (rid, events[rid])
+    for rid in ("good-1", "good-2"):
+        assert events[rid].finish_reason == "length" and not events[rid].failure
+    assert not pipe.reqs and pipe.kv.free_blocks == pipe.kv.num_blocks
