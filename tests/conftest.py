@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway_fakes import RunningGateway, load_tokenizer, running_gateway
-from tests.tiny_models import make_tiny_model
+from tests.support.gateway import RunningGateway, load_tokenizer, running_gateway
+from tests.support.tiny_models import make_tiny_model
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from coordinator.gateway.backend import GenerationRequest, TokenOut
 from parallax.cli import main
 from parallax.errors import CapacityError, InvalidArgument, ParallaxError
 from parallax.failures import FailureKind
-from tests.gateway_fakes import ScriptedBackend, running_gateway
+from tests.support.gateway import ScriptedBackend, running_gateway
 
 OUTCOMES = (
     RequestOutcome(True, 10, 5, ttft_s=0.1, itl_s=(0.05, 0.05, 0.1, 0.1), latency_s=0.4),

@@ -14,8 +14,9 @@ from parallax.rpc import parallax_pb2 as pb
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
 from parallax.sampling import SamplingParams
 from parallax.tokenizer import Tokenizer
-from tests.cluster_harness import Cluster, wait_until
 from tests.engine_helpers import local_engine
+from tests.support.cluster import Cluster
+from tests.support.wait import wait_until
 
 QUESTIONS = ["hello there", "what is 2+2?", "tell me a story", "name three colors"]
 
@@ -147,7 +148,7 @@ def test_fourth_node_gets_an_assignment(cluster):
 
 
 def test_join_with_wrong_coordinator_fails_clearly():
-    from tests.cluster_harness import start
+    from tests.support.cluster import start
 
     p = start(["join", "--coordinator", "127.0.0.1:1", "--threads", "1"])
     rc = p.popen.wait(60)

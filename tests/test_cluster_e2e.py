@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cluster_harness import Cluster
+from tests.support.cluster import Cluster
 from tests.test_cluster import QUESTIONS, chat, local_texts
 
 pytestmark = pytest.mark.e2e

@@ -20,8 +20,8 @@ from parallax.rpc import parallax_pb2 as pb
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
 from parallax.rpc.auth import join_proof
 from parallax.rpc.tls import Tls, add_port
+from tests.support.tls_certs import CertAuthority
 from tests.test_node_control import BEAT_S, DEAD_S, HW, OPTS, SPEC, SimNode, run, sign, until
-from tests.tls_certs import CertAuthority
 
 
 class Clock:

@@ -12,7 +12,8 @@ import time
 import httpx
 import pytest
 
-from tests.cluster_harness import Cluster, start, wait_until
+from tests.support.cluster import Cluster, start
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.cluster_harness import start
+from tests.support.cluster import start
 
 
 # SIGTERM too: the nodes run in their own sessions, so a demo killed without stopping

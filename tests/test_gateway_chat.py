@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.gateway_fakes import (
+from tests.support.gateway import (
     MODEL_ID,
     SCRIPT_TEXT,
     TEST_CONTEXT,

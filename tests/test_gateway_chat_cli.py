@@ -11,7 +11,7 @@ import pytest
 from coordinator.chat_cli import chat_loop
 from parallax.config.chat import ChatConfig
 from parallax.errors import ConfigError
-from tests.gateway_fakes import MODEL_ID, SCRIPT_TEXT, running_gateway
+from tests.support.gateway import MODEL_ID, SCRIPT_TEXT, running_gateway
 
 
 def _user_turns(tokenizer, prompt_ids) -> str:

@@ -17,7 +17,7 @@ from parallax.failures import FailureKind
 from parallax.rpc import parallax_pb2 as pb
 from parallax.sampling import SamplingParams
 from parallax.types import LayerRange, NodeId
-from tests.gateway_fake_nodes import FakeNode, chain, serving_backend
+from tests.support.fake_nodes import FakeNode, chain, serving_backend
 
 LAYERS = 30
 PROMPT = (1, 2, 3)

@@ -14,8 +14,8 @@ from coordinator.gateway.cluster_backend import ClusterBackend
 from coordinator.scheduler.types import ClusterState
 from parallax.config.coordinator import CoordinatorConfig
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
-from tests.gateway_fake_nodes import FakeNode, LoopThread, chain, start_nodes
-from tests.gateway_fakes import MODEL_ID, TEST_CONTEXT, ServerThread
+from tests.support.fake_nodes import FakeNode, LoopThread, chain, start_nodes
+from tests.support.gateway import MODEL_ID, TEST_CONTEXT, ServerThread
 
 LAYERS = 30
 USER = [{"role": "user", "content": "Hi"}]

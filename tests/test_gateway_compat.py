@@ -17,8 +17,8 @@ from coordinator.gateway.app import create_app
 from parallax import __version__
 from parallax.config.coordinator import CoordinatorConfig
 from parallax.tokenizer import ChatTemplate
-from tests.chat_templates import QWEN_TOOLS, WEATHER_TOOL
-from tests.gateway_fakes import (
+from tests.support.chat_templates import QWEN_TOOLS, WEATHER_TOOL
+from tests.support.gateway import (
     MODEL_ID,
     TEST_CONTEXT,
     RunningGateway,

@@ -9,8 +9,8 @@ import openai
 import pytest
 
 from parallax.models.registry import resolve_model
-from tests.chat_templates import WEATHER_TOOL
-from tests.cluster_harness import Cluster
+from tests.support.chat_templates import WEATHER_TOOL
+from tests.support.cluster import Cluster
 
 pytestmark = pytest.mark.e2e
 

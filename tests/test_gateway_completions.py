@@ -5,7 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.gateway_fakes import (
+from tests.support.gateway import (
     MODEL_ID,
     SCRIPT_TEXT,
 )

@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from tests.gateway_fakes import MODEL_ID, ScriptedBackend, running_gateway
+from tests.support.gateway import MODEL_ID, ScriptedBackend, running_gateway
 
 BODY = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Hi"}]}
 

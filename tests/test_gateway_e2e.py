@@ -15,7 +15,7 @@ import pytest
 
 from parallax.rpc import parallax_pb2 as pb
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
-from tests.cluster_harness import Cluster
+from tests.support.cluster import Cluster
 
 pytestmark = pytest.mark.e2e
 

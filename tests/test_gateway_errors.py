@@ -7,7 +7,7 @@ import openai
 import pytest
 
 from parallax.errors import CapacityError, NotCovered
-from tests.gateway_fakes import (
+from tests.support.gateway import (
     MODEL_ID,
     TEST_CONTEXT,
     RunningGateway,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.gateway_fakes import (
+from tests.support.gateway import (
     MODEL_ID,
     SCRIPT_TEXT,
     ScriptedBackend,

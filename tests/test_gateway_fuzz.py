@@ -6,7 +6,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
-from tests.gateway_fakes import MODEL_ID, load_tokenizer, running_gateway
+from tests.support.gateway import MODEL_ID, load_tokenizer, running_gateway
 
 EXAMPLES_PER_OPERATION = 25
 

@@ -14,7 +14,7 @@ from parallax.failures import FailureKind
 from parallax.rpc import parallax_pb2 as pb
 from parallax.sampling import SamplingParams
 from parallax.types import LayerRange, NodeId
-from tests.gateway_fake_nodes import FakeNode, serving_backend
+from tests.support.fake_nodes import FakeNode, serving_backend
 
 LAYERS = 30
 SCRIPT = (10, 11, 12, 13, 14)

@@ -14,7 +14,7 @@ from coordinator.scheduler.types import ClusterState, NodeLoad, Route, RouteRequ
 from parallax.failures import FailureKind
 from parallax.sampling import SamplingParams
 from parallax.types import LayerRange, NodeId
-from tests.gateway_fake_nodes import FakeNode, serving_backend
+from tests.support.fake_nodes import FakeNode, serving_backend
 
 LAYERS = 30
 

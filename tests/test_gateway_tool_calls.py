@@ -12,8 +12,8 @@ import openai
 import pytest
 
 from parallax.tokenizer import ChatTemplate
-from tests.chat_templates import QWEN_TOOLS, WEATHER_TOOL
-from tests.gateway_fakes import MODEL_ID, ScriptedBackend, running_gateway
+from tests.support.chat_templates import QWEN_TOOLS, WEATHER_TOOL
+from tests.support.gateway import MODEL_ID, ScriptedBackend, running_gateway
 
 USER = [{"role": "user", "content": "What is the weather in Paris?"}]
 CALL_TEXT = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'

@@ -15,7 +15,7 @@ from node.weights.gguf_loader import load_gguf_tensors, unpermute_rope_rows
 from parallax.errors import ModelFormatError
 from parallax.models.gguf_meta import llama3_rope_factors, spec_from_gguf
 from parallax.models.spec import RopeScaling
-from tests.fixtures_gguf import (
+from tests.support.gguf_files import (
     TINY_CFG,
     gguf_magic_then_garbage,
     llama_cpp_permute,

@@ -13,7 +13,7 @@ from coordinator.status_cli import run as status_run
 from parallax.config.coordinator import CoordinatorConfig
 from parallax.config.status import StatusConfig
 from parallax.errors import ConfigError
-from tests.cluster_harness import start
+from tests.support.cluster import start
 
 API, DASH = "api-" + "k" * 20, "dash-" + "d" * 20
 READS = ("/cluster/status", "/cluster/info", "/cluster/prometheus-sd", "/metrics")

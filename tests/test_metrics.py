@@ -8,7 +8,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.cluster_harness import Cluster
+from tests.support.cluster import Cluster
 
 PROMPT = "metrics-canary prompt: count to five"
 

@@ -6,7 +6,7 @@ import pytest
 
 from parallax.errors import ModelFormatError
 from parallax.models.spec import ModelSpec
-from tests.tiny_models import hf_config
+from tests.support.tiny_models import hf_config
 
 
 def qwen2(**over) -> dict:

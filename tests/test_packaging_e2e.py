@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from parallax.procs import Child, stop_all
-from tests.cluster_harness import wait_until
+from tests.support.wait import wait_until
 from tests.test_cluster import chat, local_texts
 from tests.test_packaging import NOT_ON_COORDINATOR, NOT_ON_NODE
 

@@ -10,7 +10,7 @@ import pytest
 from parallax.errors import ModelFormatError, ModelNotFound
 from parallax.models import registry
 from parallax.models.registry import DEFAULT_MODEL, builtin_models, resolve_model
-from tests.fixtures_gguf import smollm2_path
+from tests.support.gguf_files import smollm2_path
 
 
 def test_default_model_resolves_to_the_packaged_gguf():

@@ -17,7 +17,8 @@ import time
 import openai
 import pytest
 
-from tests.cluster_harness import Cluster, wait_until
+from tests.support.cluster import Cluster
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from parallax.procs import PARALLAX
-from tests.cluster_harness import Cluster
+from tests.support.cluster import Cluster
 
 
 def status_cli(url: str) -> subprocess.CompletedProcess:

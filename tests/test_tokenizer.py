@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from parallax.errors import InvalidArgument, ModelFormatError
 from parallax.models.registry import DEFAULT_MODEL, resolve_model
 from parallax.tokenizer import ChatTemplate, IncrementalDetokenizer, Tokenizer
-from tests.fixtures_gguf import (
+from tests.support.gguf_files import (
     SMOLLM2_FILENAME,
     smollm2_path,
     tiny_hf_state,

@@ -9,21 +9,8 @@ import time
 from dataclasses import dataclass, field
 
 import httpx
-import pytest
 
 from parallax.procs import Child, spawn
-
-
-def wait_until(check, timeout: float, what: str):
-    """Poll `check` until it returns something truthy; fail the test after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
-
 
 # The harness runs the same child processes as `parallax demo` does.
 Proc = Child
