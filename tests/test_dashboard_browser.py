@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.cluster import Cluster, start
+from tests.support.cluster import start
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.browser
@@ -42,12 +42,6 @@ def browser():
         )
         yield b
         b.close()
-
-
-@pytest.fixture(scope="module")
-def cluster(tiny_models):
-    with Cluster(str(tiny_models["llama"]), nodes=3, min_stages=3) as c:
-        yield c
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import signal
 
+from tests.support.chat import chat
 from tests.support.cluster import Cluster
 from tests.support.tiny_models import make_tiny_model
 from tests.support.wait import wait_until
-from tests.test_cluster import chat
 
 
 def test_killed_node_is_recovered_and_the_cluster_serves_again(tiny_models):

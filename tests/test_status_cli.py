@@ -8,10 +8,7 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from parallax.procs import PARALLAX
-from tests.support.cluster import Cluster
 
 
 def status_cli(url: str) -> subprocess.CompletedProcess:
@@ -22,12 +19,6 @@ def status_cli(url: str) -> subprocess.CompletedProcess:
         timeout=60,
         env=dict(os.environ, NO_COLOR="1"),
     )
-
-
-@pytest.fixture(scope="module")
-def cluster(tiny_models):
-    with Cluster(str(tiny_models["llama"]), nodes=3, min_stages=3) as c:
-        yield c
 
 
 def node_line(out: str, address: str) -> str:

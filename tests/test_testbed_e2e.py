@@ -10,7 +10,7 @@ import time
 import pytest
 
 from deploy.testbed import Testbed, TestbedConfig
-from tests.test_cluster import chat, local_texts
+from tests.support.chat import chat, local_texts
 from tests.test_testbed import leftovers
 
 pytestmark = [

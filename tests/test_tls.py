@@ -17,9 +17,9 @@ from parallax.procs import spawn
 from parallax.rpc import parallax_pb2 as pb
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
 from parallax.rpc.tls import CLUSTER_NAME, Tls
+from tests.support.chat import chat, local_texts
 from tests.support.cluster import Cluster
 from tests.support.tls_certs import CertAuthority
-from tests.test_cluster import chat, local_texts
 
 QUESTIONS = ["hello there", "what is 2+2?"]
 
