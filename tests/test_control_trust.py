@@ -11,7 +11,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import grpc
 import pytest
 
-from coordinator.control import CoordinatorService
 from coordinator.join_guard import Challenges, FailureLimiter, peer_host
 from coordinator.registry import Registry
 from node.control import ControlClient, JoinRefused
@@ -19,9 +18,11 @@ from parallax.config.node import NodeConfig
 from parallax.rpc import parallax_pb2 as pb
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
 from parallax.rpc.auth import join_proof
-from parallax.rpc.tls import Tls, add_port
+from parallax.rpc.tls import Tls
+from tests.support import control
+from tests.support.control import BEAT_S, DEAD_S, HW, SimNode, run, sign
 from tests.support.tls_certs import CertAuthority
-from tests.test_node_control import BEAT_S, DEAD_S, HW, OPTS, SPEC, SimNode, run, sign, until
+from tests.support.wait import wait_for
 
 
 class Clock:
@@ -34,29 +35,12 @@ class Clock:
         return time.time() + self.skew
 
 
-@asynccontextmanager
-async def coordinator(token: str = "", tls: Tls | None = None, clock: Clock | None = None):
-    reg = Registry("tiny", SPEC, dead_after_s=DEAD_S, options=OPTS)
-    clock = clock or Clock()
-    svc = CoordinatorService(
-        reg, join_token=token, heartbeat_s=BEAT_S, clock=clock, limiter=FailureLimiter(3, 10.0)
+def coordinator(token: str = "", tls: Tls | None = None, clock: Clock | None = None):
+    """The shared test coordinator, with a clock the test can skew and a tight limit on
+    wrong join tokens (3 per 10 s)."""
+    return control.coordinator(
+        token, tls=tls, clock=clock or Clock(), limiter=FailureLimiter(3, 10.0)
     )
-    server = grpc.aio.server(options=(("grpc.so_reuseport", 0),))
-    pb_grpc.add_CoordinatorServicer_to_server(svc, server)
-    port = add_port(server, "127.0.0.1:0", tls)
-    await server.start()
-
-    async def expire():
-        while True:
-            await asyncio.sleep(BEAT_S)
-            reg.expire(clock())
-
-    task = asyncio.create_task(expire())
-    try:
-        yield reg, f"127.0.0.1:{port}"
-    finally:
-        task.cancel()
-        await server.stop(None)
 
 
 def ready_ids(reg: Registry) -> set[str]:
@@ -79,7 +63,7 @@ def test_a_strangers_leave_or_heartbeat_is_refused_and_the_node_stays_ready() ->
         ):
             node = await SimNode(address, "victim").start(stack)
             victim = node.client.node_id
-            await until(lambda: victim in ready_ids(reg))
+            await wait_for(lambda: victim in ready_ids(reg))
             stub = pb_grpc.CoordinatorStub(ch)
             # The stranger knows the node id (it is public on /cluster/status).
             await refused(stub.Leave(pb.LeaveRequest(node_id=victim), timeout=5))
@@ -118,7 +102,7 @@ def test_an_address_takeover_is_refused_and_the_node_itself_may_rejoin() -> None
         async with coordinator() as (reg, address), AsyncExitStack() as stack:
             node = await SimNode(address, "a").start(stack)
             first = node.client.node_id
-            await until(lambda: first in ready_ids(reg))
+            await wait_for(lambda: first in ready_ids(reg))
             taken = reg.get(first).address
             thief = ControlClient(address, address_wait_s=0)
             with pytest.raises(JoinRefused, match=f"{taken} is the address of live node {first}"):
@@ -141,7 +125,7 @@ def test_an_address_takeover_is_refused_and_the_node_itself_may_rejoin() -> None
             # The node itself re-joins from its address, proving its previous identity.
             await node.client._join()
             assert node.client.node_id != first and reg.get(first) is None
-            await until(lambda: ready_ids(reg) == {node.client.node_id})
+            await wait_for(lambda: ready_ids(reg) == {node.client.node_id})
             await node.client.leave()
             assert reg.nodes == ()
             await node.stop()
@@ -231,7 +215,7 @@ def test_the_join_token_and_the_node_secret_never_leave_the_node() -> None:
             node = SimNode(via, "wire-check")
             node.config = node.config.replace(join_token=token)
             await node.start(stack)
-            await until(lambda: node.client.node_id in ready_ids(reg))
+            await wait_for(lambda: node.client.node_id in ready_ids(reg))
             await node.client.leave()
             assert reg.nodes == ()
             await node.stop()
@@ -256,7 +240,7 @@ def test_with_mtls_volunteer_a_cannot_act_as_volunteer_b(tmp_path) -> None:
                 await node.client.close()
                 node.client = ControlClient(address, tls=tls(node.config.name))
                 await node.start(s)
-            await until(lambda: ready_ids(reg) == {a.client.node_id, b.client.node_id})
+            await wait_for(lambda: ready_ids(reg) == {a.client.node_id, b.client.node_id})
             # A holds a valid cluster certificate and its own secret; it speaks for B.
             stub = a.client._stub
             victim = b.client.node_id
@@ -298,7 +282,7 @@ def test_a_node_restarted_on_its_address_gets_in_once_its_old_self_is_dead() -> 
     async def main():
         async with coordinator() as (reg, address), AsyncExitStack() as stack:
             old = await SimNode(address, "a").start(stack)
-            await until(lambda: old.client.node_id in ready_ids(reg))
+            await wait_for(lambda: old.client.node_id in ready_ids(reg))
             where = reg.get(old.client.node_id).address
             await old.stop()  # killed: it never said goodbye, and its secret is gone
             restarted = ControlClient(address, address_wait_s=10 * DEAD_S)

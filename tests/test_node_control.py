@@ -3,120 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import socket
 import time
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 
 import grpc
 import pytest
 
-from coordinator.control import CoordinatorService
 from coordinator.registry import Registry
 from node.control import ControlClient, CoordinatorUnreachable, JoinRefused
-from node.hardware import Hardware, measure_hardware
+from node.hardware import measure_hardware
 from parallax.config.node import NodeConfig
 from parallax.rpc import parallax_pb2 as pb
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
-from parallax.rpc.auth import node_mac
-from tests.test_registry_control import HALF, OPTS, SPEC, WHOLE, covers
-
-HW = Hardware("cpu", "test cpu", flops=1e11, mem_bandwidth=2e10, memory_bytes=4 * WHOLE)
-BEAT_S = 0.1
-DEAD_S = 0.6
-
-
-def sign(request, secret: bytes, method: str, counter: int, field: str = "proof"):
-    """Sign `request` as the node it names, the way ControlClient does."""
-    proof = getattr(request, field)
-    proof.counter = counter
-    node_id = request.previous_node_id if field == "previous_proof" else request.node_id
-    unsigned = (field, "token_proof") if field == "previous_proof" else (field,)
-    proof.mac = node_mac(secret, method, node_id, counter, request, unsigned)
-    return request
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 30))
-
-
-class FakeNode(pb_grpc.NodeServicer):
-    """Only `Health`, so peers can measure their RTT to this node."""
-
-    async def Health(self, request, context):
-        return pb.NodeStatus(state="ready")
-
-
-@asynccontextmanager
-async def grpc_server(add, port: int = 0):
-    server = grpc.aio.server(options=(("grpc.so_reuseport", 0),))
-    add(server)
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    try:
-        yield server, f"127.0.0.1:{bound}"
-    finally:
-        await server.stop(None)
-
-
-@asynccontextmanager
-async def coordinator(token: str = "", port: int = 0):
-    reg = Registry("tiny", SPEC, dead_after_s=DEAD_S, options=OPTS)
-    svc = CoordinatorService(reg, join_token=token, heartbeat_s=BEAT_S)
-
-    async def expire():
-        while True:
-            await asyncio.sleep(BEAT_S)
-            reg.expire(time.time())
-
-    task = asyncio.create_task(expire())
-    async with grpc_server(lambda s: pb_grpc.add_CoordinatorServicer_to_server(svc, s), port) as (
-        _,
-        address,
-    ):
-        try:
-            yield reg, address
-        finally:
-            task.cancel()
-
-
-class SimNode:
-    """A ControlClient plus a fake Health server: reports ready with what it was assigned."""
-
-    def __init__(self, coord: str, name: str, memory: float = 4 * WHOLE) -> None:
-        self.config = NodeConfig(coordinator=coord, name=name)
-        self.hardware = dataclasses.replace(HW, memory_bytes=memory)
-        self.client = ControlClient(coord, connect_timeout_s=2.0)
-        self.seen: list[pb.Assignment] = []
-
-    def status(self) -> pb.NodeStatus:
-        a = self.client.assignment
-        state = "standby" if a.standby else "ready"
-        return pb.NodeStatus(state=state, start=a.start, end=a.end, model="tiny")
-
-    async def on_assignment(self, a: pb.Assignment) -> None:
-        self.seen.append(a)
-
-    async def start(self, stack) -> SimNode:
-        _, address = await stack.enter_async_context(
-            grpc_server(lambda s: pb_grpc.add_NodeServicer_to_server(FakeNode(), s))
-        )
-        await self.client.join(self.config, address, self.hardware)
-        self.beat = asyncio.create_task(self.client.heartbeat_loop(self.status, self.on_assignment))
-        return self
-
-    async def stop(self) -> None:
-        self.beat.cancel()
-        await asyncio.gather(self.beat, return_exceptions=True)
-        await self.client.close()
-
-
-async def until(cond, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
+from tests.support.control import BEAT_S, HW, SimNode, coordinator, run, sign
+from tests.support.registry import HALF, covers
+from tests.support.wait import wait_for
 
 
 def test_join_with_right_and_wrong_token() -> None:
@@ -208,17 +110,17 @@ def test_heartbeats_carry_assignments_rtts_and_death_reassigns() -> None:
             b = await SimNode(address, "b", memory=HALF).start(stack)
             assert not b.client.assignment.standby
             # a learns its new range from a heartbeat reply and applies it.
-            await until(lambda: a.seen and not a.seen[-1].standby)
-            await until(lambda: covered(reg) and len(reg.cluster_state().nodes) == 2)
+            await wait_for(lambda: a.seen and not a.seen[-1].standby)
+            await wait_for(lambda: covered(reg) and len(reg.cluster_state().nodes) == 2)
             # Each measured its RTT to the other through Node.Health.
             ab = (a.client.node_id, b.client.node_id)
-            await until(lambda: ab in reg.cluster_state().rtt_ms)
+            await wait_for(lambda: ab in reg.cluster_state().rtt_ms)
             assert 0 < reg.cluster_state().rtt_ms[ab] < 1000
             c = await SimNode(address, "c", memory=HALF).start(stack)
             seen_before = {n: len(n.seen) for n in (a, c)}
             await b.stop()  # b goes silent
-            await until(lambda: str(reg.get(b.client.node_id).state) == "dead", timeout=5)
-            await until(lambda: covered(reg), timeout=5)
+            await wait_for(lambda: str(reg.get(b.client.node_id).state) == "dead", timeout=5)
+            await wait_for(lambda: covered(reg), timeout=5)
             assert b.client.node_id not in {n.node_id for n in reg.cluster_state().nodes}
             assert any(len(n.seen) > seen_before[n] for n in (a, c)), "nobody was reassigned"
             assert [d.kind for d in reg.decisions].count("dead") == 1
@@ -239,7 +141,7 @@ def test_node_rejoins_after_a_coordinator_restart() -> None:
             port = int(address.rpartition(":")[2])
             await asyncio.sleep(3 * BEAT_S)  # heartbeats fail while it is down
             async with coordinator(port=port) as (reg2, _):
-                await until(lambda: len(reg2.cluster_state().nodes) == 1)
+                await wait_for(lambda: len(reg2.cluster_state().nodes) == 1)
                 assert node.client.node_id != first_id
                 assert node.seen and node.seen[-1].end == 8
             await node.stop()

@@ -12,7 +12,7 @@ import pytest
 from coordinator.registry_types import NodeReport, NodeState
 from coordinator.state_file import StateFile
 from parallax.errors import ConfigError
-from tests.test_registry_control import hw, ready, registry
+from tests.support.registry import hw, ready, registry
 
 
 def _cluster(n: int):
