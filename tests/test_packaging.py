@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from parallax.cli import build_parser, config_from_args, installed_version, load_command
+from tests.support.deploy import NOT_ON_COORDINATOR, NOT_ON_NODE
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -24,10 +25,6 @@ DOCKERFILES = sorted(
     p for p in (DEPLOY / "docker").glob("Dockerfile.*") if p.suffix != ".dockerignore"
 )
 VENV_BIN = "/opt/parallax/venv/bin/"
-
-# What each side must never install (the other side's dependencies, build tools).
-NOT_ON_NODE = {"ortools", "fastapi", "uvicorn", "grpcio-tools", "openai"}
-NOT_ON_COORDINATOR = {"torch", "safetensors", "grpcio-tools"}
 
 
 def project() -> dict:

@@ -23,8 +23,8 @@ import pytest
 
 from parallax.procs import Child, stop_all
 from tests.support.chat import chat, local_texts
+from tests.support.deploy import NOT_ON_COORDINATOR, NOT_ON_NODE
 from tests.support.wait import wait_until
-from tests.test_packaging import NOT_ON_COORDINATOR, NOT_ON_NODE
 
 pytestmark = pytest.mark.e2e
 

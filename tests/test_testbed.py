@@ -13,19 +13,12 @@ from pathlib import Path
 import pytest
 
 from deploy.testbed.config import TestbedConfig
-from deploy.testbed.netns import InNamespace, Network, namespaces, sh
+from deploy.testbed.netns import InNamespace, Network, sh
 from parallax.errors import ConfigError
+from tests.support.deploy import leftovers
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
-
-
-def leftovers(prefix: str) -> list[str]:
-    """Namespaces, root-namespace links and qdiscs that carry `prefix` in their name."""
-    found = [ns for ns in namespaces() if ns.startswith(prefix)]
-    found += [ln for ln in sh("ip", "-o", "link", "show").splitlines() if prefix in ln]
-    found += [q for q in sh("tc", "qdisc", "show").splitlines() if prefix in q]
-    return found
 
 
 def listen(port: int) -> socket.socket:

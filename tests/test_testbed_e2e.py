@@ -11,7 +11,7 @@ import pytest
 
 from deploy.testbed import Testbed, TestbedConfig
 from tests.support.chat import chat, local_texts
-from tests.test_testbed import leftovers
+from tests.support.deploy import leftovers
 
 pytestmark = [
     pytest.mark.e2e,
