@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.sim import designs
+from bench.sim.cost import SimCost
 from bench.sim.engine import simulate
 from bench.sim.scenarios import (
     OUTPUT,
@@ -68,6 +69,7 @@ def allocations(s: Scenario, perf: PerfModel, milp_s: float, with_exact: bool) -
 
 def run_scenario(s: Scenario, requests: int, milp_s: float, with_exact: bool, seed: int) -> dict:
     perf = PerfModel.of(s.model, s.options)
+    cost = SimCost.of(s.model, s.options)  # the simulator's own model, not the planner's
     allocs = allocations(s, perf, milp_s, with_exact)
     est = estimate(allocs["ours"][0], s.nodes, perf).throughput_tok_s
     mean_out = sum(OUTPUT) / 2
@@ -84,8 +86,8 @@ def run_scenario(s: Scenario, requests: int, milp_s: float, with_exact: bool, se
         if not any(r is not None for r in assign.values()):
             row["designs"][name] = {"error": "no allocation"}
             continue
-        sat = simulate(s.nodes, assign, perf, burst, policy_of(), saturated=True)
-        mod = simulate(s.nodes, assign, perf, steady, policy_of())
+        sat = simulate(s.nodes, assign, cost, burst, policy_of(), saturated=True)
+        mod = simulate(s.nodes, assign, cost, steady, policy_of())
         row["designs"][name] = {
             "throughput_tok_s": sat.throughput_tok_s,
             "completed": sat.completed,

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench.sim import designs
+from bench.sim.cost import SimCost
 from bench.sim.engine import simulate, union_len
 from bench.sim.scenarios import OUTPUT, PROMPT, make_scenario, with_solver
 from bench.sim.workload import poisson_requests
@@ -41,7 +42,7 @@ def test_every_design_serves_every_request() -> None:
         "exo": (exo, designs.round_robin_policy([ring])),
     }
     for name, (assign, policy) in runs.items():
-        res = simulate(s.nodes, assign, perf, reqs, policy)
+        res = simulate(s.nodes, assign, SimCost.of(s.model, s.options), reqs, policy)
         assert res.completed == len(reqs), name
         assert res.throughput_tok_s > 0 and math.isfinite(res.tpot_p50_ms), name
         assert res.ttft_p50_ms > 0, name

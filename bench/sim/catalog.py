@@ -17,8 +17,9 @@ from parallax.types import NodeId
 # Fraction of peak that inference kernels reach; typical of vLLM/llama.cpp measurements.
 BANDWIDTH_EFFICIENCY = 0.8
 FLOPS_EFFICIENCY = 0.6
-# Memory a node keeps for the OS, runtime and activations.
-MEMORY_HEADROOM = 0.9
+# Vendors' "80 GB" cards hold 80 GiB; the runtime's share is kept back by the planner
+# (its memory reserve) and by the simulator (its own margin), not here.
+GIB = float(1 << 30)
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def gpu(name: str, catalog: dict[str, Gpu]) -> Gpu:
 def node_from_gpu(node_id: str, g: Gpu, region: str = "default") -> NodeCapacity:
     return NodeCapacity(
         node_id=NodeId(node_id),
-        memory_bytes=g.memory_gb * 1e9 * MEMORY_HEADROOM,
+        memory_bytes=g.memory_gb * GIB,
         flops=g.dense_tflops * 1e12 * FLOPS_EFFICIENCY,
         mem_bandwidth=g.mem_bw_gbps * 1e9 * BANDWIDTH_EFFICIENCY,
         region=region,

@@ -19,6 +19,7 @@ import itertools
 import random
 from collections.abc import Sequence
 
+from bench.sim.cost import KV_BLOCK_TOKENS
 from bench.sim.engine import Chain, Policy, SimView
 from bench.sim.workload import SimRequest
 from coordinator.scheduler.apportion import bounds, water_fill
@@ -37,10 +38,15 @@ from parallax.types import LayerRange
 
 # ---- routing policies ----
 def ours_policy() -> Policy:
+    """Our router on what nodes report: running counts, KV room, measured step times."""
+
     def pick(req: SimRequest, view: SimView) -> Chain:
         loads, regions = [], {}
+        cost = view.cost
+        mean_ctx = req.prompt_tokens + req.output_tokens // 2
         for nid, s in view.nodes.items():
-            k = len(s.range)
+            full = s.running >= cost.max_running
+            fits = min(cost.max_running, s.kv_blocks * KV_BLOCK_TOKENS // max(1, mean_ctx))
             loads.append(
                 NodeLoad(
                     node_id=nid,
@@ -48,21 +54,19 @@ def ours_policy() -> Policy:
                     range=s.range,
                     running=s.running,
                     # A node at its running cap takes no one now: as full as no KV.
-                    kv_free_tokens=0
-                    if s.running >= view.perf.options.max_running_per_node
-                    else int((s.kv_capacity - s.kv_used) / k),
-                    kv_capacity_tokens=int(s.kv_capacity / k),
-                    layer_latency_ms=view.perf.layer_s(s.node, 1.0) * 1e3,
+                    kv_free_tokens=0 if full else s.kv_free_tokens,
+                    kv_capacity_tokens=s.kv_blocks * KV_BLOCK_TOKENS,
+                    layer_latency_ms=s.layer_ms,
                     region=s.node.region,
-                    layer_tokens_per_s=view.perf.speed(s.node),
+                    layer_tokens_per_s=cost.layer_rate(s.node, fits, mean_ctx),
                 )
             )
             regions.setdefault(s.node.region, nid)
         rtt = {}
         for (ra, a), (rb, b) in itertools.product(regions.items(), repeat=2):
             if a != b:
-                rtt[(a, b)] = view.perf.options.link(ra, rb).rtt_ms
-        state = ClusterState(view.perf.num_layers, tuple(loads), rtt)
+                rtt[(a, b)] = cost.options.link(ra, rb).rtt_ms
+        state = ClusterState(cost.num_layers, tuple(loads), rtt)
         request = RouteRequest(str(req.request_id), req.prompt_tokens, req.output_tokens)
         return [(h.node_id, h.range) for h in Router(state).route(request).hops]
 
@@ -84,21 +88,21 @@ def dijkstra_policy(seed: int) -> Policy:
     rng = random.Random(seed)
 
     def pick(req: SimRequest, view: SimView) -> Chain:
-        perf = view.perf
-        L = perf.num_layers
+        cost = view.cost
+        L = cost.num_layers
         best: dict[int, tuple[float, Chain]] = {0: (0.0, [])}
         for a in range(L):
             if a not in best:
                 continue
-            cost, chain = best[a]
+            at, chain = best[a]
             for nid, s in view.nodes.items():
                 if not (s.range.start <= a < s.range.end):
                     continue
                 prev = view.nodes[chain[-1][0]].node if chain else s.node
-                hop = perf.hop_s(prev, s.node) if chain else 0.0
-                per = perf.layer_s(s.node, 1.0) * rng.uniform(0.9, 1.1)
+                hop = cost.hop_s(prev, s.node) if chain else 0.0
+                per = cost.step_s(s.node, 1, [(1, req.prompt_tokens)], 0) * rng.uniform(0.9, 1.1)
                 b = s.range.end
-                c = cost + hop + (b - a) * per
+                c = at + hop + (b - a) * per
                 if b not in best or c < best[b][0]:
                     best[b] = (c, [*chain, (nid, LayerRange(a, b))])
         return best[L][1]
@@ -111,14 +115,15 @@ def flow_weighted_policy(seed: int) -> Policy:
     rng = random.Random(seed)
 
     def pick(req: SimRequest, view: SimView) -> Chain:
-        perf, L, at, chain = view.perf, view.perf.num_layers, 0, []
+        cost, at, chain = view.cost, 0, []
+        L = cost.num_layers
         while at < L:
             cands = [
                 (nid, s)
                 for nid, s in sorted(view.nodes.items())
                 if s.range.start <= at < s.range.end
             ]
-            weights = [perf.speed(s.node) / len(s.range) for _n, s in cands]
+            weights = [cost.layer_rate(s.node, 16, 512) / len(s.range) for _n, s in cands]
             nid, s = rng.choices(cands, weights)[0]
             chain.append((nid, LayerRange(at, s.range.end)))
             at = s.range.end

@@ -1,13 +1,14 @@
 """Discrete-event simulation of a cluster serving requests over chains of nodes.
 
 Each node runs continuous batching: when idle with work queued it takes everything
-queued (up to its batch limit) as one step, whose time follows the performance model
-(the layers any of its hops use x one layer's time at that batch and token count). A finished
-item travels to the next hop after half the link RTT plus its serialisation; the last
-hop's output is a token, and the next decode step starts again at the first hop. KV for
-prompt + output is reserved on every hop at admission; a request waits at the gateway
-until all its hops have room and run fewer than `max_running_per_node` requests, as the
-engine's --max-running bounds them (no preemption).
+queued (up to its batch limit) as one step, whose time comes from the simulator's own
+cost model (`cost.py`: the layers any of its hops use, kernels in sequence, attention
+over each sequence's real length, the head for sampled rows), never from the planner's
+estimate. A finished item travels to the next hop after half the link RTT plus its
+serialisation; the last hop's output is a token, and the next decode step starts again
+at the first hop. KV blocks for prompt + output are reserved on every hop at admission;
+a request waits at the gateway until all its hops have room and run fewer than the
+engine's --max-running requests (no preemption).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from statistics import median
 
+from bench.sim.cost import KV_BLOCK_TOKENS, SimCost
 from bench.sim.workload import SimRequest
-from coordinator.scheduler.perf import PerfModel
 from coordinator.scheduler.types import Assignments, NodeCapacity
 from parallax.types import LayerRange, NodeId
 
@@ -37,17 +38,23 @@ ADMIT_TRIES = 8
 class NodeSim:
     node: NodeCapacity
     range: LayerRange
-    kv_capacity: float  # tokens x layers that fit
-    kv_used: float = 0.0
+    kv_blocks: int  # blocks (of every layer of the range) that fit
+    kv_used: int = 0
     running: int = 0
     busy: bool = False
     queue: list = field(default_factory=list)
+    # Per-layer step time the node measured, ms: a moving average, as its heartbeat.
+    layer_ms: float = 0.0
+
+    @property
+    def kv_free_tokens(self) -> int:
+        return (self.kv_blocks - self.kv_used) * KV_BLOCK_TOKENS
 
 
 @dataclass
 class SimView:
     nodes: dict[NodeId, NodeSim]
-    perf: PerfModel
+    cost: SimCost
 
 
 @dataclass
@@ -82,7 +89,7 @@ def union_len(ranges) -> int:
 def simulate(
     nodes: Sequence[NodeCapacity],
     assignments: Assignments,
-    perf: PerfModel,
+    cost: SimCost,
     requests: Sequence[SimRequest],
     policy: Policy,
     horizon_s: float = 3600.0,
@@ -91,19 +98,18 @@ def simulate(
     """Run to completion (or `horizon_s`). Throughput is tokens over the makespan; with
     `saturated` (every request queued at the start, so admission keeps the cluster full)
     it counts only the steady phase between the 10th and 50th percentile completions."""
-    mem = perf.mem
     sims: dict[NodeId, NodeSim] = {}
     for n in nodes:
         r = assignments.get(n.node_id)
         if r is None:
             continue
-        weights = len(r) * mem.weight_bytes + mem.extras(r.start == 0, r.end == perf.num_layers)
-        room = max(0.0, n.memory_bytes - weights)
-        sims[n.node_id] = NodeSim(n, r, room / mem.kv_bytes_per_token)
-    view = SimView(sims, perf)
+        # Before any traffic a node reports its warm-up step (one sequence, short context).
+        first = cost.step_s(n, len(r), [(1, 64)], 0) / len(r) * 1e3
+        sims[n.node_id] = NodeSim(n, r, cost.kv_blocks(n, r), layer_ms=first)
+    view = SimView(sims, cost)
     # The engine's --max-running: a node keeps at most this many requests (KV and all),
     # whatever room its KV has left; the rest wait at the gateway.
-    max_running = perf.options.max_running_per_node
+    max_running = cost.max_running
     events: list = []
     tick = itertools.count()
     push = lambda t, kind, data: heapq.heappush(events, (t, next(tick), kind, data))  # noqa: E731
@@ -119,8 +125,8 @@ def simulate(
     token_times: list[float] = []
     finish_times: list[float] = []
 
-    def kv_need(req: SimRequest, hop: LayerRange) -> float:
-        return (req.prompt_tokens + req.output_tokens) * len(hop)
+    def kv_need(req: SimRequest) -> int:
+        return SimCost.blocks_for(req.prompt_tokens + req.output_tokens)
 
     def try_admit(now: float) -> None:
         still: list[SimRequest] = []
@@ -131,12 +137,12 @@ def simulate(
                 break
             chain = policy(req, view)
             if all(
-                sims[nid].kv_used + kv_need(req, r) <= sims[nid].kv_capacity
+                sims[nid].kv_used + kv_need(req) <= sims[nid].kv_blocks
                 and sims[nid].running < max_running
                 for nid, r in chain
             ):
-                for nid, r in chain:
-                    sims[nid].kv_used += kv_need(req, r)
+                for nid, _r in chain:
+                    sims[nid].kv_used += kv_need(req)
                     sims[nid].running += 1
                 chains[req.request_id] = chain
                 emitted[req.request_id] = 0
@@ -159,18 +165,21 @@ def simulate(
         # Decodes first, then prefills within the token budget (as vLLM schedules).
         for item in sorted(s.queue, key=lambda it: it[2] != 1):
             ntok = item[2]
-            if len(batch) < perf.batch_size * 4 and (ntok == 1 or ntok <= budget or not batch):
+            if len(batch) < max_running and (ntok == 1 or ntok <= budget or not batch):
                 batch.append(item)
                 budget -= ntok
                 decode += ntok == 1
             else:
                 rest.append(item)
         s.queue = rest
-        toks = sum(i[2] for i in batch)
         # The engine runs a step's layer groups in one pass: each layer once, over the
         # rows of the hops that use it, so a step costs the union of their ranges.
         hops = {chains[i[0].request_id][i[1]][1] for i in batch}
-        dt = union_len(hops) * perf.layer_s(s.node, float(len(batch)), float(toks))
+        rows = [(ntok, req.prompt_tokens + emitted[req.request_id]) for req, _h, ntok in batch]
+        sampled = sum(1 for req, h, _n in batch if h == len(chains[req.request_id]) - 1)
+        layers = union_len(hops)
+        dt = cost.step_s(s.node, layers, rows, sampled)
+        s.layer_ms = 0.9 * s.layer_ms + 0.1 * dt / max(1, layers) * 1e3
         s.busy = True
         push(now + dt, "step_done", (s, batch))
 
@@ -187,7 +196,7 @@ def simulate(
             for req, hop, ntok in batch:
                 chain = chains[req.request_id]
                 nxt = hop + 1 if hop + 1 < len(chain) else 0
-                link = perf.hop_s(s.node, sims[chain[nxt][0]].node) if len(chain) > 1 else 0.0
+                link = cost.hop_s(s.node, sims[chain[nxt][0]].node) if len(chain) > 1 else 0.0
                 if hop + 1 < len(chain):
                     push(now + link, "hop", (req, nxt, ntok))
                     continue
@@ -201,8 +210,8 @@ def simulate(
                     tpot.append(now - last_token[rid])
                 last_token[rid] = now
                 if emitted[rid] >= req.output_tokens:
-                    for nid, r in chain:
-                        sims[nid].kv_used -= kv_need(req, r)
+                    for nid, _r in chain:
+                        sims[nid].kv_used -= kv_need(req)
                         sims[nid].running -= 1
                     done += 1
                     t_end = now

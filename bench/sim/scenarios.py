@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, replace
 
-from bench.sim.catalog import load_catalog, node_from_gpu
+from bench.sim.catalog import GIB, load_catalog, node_from_gpu
+from coordinator.scheduler.cluster_file import SPEC_FLOPS_EFFICIENCY
 from coordinator.scheduler.options import AllocateOptions
 from coordinator.scheduler.presets import model_preset
 from coordinator.scheduler.types import LinkSpec, NodeCapacity
@@ -95,13 +96,18 @@ def as_cluster_json(s: Scenario) -> dict:
             "dtype_bytes": s.options.dtype_bytes,
         },
         "context_tokens": s.options.context_tokens,
+        "workload": {
+            "prompt_tokens": s.options.mean_prompt_tokens,
+            "output_tokens": s.options.mean_output_tokens,
+        },
         "nodes": [
             {
                 "id": n.node_id,
                 "gpu": s.gpus[n.node_id],
-                "memory_gb": round(n.memory_bytes / 1e9, 3),
+                "memory_gb": round(n.memory_bytes / GIB, 3),
                 "mem_bw_gbps": round(n.mem_bandwidth / 1e9, 3),
-                "tflops": round(n.flops / 1e12, 3),
+                # The file's tflops is a spec peak; the parser takes 60% of it.
+                "tflops": round(n.flops / 1e12 / SPEC_FLOPS_EFFICIENCY, 3),
                 "region": n.region,
             }
             for n in s.nodes

@@ -27,7 +27,7 @@ class Estimate:
 
 
 # Micro-batches a busy stage holds at once: the one it runs and the one waiting for it.
-IN_FLIGHT_PER_STAGE = 1
+IN_FLIGHT_PER_STAGE = 2
 
 
 def best_chain(held: Held, perf: PerfModel) -> Pipeline | None:
