@@ -18,7 +18,8 @@ from parallax.rpc import parallax_pb2_grpc as pb_grpc
 from parallax.sampling import SamplingParams
 from parallax.types import LayerRange
 from parallax.wire.codec import encode_tensor
-from tests.test_pipeline_preemption import BIG_KV, Collector, serving_node, wait_for
+from tests.support.node import BIG_KV, Collector, serving_node
+from tests.support.wait import wait_for
 
 PREVIOUS_HOP = "127.0.0.1:1"  # never dialled: every request here finishes at this node
 

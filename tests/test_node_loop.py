@@ -11,7 +11,7 @@ import asyncio
 from parallax.rpc import parallax_pb2 as pb
 from parallax.sampling import SamplingParams
 from tests.engine_helpers import local_engine
-from tests.test_pipeline_preemption import BIG_KV, MAX_TOKENS, prompts, run_chain
+from tests.support.node import BIG_KV, MAX_TOKENS, prompts, run_chain
 
 
 def test_first_node_does_not_spin_while_its_requests_are_downstream(tiny_models):

@@ -7,7 +7,8 @@ import asyncio
 from coordinator.gateway.upstream import NodeClients
 from node.peers import Peers
 from parallax.rpc import parallax_pb2 as pb
-from tests.test_pipeline_preemption import collecting_gateway, wait_for
+from tests.support.node import collecting_gateway
+from tests.support.wait import wait_for
 
 
 def batch(rid: str, token: int) -> pb.TokenBatch:

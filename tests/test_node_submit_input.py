@@ -20,7 +20,8 @@ from parallax.rpc import parallax_pb2 as pb
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
 from parallax.sampling import SamplingParams
 from parallax.types import LayerRange
-from tests.test_pipeline_preemption import serving_node, wait_for
+from tests.support.node import serving_node
+from tests.support.wait import wait_for
 
 LAYERS = 4
 UNREACHABLE = "127.0.0.1:1"

@@ -13,7 +13,7 @@ import time
 
 from parallax.sampling import SamplingParams
 from tests.engine_helpers import local_engine
-from tests.test_pipeline_preemption import BIG_KV, prompts, run_chain, tokens_of
+from tests.support.node import BIG_KV, prompts, run_chain, tokens_of
 
 
 def slow_middle(servers) -> None:

@@ -21,14 +21,8 @@ from parallax.rpc import parallax_pb2_grpc as pb_grpc
 from parallax.sampling import SamplingParams
 from parallax.types import LayerRange
 from tests.engine_helpers import local_engine
-from tests.test_pipeline_preemption import (
-    BIG_KV,
-    Collector,
-    collecting_gateway,
-    prompts,
-    tokens_of,
-    wait_for,
-)
+from tests.support.node import BIG_KV, Collector, collecting_gateway, prompts, tokens_of
+from tests.support.wait import wait_for
 
 CUTS = (1, 2, 3)  # request i is cut at CUTS[i % 3]: node A runs [0, cut), B [cut, 4)
 
