@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from parallax.config.coordinator import CoordinatorConfig
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
 from tests.support.fake_nodes import FakeNode, LoopThread, chain, start_nodes
 from tests.support.gateway import MODEL_ID, TEST_CONTEXT, ServerThread
+from tests.support.wait import wait_until
 
 LAYERS = 30
 USER = [{"role": "user", "content": "Hi"}]
@@ -64,21 +64,15 @@ async def _grpc_server() -> grpc.aio.Server:
     return grpc.aio.server()
 
 
-def _wait(predicate, timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
 def test_chat_over_grpc_finishes_and_releases(tokenizer):
     with _stack(tokenizer, hang=False) as stack:
         out = stack.client().chat.completions.create(model=MODEL_ID, messages=USER)
         assert out.choices[0].message.content == TEXT
         rid = stack.nodes[0].submits[0].request_id
-        assert _wait(lambda: all(n.releases == [((rid,), "finished")] for n in stack.nodes))
+        wait_until(
+            lambda: all(n.releases == [((rid,), "finished")] for n in stack.nodes),
+            what="every node to release the finished request",
+        )
 
 
 def test_closing_the_stream_releases_on_every_hop(tokenizer):
@@ -91,4 +85,7 @@ def test_closing_the_stream_releases_on_every_hop(tokenizer):
                 break
         stream.close()
         rid = stack.nodes[0].submits[0].request_id
-        assert _wait(lambda: all(n.releases == [((rid,), "abort")] for n in stack.nodes))
+        wait_until(
+            lambda: all(n.releases == [((rid,), "abort")] for n in stack.nodes),
+            what="every node to release the aborted request",
+        )
