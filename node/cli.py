@@ -32,7 +32,11 @@ def generate(cfg: GenerateConfig) -> int:
     resolved = resolve_model(cfg.model)
     tok = Tokenizer.from_model(resolved)
     model = load_shard_model(
-        resolved, LayerRange(0, resolved.spec.num_layers), DTYPES[cfg.dtype], cfg.device
+        resolved,
+        LayerRange(0, resolved.spec.num_layers),
+        DTYPES[cfg.dtype],
+        cfg.device,
+        weights=cfg.weights,
     )
     engine = LocalEngine(model, cfg, tok.eos_token_ids, vocab_limit=tok.vocab_size)
     if cfg.raw:
@@ -84,7 +88,7 @@ async def run_node(cfg: NodeConfig) -> int:
         metrics_address = f"{cfg.advertise_host or cfg.host}:{metrics_port}"
         print(f"node metrics listening on http://{metrics_address}", flush=True)
         node_id, assignment, _ = await client.join(cfg, address, hardware, metrics_address)
-        server.node_id = node_id
+        server.set_identity(node_id, client.secret, client.route_key)
         resolved = resolve_model(cfg.model or assignment.model)
         tok = Tokenizer.from_model(resolved)
         server.set_model(resolved, tok.eos_token_ids, vocab_limit=tok.vocab_size)
@@ -97,7 +101,7 @@ async def run_node(cfg: NodeConfig) -> int:
                 return
             layers = None if a.standby or a.end <= a.start else LayerRange(a.start, a.end)
             # A coordinator restart re-joins us under a new id: always take the current one.
-            server.node_id = client.node_id
+            server.set_identity(client.node_id, client.secret, client.route_key)
             async with loading:
                 await server.load(layers)
             if server.pipeline is not None:

@@ -21,10 +21,11 @@ from node.peers import CHANNEL_OPTIONS, Peers
 from node.pipeline import NodePipeline
 from node.weights import load_shard_model
 from parallax.config.generate import EngineConfig
-from parallax.errors import ParallaxError, StaleRoute
+from parallax.errors import ParallaxError, PermissionDenied, StaleRoute
 from parallax.failures import FailureKind, failure_event
 from parallax.rpc import parallax_pb2 as pb
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
+from parallax.rpc.grants import RouteVerifier, event_mac
 from parallax.rpc.tls import Tls, add_port
 from parallax.types import LayerRange
 from parallax.wire.codec import decode_tensor
@@ -44,6 +45,9 @@ class NodeServer(pb_grpc.NodeServicer):
         self.dtype = DTYPES[cfg.dtype]
         self.wire_dtype = DTYPES[wire_dtype] if wire_dtype else None
         self.node_id = ""
+        # Set at join: without them (an in-process node in tests) nothing is checked.
+        self.node_secret = b""  # MACs what this node Delivers
+        self.verifier: RouteVerifier | None = None  # checks the gateway's route grants
         self.state = "joining"
         self.draining = False  # leaving: no new requests, those in flight run out
         self.pipeline: NodePipeline | None = None
@@ -51,6 +55,7 @@ class NodeServer(pb_grpc.NodeServicer):
         self.wake = asyncio.Event()
         self._stepping = asyncio.Lock()  # held while an engine step runs in its thread
         self.metrics = NodeMetrics()
+        self._denied_seen: set[tuple[str, str]] = set()
         self.peers = Peers(self._send_failed, on_sent=self.metrics.on_sent, tls=tls)
         self.max_bytes = 0
         self.step_ms_ema = 0.0
@@ -59,6 +64,15 @@ class NodeServer(pb_grpc.NodeServicer):
         self._loop_task: asyncio.Task | None = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
+
+    def set_identity(self, node_id: str, secret: bytes, route_key: bytes) -> None:
+        """Who this node is (from its JoinReply): its id, its secret, and the key that
+        signs the route grants it must be shown."""
+        self.node_id, self.node_secret = node_id, secret
+        self.verifier = RouteVerifier(route_key) if route_key else None
+        if self.pipeline is not None:
+            self.pipeline.node_id = node_id
+            self.pipeline.enforce_grants = self.verifier is not None
 
     def set_model(self, resolved, eos_ids, vocab_limit: int | None = None) -> None:
         """The model comes from the coordinator's join reply, after the server started."""
@@ -118,12 +132,15 @@ class NodeServer(pb_grpc.NodeServicer):
             self.dtype,
             self.cfg.device,
             reuse=old.runner.model if old is not None else None,
+            weights=self.cfg.weights,
         )
         del old
         runner = make_runner(model, self.cfg)
         self.pipeline = NodePipeline(
             self.node_id, runner, self.cfg, self.eos_ids, self.wire_dtype, self.vocab_limit
         )
+        self.pipeline.enforce_grants = self.verifier is not None
+        self.pipeline.on_denied = self._denied
         self.state = "ready"
         log.info("layers ready", extra={"start": layers.start, "end": layers.end})
 
@@ -212,7 +229,7 @@ class NodeServer(pb_grpc.NodeServicer):
             if submit.request_id not in pipe.reqs:
                 self._refuse(submit, kind, why, out)
                 if msg.op == "forward":
-                    pipe.release_elsewhere(submit.request_id, submit.route.hops, "error", out)
+                    pipe.release_elsewhere(submit, "error", out)
 
     def _refuse_inbox(self, kind: FailureKind, why: str) -> None:
         """Work queued for a pipeline that is gone is answered, never dropped: a request
@@ -229,6 +246,9 @@ class NodeServer(pb_grpc.NodeServicer):
     def _send(self, out: Outbox) -> None:
         for addr, batch in out.delivers.items():
             batch.sender_id = self.node_id
+            if self.node_secret:  # the gateway takes tokens only from the last hop
+                for ev in batch.events:
+                    ev.mac = event_mac(self.node_secret, ev)
             self.peers.send(addr, "deliver", batch)
         for addr, msgs in out.forwards.items():
             for msg in msgs:
@@ -305,6 +325,10 @@ class NodeServer(pb_grpc.NodeServicer):
             )
         try:
             pipe.check_submit(request)
+            if self.verifier is not None:
+                self.verifier.verify(request)
+        except PermissionDenied as e:
+            await self._deny(context, "submit", str(e))
         except StaleRoute as e:  # the node moved since the route was chosen: route again
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
         except (ParallaxError, ValueError) as e:
@@ -317,6 +341,10 @@ class NodeServer(pb_grpc.NodeServicer):
             rows = sum(c.num_tokens for c in request.chunks)
             if any(c.num_tokens <= 0 or c.start_pos < 0 for c in request.chunks):
                 raise ParallaxError("every chunk needs num_tokens > 0 and start_pos >= 0")
+            if self.verifier is not None:  # a request is taken only with its grant
+                for c in request.chunks:
+                    if c.HasField("request"):
+                        self.verifier.verify(c.request)
             hidden = decode_tensor(
                 request.hidden,
                 hidden_size=self.spec.hidden_size,
@@ -324,6 +352,8 @@ class NodeServer(pb_grpc.NodeServicer):
                 max_bytes=self.max_bytes,
                 out_dtype=self.dtype,
             )
+        except PermissionDenied as e:
+            await self._deny(context, "forward", str(e))
         except (ParallaxError, ValueError) as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         return self._queue(inbox.Forward(request, hidden))
@@ -342,6 +372,18 @@ class NodeServer(pb_grpc.NodeServicer):
 
     async def Release(self, request, context):
         return self._queue(inbox.Release(request))
+
+    async def _deny(self, context, method: str, why: str) -> None:
+        self._denied(method, context.peer(), why)
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
+
+    def _denied(self, method: str, peer: str, why: str) -> None:
+        """Count a refused call or chunk; log it once per peer and method."""
+        self.metrics.denied.labels(method=method).inc()
+        key = (peer.rsplit(":", 1)[0], method)
+        if key not in self._denied_seen and len(self._denied_seen) < 1024:
+            self._denied_seen.add(key)
+            log.warning("permission denied", extra={"peer": key[0], "method": method, "error": why})
 
     async def Health(self, request, context):
         return self.status()

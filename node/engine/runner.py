@@ -65,6 +65,20 @@ class ShardRunner:
         return self.run_groups([(chunks, hidden, layers)])[0]
 
     @torch.inference_mode()
+    def score(self, token_ids: list[int]) -> torch.Tensor:
+        """Logits [T, V] after every token of one sequence (whole model only): the
+        quality checks' perplexity and teacher-forced greedy agreement."""
+        rid = "__score__"
+        self.kv.grow(rid, len(token_ids))
+        try:
+            meta, positions = self._meta([Chunk(rid, 0, len(token_ids), False, ())])
+            ids = torch.tensor(token_ids, dtype=torch.long, device=self.device)
+            rows = torch.arange(len(token_ids), device=self.device)
+            return self.model(ids, positions, self.caches, meta, logits_rows=rows)
+        finally:
+            self.kv.free(rid)
+
+    @torch.inference_mode()
     def run_groups(self, groups: list[tuple[list[Chunk], torch.Tensor | None, LayerRange | None]]):
         """Run several groups of chunks, each over its own part of this shard, in one
         pass over the layers: a layer runs once for every group that needs it (requests

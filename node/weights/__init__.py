@@ -8,7 +8,15 @@ from collections.abc import Callable
 import torch
 
 from node.model import ShardModel
-from parallax.errors import ModelFormatError
+from node.model.quant import cat_rows
+from node.weights.formats import (
+    cast_floats,
+    install_quant_modules,
+    make_convert,
+    pack_state,
+    resolve_weights,
+)
+from parallax.errors import ConfigError, ModelFormatError
 from parallax.models.spec import ModelSpec
 from parallax.types import LayerRange
 
@@ -42,11 +50,16 @@ def _reused_state(reuse: ShardModel | None, layers: LayerRange) -> dict[str, tor
     for i in range(overlap.start, overlap.end) if overlap else ():
         src, dst = f"layers.{i - old.start}.", f"layers.{i - layers.start}."
         out.update({dst + k[len(src) :]: v for k, v in sd.items() if k.startswith(src)})
+    # Quantized modules hold qweight/qscale, not weight: take every key of the module.
     if layers.start == 0 and reuse.is_first:
-        out["embed_tokens.weight"] = sd["embed_tokens.weight"]
+        out.update({k: v for k, v in sd.items() if k.startswith("embed_tokens.")})
     if layers.end == spec.num_layers and reuse.is_last:
-        out["norm"], out["lm_head.weight"] = sd["norm"], sd["lm_head.weight"]
+        out.update({k: v for k, v in sd.items() if k.startswith(("norm", "lm_head."))})
     return out
+
+
+def _has(sd: dict, module: str) -> bool:
+    return any(k.startswith(module + ".") for k in sd)
 
 
 def _local_state_dict(
@@ -68,24 +81,24 @@ def _local_state_dict(
         p, a = f"model.layers.{i}.", f"layers.{local}."
         if a + "input_layernorm" in reused:
             continue
-        sd[a + "self_attn.qkv.weight"] = torch.cat(
+        sd[a + "self_attn.qkv.weight"] = cat_rows(
             [take(p + f"self_attn.{x}_proj.weight") for x in "qkv"]
         )
         if spec.attention_bias:
-            sd[a + "self_attn.qkv.bias"] = torch.cat(
+            sd[a + "self_attn.qkv.bias"] = cat_rows(
                 [take(p + f"self_attn.{x}_proj.bias") for x in "qkv"]
             )
         sd[a + "self_attn.o_proj.weight"] = take(p + "self_attn.o_proj.weight")
         if spec.qk_norm:
             sd[a + "self_attn.q_norm"] = take(p + "self_attn.q_norm.weight")
             sd[a + "self_attn.k_norm"] = take(p + "self_attn.k_norm.weight")
-        sd[a + "mlp.gate_up.weight"] = torch.cat(
+        sd[a + "mlp.gate_up.weight"] = cat_rows(
             [take(p + "mlp.gate_proj.weight"), take(p + "mlp.up_proj.weight")]
         )
         sd[a + "mlp.down_proj.weight"] = take(p + "mlp.down_proj.weight")
         sd[a + "input_layernorm"] = take(p + "input_layernorm.weight")
         sd[a + "post_attention_layernorm"] = take(p + "post_attention_layernorm.weight")
-    if layers.start == 0 and "embed_tokens.weight" not in reused:
+    if layers.start == 0 and not _has(reused, "embed_tokens"):
         sd["embed_tokens.weight"] = hf.get("model.embed_tokens.weight")
         if sd["embed_tokens.weight"] is None:
             raise ModelFormatError("checkpoint lacks tensor 'model.embed_tokens.weight'")
@@ -108,15 +121,27 @@ def load_shard_model(
     progress: bool = True,
     max_positions: int | None = None,
     reuse: ShardModel | None = None,
+    weights: str = "auto",
 ) -> ShardModel:
-    """Load layers `[start, end)`; tensors `reuse` already holds are taken, not re-read."""
+    """Load layers `[start, end)`; tensors `reuse` already holds are taken, not re-read.
+
+    `weights` (`--weights`): auto, fp32 or bf16 hold float weights in `dtype`; q8 and q4
+    keep the projections quantized (`node/weights/formats.py`). `reuse` must hold the
+    same format (a node's format is fixed for its life).
+    """
     spec: ModelSpec = resolved.spec
+    kind = resolve_weights(weights, dtype)
+    if kind is not None and torch.device(device).type != "cpu":
+        raise ConfigError(
+            f"--weights {weights} runs torch's CPU int8/int4 kernels only; on {device} use "
+            "--weights auto with --dtype bfloat16"
+        )
     if layers.end > spec.num_layers:
         raise ModelFormatError(f"layer range {layers} exceeds the model's {spec.num_layers} layers")
     reused = _reused_state(reuse, layers)
     need = shard_tensor_filter(spec, layers)
     have_layers = {int(k.split(".")[1]) + layers.start for k in reused if k.startswith("layers.")}
-    have_embed, have_head = "embed_tokens.weight" in reused, "norm" in reused
+    have_embed, have_head = _has(reused, "embed_tokens"), "norm" in reused
 
     def wanted(name: str) -> bool:
         if not need(name):
@@ -130,20 +155,23 @@ def load_shard_model(
             return first_needs or (layers.end == spec.num_layers and tied_head_needs)
         return not have_head  # model.norm.weight, lm_head.weight
 
+    convert = make_convert(kind, dtype)
     if resolved.format == "gguf":
         from node.weights.gguf_loader import load_gguf_tensors
 
-        hf = load_gguf_tensors(resolved.path, spec, wanted, dtype=dtype, progress=progress)
+        hf = load_gguf_tensors(resolved.path, spec, wanted, dtype, progress, convert)
     else:
         from node.weights.safetensors_loader import load_safetensors
 
-        hf = load_safetensors(resolved.path, wanted, dtype=dtype, progress=progress)
-    sd = _local_state_dict(spec, layers, hf, reused)
+        hf = load_safetensors(resolved.path, wanted, dtype, progress, convert)
+    sd = pack_state(_local_state_dict(spec, layers, hf, reused))
     # Build on the meta device, then adopt the loaded tensors: memory follows the shard.
     with torch.device("meta"):
         model = ShardModel(spec, layers)
+    install_quant_modules(model, sd, dtype)
     model.load_state_dict(sd, assign=True, strict=True)
-    model.to(device=device, dtype=dtype).eval()
+    model.to(device=device).eval()
+    cast_floats(model, dtype)
     model.requires_grad_(False)
     model.setup_rotary(max_positions or spec.max_position_embeddings)
     return model

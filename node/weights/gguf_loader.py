@@ -10,6 +10,7 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,8 +74,12 @@ def load_gguf_tensors(
     wanted: Callable[[str], bool],
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
-) -> dict[str, torch.Tensor]:
+    convert: Callable[[str, torch.Tensor], Any] | None = None,
+) -> dict[str, Any]:
     """HF name -> tensor for every tensor of the file for which `wanted(hf_name)` holds.
+
+    `convert(name, fp32 tensor)` replaces the cast to `dtype` (e.g. to quantize each
+    tensor as it is read, so the float copy of only one tensor is alive at a time).
 
     A tied model has no `output.weight`; `lm_head.weight` is then served from
     the embedding (the same tensor object when both are wanted).
@@ -101,7 +106,8 @@ def load_gguf_tensors(
     )
     try:
         for name, info in plan.items():
-            out[name] = _load_one(gf, info, name, spec, dtype)
+            t = _load_one(gf, info, name, spec)
+            out[name] = convert(name, t) if convert else t.to(dtype)
             bar.update(1)
     finally:
         bar.close()
@@ -112,9 +118,7 @@ def load_gguf_tensors(
     return out
 
 
-def _load_one(
-    gf: GgufFile, info: TensorInfo, name: str, spec: ModelSpec, dtype: torch.dtype
-) -> torch.Tensor:
+def _load_one(gf: GgufFile, info: TensorInfo, name: str, spec: ModelSpec) -> torch.Tensor:
     try:
         w = dequantize(gf.tensor_bytes(info), info.ggml_type)
     except (ValueError, NotImplementedError, OSError) as e:
@@ -129,5 +133,4 @@ def _load_one(
     w = np.ascontiguousarray(w, dtype=np.float32)
     if not w.flags.writeable:  # F32 "dequantization" is a view of the read-only map
         w = w.copy()
-    t = torch.from_numpy(w)
-    return t.to(dtype) if dtype != torch.float32 else t
+    return torch.from_numpy(w)

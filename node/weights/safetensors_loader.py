@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -40,7 +41,9 @@ def load_safetensors(
     wanted: Callable[[str], bool],
     dtype: torch.dtype,
     progress: bool = True,
-) -> dict[str, torch.Tensor]:
+    convert: Callable[[str, torch.Tensor], Any] | None = None,
+) -> dict[str, Any]:
+    """`convert(name, tensor)` replaces the cast to `dtype` (quantization at load)."""
     where = {n: f for n, f in tensor_files(folder).items() if wanted(n)}
     by_file: dict[Path, list[str]] = {}
     for name, f in where.items():
@@ -51,7 +54,8 @@ def load_safetensors(
         try:
             with safe_open(f, framework="pt") as h:
                 for name in sorted(names):
-                    out[name] = h.get_tensor(name).to(dtype)
+                    t = h.get_tensor(name)
+                    out[name] = convert(name, t) if convert else t.to(dtype)
                     bar.update(1)
         except (SafetensorError, OSError) as e:
             raise ModelFormatError(f"cannot read {f}: {e}") from e

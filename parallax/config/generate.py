@@ -16,6 +16,13 @@ class EngineConfig(ConfigBase):
     """Shard-engine settings shared by `generate` and `join`."""
 
     dtype: str = opt("float32", help="compute dtype", choices=("float32", "bfloat16", "float16"))
+    weights: str = opt(
+        "auto",
+        help="how weights are held: auto/fp32/bf16 = floats in --dtype (a quantized GGUF is "
+        "dequantized); q8 = int8 per row, q4 = int4 per 32 columns (GGUF Q4_0/Q4_1 blocks "
+        "kept as they are; embedding and head in q8); q8/q4 run on CPU only",
+        choices=("auto", "fp32", "bf16", "q8", "q4"),
+    )
     device: str = opt("cpu", help="torch device", choices=("cpu", "cuda"))
     threads: int = opt(0, help="torch CPU threads; 0 = torch's default")
     kv_memory_fraction: float = opt(
