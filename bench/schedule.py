@@ -3,11 +3,15 @@
 For each generated cluster every design allocates layers and routes the same Poisson
 workload through the discrete-event simulator; we report throughput, p50/p99 time per
 output token, TTFT and solve time, plus the MILP bound on small pools, allocation and
-routing time at a thousand nodes, and layers reloaded under churn.
+routing time at a thousand nodes, and layers reloaded under churn. Beside the
+simulator's figures, each allocation is judged by the neutral evaluator of the
+sched-eval kit (`--sched-eval DIR`, imported from there at run time): its LP and
+Little's-law throughputs and whether it fits memory with the kit's 10% margin.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import random
 import sys
 import time
@@ -22,6 +26,7 @@ from bench.sim.scenarios import (
     OUTPUT,
     PROMPT,
     Scenario,
+    as_cluster_json,
     make_scenario,
     with_solver,
 )
@@ -67,7 +72,44 @@ def allocations(s: Scenario, perf: PerfModel, milp_s: float, with_exact: bool) -
     return out
 
 
-def run_scenario(s: Scenario, requests: int, milp_s: float, with_exact: bool, seed: int) -> dict:
+def load_evaluator(folder: str) -> Any | None:
+    """The kit's evaluate.py as a module, imported from `folder` (never copied here);
+    None, with a note on stderr, when the folder or its numpy/scipy are missing."""
+    if not folder:
+        return None
+    path = Path(folder) / "evaluate.py"
+    if not path.is_file():
+        say(f"no neutral evaluator: {path} does not exist (--sched-eval DIR)")
+        return None
+    spec = importlib.util.spec_from_file_location("sched_eval_evaluate", path)
+    if spec is None or spec.loader is None:
+        say(f"no neutral evaluator: {path} cannot be imported")
+        return None
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except ImportError as e:
+        say(f"no neutral evaluator: {e}; pip install scipy (the [test] extra has it)")
+        return None
+    return module
+
+
+def neutral(evaluator: Any, s: Scenario, assign: dict) -> dict:
+    """The kit's verdict on one allocation of a generated cluster."""
+    alloc = {n: None if r is None else [r.start, r.end] for n, r in assign.items()}
+    got = evaluator.evaluate(as_cluster_json(s), {"assignments": alloc})
+    return {
+        "feasible": got["feasible"],
+        "lp_tok_s": got["throughput_tok_s"],
+        "littles_tok_s": got["throughput_littles_tok_s"],
+        "latency_ms": got["latency_ms_per_token"],
+        "violations": got["violations"][:2],
+    }
+
+
+def run_scenario(
+    s: Scenario, requests: int, milp_s: float, with_exact: bool, seed: int, evaluator: Any = None
+) -> dict:
     perf = PerfModel.of(s.model, s.options)
     cost = SimCost.of(s.model, s.options)  # the simulator's own model, not the planner's
     allocs = allocations(s, perf, milp_s, with_exact)
@@ -99,10 +141,18 @@ def run_scenario(s: Scenario, requests: int, milp_s: float, with_exact: bool, se
             "nodes_used": sum(r is not None for r in assign.values()),
             "estimate_tok_s": estimate(assign, s.nodes, perf).throughput_tok_s,
         }
+        judged = ""
+        if evaluator is not None:
+            verdict = neutral(evaluator, s, assign)
+            row["designs"][name]["neutral"] = verdict
+            judged = (
+                f"  | kit LP {verdict['lp_tok_s']:8.0f} Little {verdict['littles_tok_s']:7.0f}"
+                + ("" if verdict["feasible"] else " INFEASIBLE")
+            )
         say(
             f"  {s.name:<16} {name:<11} {sat.throughput_tok_s:9.0f} tok/s  "
             f"tpot p50 {mod.tpot_p50_ms:7.1f} ms p99 {mod.tpot_p99_ms:7.1f}  "
-            f"ttft p50 {mod.ttft_p50_ms / 1e3:6.2f} s  solve {solve_s:6.3f} s"
+            f"ttft p50 {mod.ttft_p50_ms / 1e3:6.2f} s  solve {solve_s:6.3f} s" + judged
         )
     if len(s.nodes) <= 64:
         eligible = [n for n in s.nodes if perf.mem.max_layers(n.memory_bytes) >= 1]
@@ -262,12 +312,16 @@ def bench_schedule(config: BenchConfig) -> dict:
     requests = 300 if quick else 600
     milp_s = 2.0 if quick else 10.0
     result: dict[str, Any] = {"quick": quick, "seed": seed, "scenarios": {}}
+    evaluator = load_evaluator(config.sched_eval)
+    result["neutral_evaluator"] = (
+        str(Path(config.sched_eval) / "evaluate.py") if evaluator is not None else None
+    )
     t0 = time.perf_counter()
     for name, size, regions, with_exact in plan:
         say(f"[{time.perf_counter() - t0:6.1f} s] scenario {name}")
         s = make_scenario(name, size, regions, seed + size)
         result["scenarios"][name] = run_scenario(
-            s, requests, milp_s, with_exact and size <= 64, seed
+            s, requests, milp_s, with_exact and size <= 64, seed, evaluator
         )
     say(f"[{time.perf_counter() - t0:6.1f} s] scale")
     result["scale"] = scale([1000] if quick else [100, 300, 1000], seed)

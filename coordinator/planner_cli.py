@@ -7,7 +7,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from coordinator.scheduler import Allocation, allocate
-from coordinator.scheduler.cluster_file import Cluster, parse_cluster
+from coordinator.scheduler.cluster_file import GIB, Cluster, parse_cluster
+from coordinator.scheduler.explain import NodeExplain, explain
+from coordinator.scheduler.perf import PerfModel
 from coordinator.scheduler.presets import model_preset, preset_names
 from parallax.cli import Command
 from parallax.config.plan import PlanConfig
@@ -34,8 +36,8 @@ def load_cluster(path: str) -> Cluster:
     return parse_cluster(data, resolve)
 
 
-def as_json(alloc: Allocation) -> dict:
-    return {
+def as_json(alloc: Allocation, why: list[NodeExplain] | None = None) -> dict:
+    out = {
         "assignments": {
             n: [r.start, r.end] if r is not None else None for n, r in alloc.assignments.items()
         },
@@ -45,18 +47,34 @@ def as_json(alloc: Allocation) -> dict:
         "solver": alloc.solver,
         "reason": alloc.reason,
     }
+    if why is not None:
+        out["nodes"] = {e.node_id: e.as_json() for e in why}
+    return out
 
 
-def table(cluster: Cluster, alloc: Allocation) -> str:
-    by_id = {n.node_id: n for n in cluster.nodes}
+def table(cluster: Cluster, alloc: Allocation, why: list[NodeExplain]) -> str:
+    by_id = {e.node_id: e for e in why}
     rows = sorted(alloc.assignments.items(), key=lambda kv: (kv[1] is None, kv[1] or (0, 0), kv[0]))
-    lines = [f"{'node':<16} {'gpu':<10} {'region':<10} {'GiB':>7}  layers"]
+    head = (
+        f"{'node':<16} {'gpu':<12} {'region':<8} {'GiB':>6}  {'layers':<13} "
+        f"{'weights':>7} {'KV':>6} {'reserve':>7} {'batch':>5}"
+    )
+    lines = [head, "-" * len(head)]
     for nid, r in rows:
-        n = by_id[nid]
-        held = f"{r.start}–{r.end - 1} ({len(r)})" if r is not None else "standby"
+        e = by_id[nid]
+        held = f"{r.start}-{r.end - 1} ({len(r)})" if r is not None else "standby"
         gpu = cluster.gpus.get(nid, "")
-        lines.append(f"{nid:<16} {gpu:<10} {n.region:<10} {n.memory_bytes / 2**30:>7.1f}  {held}")
+        lines.append(
+            f"{nid:<16} {gpu:<12} {cluster_region(cluster, nid):<8} "
+            f"{e.memory_bytes / GIB:>6.1f}  {held:<13} {e.weights_bytes / GIB:>7.2f} "
+            f"{e.kv_bytes / GIB:>6.2f} {e.reserve_bytes / GIB:>7.2f} {e.batch:>5.0f}"
+        )
+        lines.append(f"{'':<16} why: {e.why}")
     lines += [
+        "",
+        "memory in GiB: weights (layers, embedding, head) + KV room + reserve = the node's",
+        "batch: sequences a node decodes per step when busy (its KV holds about this many",
+        "times the chain's stages in flight)",
         "",
         f"throughput   {alloc.throughput_tok_s:,.0f} tok/s (expected)",
         f"latency      {alloc.latency_ms_per_token:.1f} ms/token",
@@ -64,6 +82,10 @@ def table(cluster: Cluster, alloc: Allocation) -> str:
         f"why          {alloc.reason}",
     ]
     return "\n".join(lines)
+
+
+def cluster_region(cluster: Cluster, nid: str) -> str:
+    return next(n.region for n in cluster.nodes if n.node_id == nid)
 
 
 def run_plan(config: PlanConfig) -> int:
@@ -76,7 +98,8 @@ def run_plan(config: PlanConfig) -> int:
         max_running_per_node=config.max_running,
     )
     alloc = allocate(cluster.nodes, cluster.model, opts)
-    print(json.dumps(as_json(alloc), indent=2) if config.json else table(cluster, alloc))
+    why = explain(alloc.assignments, cluster.nodes, PerfModel.of(cluster.model, opts))
+    print(json.dumps(as_json(alloc, why), indent=2) if config.json else table(cluster, alloc, why))
     return 0
 
 

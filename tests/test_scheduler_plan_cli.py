@@ -77,6 +77,12 @@ def test_plan_json_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     spans = sorted(tuple(r) for r in out["assignments"].values() if r)
     assert spans[0][0] == 0 and max(e for _s, e in spans) == MODEL["num_layers"]
     assert out["throughput_tok_s"] > 0
+    for nid, r in out["assignments"].items():
+        e = out["nodes"][nid]
+        assert e["layers"] == r and e["why"]
+        if r:  # the split adds up to the node's memory (rounded to a thousandth GiB)
+            parts = e["weights_gib"] + e["kv_gib"] + e["reserve_gib"]
+            assert abs(parts - e["memory_gib"]) < 0.005, e
 
 
 def test_plan_table_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -84,4 +90,6 @@ def test_plan_table_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     path.write_text(json.dumps(cluster()))
     plan_command.run(PlanConfig(cluster=str(path), solver="simple"))
     text = capsys.readouterr().out
-    assert "throughput" in text and "standby" in text or "0–7" in text
+    assert "throughput" in text and "why:" in text
+    # Every node's row splits its memory: weights, KV room and the reserve.
+    assert "weights" in text and "reserve" in text and "batch" in text

@@ -46,7 +46,7 @@ def check_allocation(nodes, alloc, model, opts) -> None:
         if r is None:
             continue
         assert 0 <= r.start < r.end <= model.num_layers
-        assert mem.need(r) <= by_id[nid].memory_bytes + 1e-6, (nid, r)
+        assert mem.need(r) <= mem.usable(by_id[nid].memory_bytes) + 1e-6, (nid, r)
         for layer in range(r.start, r.end):
             covered[layer] += 1
     assert min(covered) >= 1

@@ -37,6 +37,11 @@ class BenchConfig(ConfigBase):
     output: str = opt("", help="JSON result path; default bench-output/KIND.json")
     quick: bool = opt(False, help="smaller, faster run (smoke check)")
     seed: int = opt(0, help="random seed of generated workloads (serve: prompts and arrivals)")
+    sched_eval: str = opt(
+        "../shared/sched-eval",
+        help="schedule: folder of the neutral evaluator kit (its evaluate.py is imported from "
+        "there at run time, never copied); '' = simulator figures only",
+    )
 
     # ---- serve: an OpenAI-compatible server under load (vLLM's benchmark_serving) ----
     base_url: str = opt(
