@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
-
 from node.server import NodeServer
 from parallax.config.generate import EngineConfig
 from parallax.models.registry import resolve_model
 from parallax.rpc import parallax_pb2 as pb
-from parallax.rpc import parallax_pb2_grpc as pb_grpc
 from parallax.sampling import SamplingParams
 from parallax.types import LayerRange
 from tests.engine_helpers import local_engine
-from tests.support.node import BIG_KV, Collector, collecting_gateway, prompts, tokens_of
+from tests.support.node import (
+    BIG_KV,
+    Collector,
+    collecting_gateway,
+    prompts,
+    submit_all,
+    tokens_of,
+)
 from tests.support.wait import wait_for
 
 CUTS = (1, 2, 3)  # request i is cut at CUTS[i % 3]: node A runs [0, cut), B [cut, 4)
@@ -46,21 +50,15 @@ async def run_mixed(path, ps, params, groups_seen: list[int]) -> Collector:
                     return real(groups)
 
                 s.pipeline.runner.run_groups = spy
-            async with grpc.aio.insecure_channel(addresses[0]) as ch:
-                stub = pb_grpc.NodeStub(ch)
-                for i, p in enumerate(ps):
-                    cut = CUTS[i % len(CUTS)]
-                    route = pb.Route()
-                    route.hops.add(node_id="a", address=addresses[0], start=0, end=cut)
-                    route.hops.add(node_id="b", address=addresses[1], start=cut, end=4)
-                    req = pb.SubmitRequest(
-                        request_id=f"r{i}",
-                        prompt_ids=p,
-                        sampling=params.to_proto(),
-                        route=route,
-                        reply_to=reply_to,
-                    )
-                    await stub.Submit(req, timeout=5)
+
+            def route_of(i: int) -> pb.Route:
+                cut = CUTS[i % len(CUTS)]
+                route = pb.Route()
+                route.hops.add(node_id="a", address=addresses[0], start=0, end=cut)
+                route.hops.add(node_id="b", address=addresses[1], start=cut, end=4)
+                return route
+
+            await submit_all(addresses[0], ps, params, reply_to, route_of)
             await wait_for(lambda: len(collector.done) == len(ps), 30, "every request to finish")
             return collector
         finally:

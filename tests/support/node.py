@@ -80,6 +80,22 @@ async def serving_node(path, name: str, layers: LayerRange):
             await node.stop()
 
 
+async def submit_all(address: str, ps, params, reply_to: str, route_of) -> None:
+    """Submit every prompt to the node at `address` at once: prompt i as request "r{i}"
+    on route `route_of(i)`, its events to `reply_to`."""
+    async with grpc.aio.insecure_channel(address) as ch:
+        stub = pb_grpc.NodeStub(ch)
+        for i, p in enumerate(ps):
+            req = pb.SubmitRequest(
+                request_id=f"r{i}",
+                prompt_ids=p,
+                sampling=params.to_proto(),
+                route=route_of(i),
+                reply_to=reply_to,
+            )
+            await stub.Submit(req, timeout=5)
+
+
 async def run_chain(path, cuts: list[int], cfgs: list[dict], ps, params, setup=None):
     """Serve `path` split at `cuts` (one NodeServer per shard, configs `cfgs`), submit
     every prompt at once to the first node, and return (collector, servers) once every
@@ -101,17 +117,7 @@ async def run_chain(path, cuts: list[int], cfgs: list[dict], ps, params, setup=N
                 route.hops.add(node_id=s.node_id, address=f"127.0.0.1:{port}", start=a, end=b)
             if setup is not None:
                 setup(servers)
-            async with grpc.aio.insecure_channel(route.hops[0].address) as ch:
-                stub = pb_grpc.NodeStub(ch)
-                for i, p in enumerate(ps):
-                    req = pb.SubmitRequest(
-                        request_id=f"r{i}",
-                        prompt_ids=p,
-                        sampling=params.to_proto(),
-                        route=route,
-                        reply_to=reply_to,
-                    )
-                    await stub.Submit(req, timeout=5)
+            await submit_all(route.hops[0].address, ps, params, reply_to, lambda _: route)
             await wait_for(lambda: len(collector.done) == len(ps), 30, "every request to finish")
 
             def idle() -> bool:
