@@ -103,8 +103,10 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         heartbeat_s: float = 1.0,
         clock: Callable[[], float] = time.time,
         limiter: FailureLimiter | None = None,
+        route_key: bytes = b"",
     ) -> None:
         self.registry = registry
+        self.route_key = route_key  # the gateway's grant-signing public key, told at join
         self.join_token = join_token
         self.heartbeat_s = heartbeat_s
         self.clock = clock
@@ -201,6 +203,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             assignment=assignment_to_pb(assignment),
             heartbeat_interval_s=self.heartbeat_s,
             node_secret=secret,
+            route_key=self.route_key,
         )
 
     async def _prove(self, method: str, request, context: grpc.aio.ServicerContext) -> Proof:

@@ -27,8 +27,10 @@ from parallax.config.coordinator import CoordinatorConfig
 from parallax.errors import ConfigError
 from parallax.models.registry import ResolvedModel
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
+from parallax.rpc.grants import RouteSigner
 from parallax.rpc.tls import Tls
 from parallax.tokenizer.tokenizer import Tokenizer
+from parallax.types import NodeId
 
 
 def add_status_route(
@@ -72,6 +74,7 @@ def build_gateway(
     context_length: int,
     snapshot: Callable[[], dict[str, Any]],
     tls: Tls | None = None,
+    signer: RouteSigner | None = None,
 ) -> tuple[FastAPI, ClusterBackend]:
     """The gateway app over the cluster. Call before `server.start()`: it adds Deliver.
 
@@ -95,6 +98,8 @@ def build_gateway(
         max_queue=config.max_queue,
         max_queue_s=config.max_queue_s,
         tls=tls,
+        signer=signer,
+        secret_of=lambda node_id: registry.node_secret(NodeId(node_id)),
     )
     dashboard.watch_admission(lambda: backend.admission.stats)
     pb_grpc.add_GatewayServicer_to_server(backend.servicer, server)

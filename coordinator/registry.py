@@ -132,6 +132,8 @@ class Registry:
                     last_heartbeat=now,
                     metrics_address=metrics_address,
                     secret=secret,
+                    # A re-join from its address does not lift a quarantine.
+                    quarantined=next((o.quarantined for o in same if o.quarantined), ""),
                 )
                 rec = self._nodes[node_id]
                 self._nodes[node_id] = dataclasses.replace(
@@ -253,7 +255,30 @@ class Registry:
                 self._reallocate(now)
             return died
 
+    def quarantine(self, node_id: NodeId, reason: str, now: float) -> bool:
+        """Take a node found lying (coordinator/verify) off every route and out of the
+        allocation: it is told to stand by and its layers are re-covered."""
+        with self._membership:
+            with self._lock:
+                rec = self._nodes.get(node_id)
+                if rec is None or rec.quarantined:
+                    return False
+                standby = Assignment(self.model_name, None, rec.assignment.epoch + 1)
+                self._nodes[node_id] = dataclasses.replace(
+                    rec, quarantined=reason, assignment=standby
+                )
+                self._version += 1
+                self._decide(now, "quarantine", f"{node_id} quarantined: {reason}")
+            self._reallocate(now)
+            return True
+
     # ---- views ----
+    def node_secret(self, node_id: NodeId) -> bytes | None:
+        """A live node's secret (the gateway checks what it delivers); None if unknown."""
+        with self._lock:
+            rec = self._nodes.get(node_id)
+        return rec.secret if rec is not None and rec.state is not NodeState.DEAD else None
+
     def get(self, node_id: NodeId) -> NodeRecord | None:
         with self._lock:
             return self._nodes.get(node_id)
@@ -271,7 +296,7 @@ class Registry:
     def node_capacities(self) -> list[NodeCapacity]:
         with self._lock:
             records = list(self._nodes.values())
-        return [_capacity(r) for r in records if r.alive]
+        return [_capacity(r) for r in records if r.alive and not r.quarantined]
 
     def cluster_state(self) -> ClusterState:
         """Routable nodes only: ready, with the assigned range loaded. Load figures may

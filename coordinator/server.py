@@ -25,12 +25,14 @@ from coordinator.http import bind_http_socket, build_gateway, check_https
 from coordinator.registry import Registry
 from coordinator.scheduler import AllocateOptions
 from coordinator.state_file import StateFile
+from coordinator.verify.verifier import Verifier, build_verifier
 from parallax.config.coordinator import CoordinatorConfig
 from parallax.config.tls import load_tls
 from parallax.errors import ConfigError
 from parallax.models.registry import ResolvedModel, resolve_model
 from parallax.models.spec import DTYPE_BYTES
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
+from parallax.rpc.grants import RouteSigner
 from parallax.rpc.tls import Tls, add_port
 
 log = logging.getLogger(__name__)
@@ -133,22 +135,39 @@ async def serve(
             registry.restore(restored, clock())
             print(f"coordinator restored {len(restored)} nodes from {state_file.path}")
     server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
+    # The key that signs route grants: kept with the state, so that nodes which keep
+    # serving across a restart still trust the grants of the restarted gateway.
+    signer = (
+        RouteSigner.load_or_create(state_file.path.parent / "route-key")
+        if state_file is not None
+        else RouteSigner.generate()
+    )
     service = CoordinatorService(
-        registry, join_token=config.join_token, heartbeat_s=config.heartbeat_s, clock=clock
+        registry,
+        join_token=config.join_token,
+        heartbeat_s=config.heartbeat_s,
+        clock=clock,
+        route_key=signer.public_key,
     )
     pb_grpc.add_CoordinatorServicer_to_server(service, server)
     grpc_port = bind_grpc(server, config.grpc_host, config.grpc_port, tls)
     sock = bind_http_socket(config.http_host, config.port)
     grpc_address = advertised(config.grpc_host, grpc_port)
 
+    verifier: Verifier | None = None  # built with the gateway, below
+
     def snapshot() -> dict:
-        return registry.status_snapshot(clock())
+        snap = registry.status_snapshot(clock())
+        if verifier is not None:
+            snap["verification"] = verifier.report()
+        return snap
 
     # Requests may only be as long as the KV every node reserves per layer.
     context = min(resolved.spec.max_position_embeddings, options.context_tokens)
     app, backend = build_gateway(
-        config, resolved, registry, server, grpc_address, context, snapshot, tls
+        config, resolved, registry, server, grpc_address, context, snapshot, tls, signer
     )
+    verifier = build_verifier(config, resolved, registry, backend, clock)
     await server.start()
     http = _Http(
         uvicorn.Config(
@@ -170,6 +189,7 @@ async def serve(
     http_task = asyncio.create_task(http.serve(sockets=[sock]))
     expire_task = asyncio.create_task(_expire_loop(registry, config.heartbeat_s, clock))
     save_task = asyncio.create_task(_save_loop(registry, state_file, config.heartbeat_s))
+    verify_task = asyncio.create_task(verifier.run_forever())
     host, port = sock.getsockname()[:2]
     scheme = "https" if config.https_cert else "http"
     listeners = Listeners(grpc_address, f"{scheme}://{advertised(host, port)}")
@@ -191,8 +211,11 @@ async def serve(
         http.should_exit = True
         expire_task.cancel()
         save_task.cancel()
+        verify_task.cancel()
         stopper.cancel()
-        await asyncio.gather(http_task, expire_task, save_task, stopper, return_exceptions=True)
+        await asyncio.gather(
+            http_task, expire_task, save_task, verify_task, stopper, return_exceptions=True
+        )
         await backend.close()
         await server.stop(SHUTDOWN_GRACE_S)
         for sig in (signal.SIGINT, signal.SIGTERM):

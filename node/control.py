@@ -72,6 +72,7 @@ class ControlClient:
         self.address_wait_s = address_wait_s
         self.node_id = ""
         self._secret = b""  # this node's identity, from the JoinReply
+        self.route_key = b""  # the coordinator's Ed25519 key, from the JoinReply
         self._counter = 0  # of the last call signed with it
         self.assignment = pb.Assignment()
         self.interval_s = 1.0
@@ -165,6 +166,7 @@ class ControlClient:
                 raise JoinRefused(f"coordinator refused to join: {e.details()}") from None
         self.node_id = reply.node_id
         self._secret = reply.node_secret
+        self.route_key = reply.route_key  # verifies the gateway's route grants
         self._counter = 0
         self.assignment = reply.assignment
         if reply.heartbeat_interval_s > 0:
@@ -181,6 +183,11 @@ class ControlClient:
             },
         )
         return self.node_id, self.assignment, self.interval_s
+
+    @property
+    def secret(self) -> bytes:
+        """This node's identity (it MACs what it Delivers with a key derived from it)."""
+        return self._secret
 
     async def heartbeat_loop(
         self,

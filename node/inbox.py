@@ -85,8 +85,11 @@ class Release:
     op: str = "release"
 
     def apply(self, pipe: NodePipeline, out: Outbox) -> None:
-        pipe.free_kv(dict(self.message.kv_only))
-        pipe.release(list(self.message.request_ids))
+        signatures = self.message.grant_signatures
+        kv_only = self.message.kv_only
+        freeable = pipe.granted(list(kv_only), signatures, tombstone=False)
+        pipe.free_kv({rid: kv_only[rid] for rid in freeable})
+        pipe.release(pipe.granted(list(self.message.request_ids), signatures))
 
     def request_ids(self) -> list[str]:
         return []  # it only frees: nothing to answer if it fails

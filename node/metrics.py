@@ -36,6 +36,12 @@ class NodeMetrics:
             ["kind"],
             registry=r,
         )
+        self.denied = Counter(
+            "parallax_node_denied",
+            "calls or chunks refused for want of a valid route grant (PERMISSION_DENIED), by method",
+            ["method"],
+            registry=r,
+        )
         self.received = Counter(
             "parallax_node_messages_received", "RPCs received, by method", ["method"], registry=r
         )

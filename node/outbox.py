@@ -34,6 +34,8 @@ class Outbox:
             self.delivers[addr].events.extend(batch.events)
         for addr, rel in other.releases.items():
             self.releases[addr].request_ids.extend(rel.request_ids)
+            self.releases[addr].grant_signatures.update(rel.grant_signatures)
             self.releases[addr].reason = rel.reason
         for addr, rel in other.frees.items():
             self.frees[addr].kv_only.update(rel.kv_only)
+            self.frees[addr].grant_signatures.update(rel.grant_signatures)

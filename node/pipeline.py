@@ -21,6 +21,7 @@ from node.submit_check import check_hop, check_request, check_submit
 from parallax.errors import CapacityError, InvalidArgument, ParallaxError
 from parallax.failures import FailureKind, failure_event
 from parallax.rpc import parallax_pb2 as pb
+from parallax.rpc.grants import same_signature
 from parallax.types import LayerRange
 from parallax.wire.codec import encode_tensor
 from parallax.wire.limits import MAX_FORWARD_ROWS
@@ -48,8 +49,13 @@ class NodePipeline:
         self.reqs: dict[str, NodeRequest] = {}  # everything held per request
         self.incoming: deque[tuple[list[pb.SeqChunk], torch.Tensor]] = deque()
         self.max_context = runner.model.rotary.cos.shape[0]
-        # Ids released recently: a chunk still in flight for one must not re-allocate KV.
-        self.released: OrderedDict[str, None] = OrderedDict()
+        # Ids released recently (with the grant signature the release showed): a chunk
+        # still in flight for one must not re-allocate KV.
+        self.released: OrderedDict[str, bytes] = OrderedDict()
+        # Set by the server once it joined a coordinator: every message about a request
+        # must then show that request's grant signature (parallax/rpc/grants.py).
+        self.enforce_grants = False
+        self.on_denied = lambda method, peer, why: None
         self.restarts = 0  # re-prefills from the first hop (it preempted the request)
         self.freed_early = 0  # requests whose KV a KV-only release freed before that
 
@@ -104,10 +110,14 @@ class NodePipeline:
 
     def _admit_chunk(self, c: pb.SeqChunk, out: Outbox) -> bool:
         rid = c.request_id
-        if rid in self.released:  # freed here while this chunk was in flight
-            return False
+        if rid in self.released and (
+            not self.enforce_grants or same_signature(self.released[rid], c.grant_signature)
+        ):
+            return False  # freed here while this chunk was in flight
         if rid in self.reqs:
-            return True
+            if self._shows_grant(rid, c.grant_signature, "forward"):
+                return True
+            return False
         if not c.HasField("request"):
             # Its first chunk (which names the route and the gateway) never arrived or
             # was refused: nobody to tell from here; the gateway's stall timer replays it.
@@ -120,16 +130,44 @@ class NodePipeline:
             log.warning("request refused", extra={"request_id": rid, "error": str(e)})
             ev = failure_event(rid, FailureKind.of(e), str(e))
             out.delivers[c.request.reply_to].events.append(ev)
-            self.release_elsewhere(rid, c.request.route.hops, "error", out)
+            self.release_elsewhere(c.request, "error", out)
             return False
 
     def on_tokens(self, batch: pb.TokenBatch) -> None:
         for ev in batch.events:
             req = self.reqs.get(ev.request_id)
+            if req is not None and not self._shows_grant(req.rid, ev.grant_signature, "push"):
+                continue
             if req is not None and req.seq is not None:
                 self.scheduler.on_token(req.seq, ev.token_id, finished=ev.finished)
                 if ev.finished:
                     self.forget(ev.request_id)
+
+    def _shows_grant(self, rid: str, shown: bytes, method: str) -> bool:
+        """Whether a message about `rid` shows its grant's signature (always, when grants
+        are not enforced); a message that does not is ignored and counted."""
+        req = self.reqs.get(rid)
+        if not self.enforce_grants or (
+            req is not None and same_signature(req.submit.capability.signature, shown)
+        ):
+            return True
+        self.on_denied(method, "", f"request {rid}: the message does not show its grant")
+        return False
+
+    def granted(self, rids, signatures, tombstone: bool = True) -> list[str]:
+        """Of a Release's ids, those it may free: each shows its request's grant, or names
+        a request this node does not hold (with `tombstone`, remembered under that
+        signature, so that only a chunk with the same grant is dropped for it)."""
+        ok = []
+        for rid in rids:
+            shown = signatures.get(rid, b"")
+            if rid not in self.reqs:
+                if tombstone:
+                    self.released[rid] = shown
+                    ok.append(rid)
+            elif self._shows_grant(rid, shown, "release"):
+                ok.append(rid)
+        return ok
 
     def free_kv(self, preempted: dict[str, int]) -> None:
         """The first hop preempted these requests: their KV here is stale until the
@@ -158,7 +196,8 @@ class NodePipeline:
 
     def forget(self, rid: str) -> None:
         """Drop everything this node holds for `rid`: its record and its KV."""
-        self.released[rid] = None
+        req = self.reqs.get(rid)
+        self.released[rid] = req.submit.capability.signature if req else self.released.get(rid, b"")
         while len(self.released) > 10_000:
             self.released.popitem(last=False)
         self.kv.free(rid)
@@ -178,6 +217,7 @@ class NodePipeline:
             req.preempted += 1
             for h in req.hops[1:]:
                 out.frees[h.address].kv_only[rid] = req.preempted
+                out.frees[h.address].grant_signatures[rid] = req.submit.capability.signature
         self.scheduler.preempted.clear()
         for chunks, hidden in self._take_incoming():
             row = 0
@@ -294,11 +334,16 @@ class NodePipeline:
     def _forward_message(self, items: list[tuple[Chunk, torch.Tensor]]) -> pb.ForwardRequest:
         msg = pb.ForwardRequest(sender_id=self.node_id)
         for c, _ in items:
+            submit = self.reqs[c.request_id].submit
             sc = msg.chunks.add(
-                request_id=c.request_id, start_pos=c.start, num_tokens=c.n, sample=c.sample
+                request_id=c.request_id,
+                start_pos=c.start,
+                num_tokens=c.n,
+                sample=c.sample,
+                grant_signature=submit.capability.signature,
             )
             if c.start == 0:  # the request's first chunk carries what downstream needs
-                sc.request.CopyFrom(self.reqs[c.request_id].submit)
+                sc.request.CopyFrom(submit)
         msg.hidden.CopyFrom(encode_tensor(torch.cat([h for _, h in items]), self.wire_dtype))
         return msg
 
@@ -338,6 +383,7 @@ class NodePipeline:
                 finish_reason=reason or "",
                 logprob=res.logprob,
                 index=len(s.generated) - 1,
+                grant_signature=req.submit.capability.signature,
             )
             for tok, lp in res.top:
                 ev.top_logprobs.add(token_id=tok, logprob=lp)
@@ -361,15 +407,18 @@ class NodePipeline:
     def _finish(self, rid: str, reason: str, out: Outbox) -> None:
         req = self.reqs.get(rid)
         if req is not None:
-            self.release_elsewhere(rid, req.hops, reason, out)
+            self.release_elsewhere(req.submit, reason, out)
         self.release([rid])
 
-    def release_elsewhere(self, rid: str, hops, reason: str, out: Outbox) -> None:
+    def release_elsewhere(self, submit: pb.SubmitRequest, reason: str, out: Outbox) -> None:
         """Tell every other hop of a request's route to free it."""
-        for h in hops:
+        rid = submit.request_id
+        for h in submit.route.hops:
             if h.node_id != self.node_id:
-                out.releases[h.address].request_ids.append(rid)
-                out.releases[h.address].reason = reason
+                rel = out.releases[h.address]
+                rel.request_ids.append(rid)
+                rel.grant_signatures[rid] = submit.capability.signature
+                rel.reason = reason
 
 
 def _split_rows(items: list[tuple[Chunk, torch.Tensor]], cap: int) -> list[list]:

@@ -324,9 +324,9 @@ class NodeServer(pb_grpc.NodeServicer):
                 f"node {self.node_id} has {waiting} requests waiting (--max-waiting); retry",
             )
         try:
-            pipe.check_submit(request)
-            if self.verifier is not None:
+            if self.verifier is not None:  # first: a stranger learns nothing more
                 self.verifier.verify(request)
+            pipe.check_submit(request)
         except PermissionDenied as e:
             await self._deny(context, "submit", str(e))
         except StaleRoute as e:  # the node moved since the route was chosen: route again

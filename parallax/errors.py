@@ -35,6 +35,11 @@ class Overloaded(CapacityError):
     """A node's queues are full (gRPC RESOURCE_EXHAUSTED): retry later or elsewhere."""
 
 
+class PermissionDenied(ParallaxError):
+    """A call that does not prove it may act for the request it names (gRPC
+    PERMISSION_DENIED): no valid route grant, or not the hop the grant names."""
+
+
 class StaleRoute(ParallaxError):
     """A route names layers its node no longer serves (gRPC FAILED_PRECONDITION): the
     node was reassigned since the route was chosen, so route the request again."""

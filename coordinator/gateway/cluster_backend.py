@@ -23,6 +23,7 @@ from coordinator.gateway.backend import GenerationRequest, TokenOut
 from coordinator.gateway.replay import Budget, Replay, Used, plan_replay
 from coordinator.gateway.tasks import TaskKeeper
 from coordinator.gateway.upstream import (
+    DeliverCheck,
     DeliverServicer,
     DeliveryBoard,
     NodeClients,
@@ -34,6 +35,7 @@ from coordinator.scheduler.types import ClusterState, Route, RouteRequest
 from parallax.errors import ParallaxError
 from parallax.failures import FailureKind
 from parallax.rpc import parallax_pb2 as pb
+from parallax.rpc.grants import RouteSigner, event_mac_ok
 from parallax.rpc.tls import Tls
 from parallax.types import NodeId
 
@@ -91,7 +93,13 @@ class ClusterBackend:
         max_queue: int = DEFAULT_MAX_QUEUE,
         max_queue_s: float = DEFAULT_MAX_QUEUE_S,
         tls: Tls | None = None,
+        signer: RouteSigner | None = None,
+        secret_of: Callable[[str], bytes | None] | None = None,
     ) -> None:
+        # Route grants and who may deliver: both off only where no node has joined a
+        # coordinator (tests with fake nodes).
+        self._signer = signer
+        self._secret_of = secret_of
         self.admission = Admission(max_queue, max_queue_s)
         self._budget = Budget(max_replays, capacity_retries, replay_wait_s)
         self._state_fn = state_fn
@@ -258,8 +266,9 @@ class ClusterBackend:
 
     async def _attempt(self, flight: _Flight, wire_id: str) -> AsyncIterator[TokenOut]:
         req, route = flight.request, flight.route
+        submit = self._submit_message(flight, wire_id)
         # Open the queue before Submit: the first token may arrive before its Ack.
-        queue = self._board.open(wire_id)
+        queue = self._board.open(wire_id, self._deliver_check(route))
         log.info(
             "request routed",
             extra={
@@ -273,7 +282,7 @@ class ClusterBackend:
         # Counted from here (no await since it was routed) until the attempt ends in any way.
         self._hold(route)
         try:
-            refused = await self._clients.submit(route, self._submit_message(flight, wire_id))
+            refused = await self._clients.submit(route, submit)
             if refused is not None:
                 yield TokenOut.failed(refused.kind, refused.message)
                 return
@@ -299,11 +308,12 @@ class ClusterBackend:
             self._board.close(wire_id)
             reason = "finished" if finished else "abort"
             # A task, not an await: this may run while the caller is being cancelled.
-            self._releases.spawn(self._clients.release(route, wire_id, reason))
+            signature = submit.capability.signature
+            self._releases.spawn(self._clients.release(route, wire_id, reason, signature))
 
     def _submit_message(self, flight: _Flight, wire_id: str) -> pb.SubmitRequest:
         req = flight.request
-        return pb.SubmitRequest(
+        submit = pb.SubmitRequest(
             request_id=wire_id,
             prompt_ids=[*req.prompt_ids, *flight.generated],
             sampling=req.sampling.to_proto(),
@@ -311,6 +321,26 @@ class ClusterBackend:
             reply_to=self._self_address,
             generated_offset=len(flight.generated),
         )
+        if self._signer is not None:  # this request may run on these hops, nowhere else
+            submit.capability.CopyFrom(self._signer.sign(submit))
+        return submit
+
+    def _deliver_check(self, route: Route) -> DeliverCheck | None:
+        """Who may deliver this attempt's events: tokens only its last hop, a failure
+        any of its hops; each event MACed under the sender's own node secret."""
+        secret_of = self._secret_of
+        if secret_of is None:
+            return None
+        hops = {h.node_id for h in route.hops}
+        last = route.hops[-1].node_id
+
+        def check(sender: str, ev: pb.TokenEvent) -> bool:
+            if sender != last and not (ev.failure and sender in hops):
+                return False
+            secret = secret_of(sender)
+            return secret is not None and event_mac_ok(secret, ev)
+
+        return check
 
     def _stalled(self, flight: _Flight, waited_s: float) -> TokenOut:
         log.warning(

@@ -108,9 +108,12 @@ class NodeClients:
             return Failure(FailureKind.INTERNAL, f"first node {first.node_id}: {ack.message}")
         return None
 
-    async def release(self, route: Route, request_id: str, reason: str) -> None:
+    async def release(
+        self, route: Route, request_id: str, reason: str, grant_signature: bytes = b""
+    ) -> None:
         """Free the request's KV on every hop at once; failures are logged, not raised."""
         msg = pb.ReleaseRequest(request_ids=[request_id], reason=reason)
+        msg.grant_signatures[request_id] = grant_signature
         calls = [self.stub(h.address).Release(msg, timeout=deadlines.RELEASE_S) for h in route.hops]
         results = await asyncio.gather(*calls, return_exceptions=True)
         for hop, res in zip(route.hops, results, strict=True):
@@ -148,25 +151,40 @@ def event_to_token(ev: pb.TokenEvent, with_logprobs: bool) -> TokenOut:
     )
 
 
+# Who may deliver an event of a request: (sender node id, event) -> allowed.
+DeliverCheck = Callable[[str, pb.TokenEvent], bool]
+
+
 class DeliveryBoard:
     """request id -> the queue its `generate` reads. Thread-safe across event loops."""
 
     def __init__(self) -> None:
-        self._queues: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue[pb.TokenEvent]]] = {}
+        self._queues: dict[
+            str,
+            tuple[asyncio.AbstractEventLoop, asyncio.Queue[pb.TokenEvent], DeliverCheck | None],
+        ] = {}
+        self.denied = 0  # events refused: not from a node the request's grant names
 
-    def open(self, request_id: str) -> asyncio.Queue[pb.TokenEvent]:
+    def open(
+        self, request_id: str, check: DeliverCheck | None = None
+    ) -> asyncio.Queue[pb.TokenEvent]:
         queue: asyncio.Queue[pb.TokenEvent] = asyncio.Queue()
-        self._queues[request_id] = (asyncio.get_running_loop(), queue)
+        self._queues[request_id] = (asyncio.get_running_loop(), queue, check)
         return queue
 
     def close(self, request_id: str) -> None:
         self._queues.pop(request_id, None)
 
-    def post(self, ev: pb.TokenEvent) -> bool:
+    def post(self, ev: pb.TokenEvent, sender: str = "") -> bool | None:
+        """True: handed to its request; False: no such request (normal after an abort);
+        None: refused, the sender may not deliver it."""
         entry = self._queues.get(ev.request_id)
         if entry is None:
             return False
-        loop, queue = entry
+        loop, queue, check = entry
+        if check is not None and not check(sender, ev):
+            self.denied += 1
+            return None
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
@@ -184,9 +202,20 @@ class DeliveryBoard:
 class DeliverServicer(pb_grpc.GatewayServicer):
     def __init__(self, board: DeliveryBoard) -> None:
         self._board = board
+        self._denied_seen: set[str] = set()
 
     async def Deliver(self, request: pb.TokenBatch, context: grpc.aio.ServicerContext) -> pb.Ack:
-        dropped = [ev.request_id for ev in request.events if not self._board.post(ev)]
+        posted = [self._board.post(ev, request.sender_id) for ev in request.events]
+        if None in posted:
+            # Logged once per sender: a flood of forged events is not a flood of lines.
+            if request.sender_id not in self._denied_seen and len(self._denied_seen) < 1024:
+                self._denied_seen.add(request.sender_id)
+                log.warning(
+                    "deliver refused: not from the node the request's grant names",
+                    extra={"sender_id": request.sender_id, "peer": context.peer()},
+                )
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not this request's hop")
+        dropped = [ev.request_id for ev, ok in zip(request.events, posted, strict=True) if not ok]
         if dropped:
             # Normal after an abort: the last node may still be sending.
             log.debug(

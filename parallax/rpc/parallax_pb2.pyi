@@ -95,35 +95,61 @@ class Route(_message.Message):
     hops: _containers.RepeatedCompositeFieldContainer[Hop]
     def __init__(self, hops: _Optional[_Iterable[_Union[Hop, _Mapping]]] = ...) -> None: ...
 
+class RouteGrant(_message.Message):
+    __slots__ = ("request_id", "hops", "reply_to", "sampling_sha256", "expires_at")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    HOPS_FIELD_NUMBER: _ClassVar[int]
+    REPLY_TO_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_SHA256_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    hops: _containers.RepeatedCompositeFieldContainer[Hop]
+    reply_to: str
+    sampling_sha256: bytes
+    expires_at: float
+    def __init__(self, request_id: _Optional[str] = ..., hops: _Optional[_Iterable[_Union[Hop, _Mapping]]] = ..., reply_to: _Optional[str] = ..., sampling_sha256: _Optional[bytes] = ..., expires_at: _Optional[float] = ...) -> None: ...
+
+class Capability(_message.Message):
+    __slots__ = ("grant", "signature")
+    GRANT_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    grant: bytes
+    signature: bytes
+    def __init__(self, grant: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
 class SubmitRequest(_message.Message):
-    __slots__ = ("request_id", "prompt_ids", "sampling", "route", "reply_to", "generated_offset")
+    __slots__ = ("request_id", "prompt_ids", "sampling", "route", "reply_to", "generated_offset", "capability")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_IDS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     REPLY_TO_FIELD_NUMBER: _ClassVar[int]
     GENERATED_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITY_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     prompt_ids: _containers.RepeatedScalarFieldContainer[int]
     sampling: SamplingParams
     route: Route
     reply_to: str
     generated_offset: int
-    def __init__(self, request_id: _Optional[str] = ..., prompt_ids: _Optional[_Iterable[int]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., route: _Optional[_Union[Route, _Mapping]] = ..., reply_to: _Optional[str] = ..., generated_offset: _Optional[int] = ...) -> None: ...
+    capability: Capability
+    def __init__(self, request_id: _Optional[str] = ..., prompt_ids: _Optional[_Iterable[int]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., route: _Optional[_Union[Route, _Mapping]] = ..., reply_to: _Optional[str] = ..., generated_offset: _Optional[int] = ..., capability: _Optional[_Union[Capability, _Mapping]] = ...) -> None: ...
 
 class SeqChunk(_message.Message):
-    __slots__ = ("request_id", "start_pos", "num_tokens", "sample", "request")
+    __slots__ = ("request_id", "start_pos", "num_tokens", "sample", "request", "grant_signature")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     START_POS_FIELD_NUMBER: _ClassVar[int]
     NUM_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
+    GRANT_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     start_pos: int
     num_tokens: int
     sample: bool
     request: SubmitRequest
-    def __init__(self, request_id: _Optional[str] = ..., start_pos: _Optional[int] = ..., num_tokens: _Optional[int] = ..., sample: _Optional[bool] = ..., request: _Optional[_Union[SubmitRequest, _Mapping]] = ...) -> None: ...
+    grant_signature: bytes
+    def __init__(self, request_id: _Optional[str] = ..., start_pos: _Optional[int] = ..., num_tokens: _Optional[int] = ..., sample: _Optional[bool] = ..., request: _Optional[_Union[SubmitRequest, _Mapping]] = ..., grant_signature: _Optional[bytes] = ...) -> None: ...
 
 class ForwardRequest(_message.Message):
     __slots__ = ("chunks", "hidden", "sender_id")
@@ -144,7 +170,7 @@ class TopLogprob(_message.Message):
     def __init__(self, token_id: _Optional[int] = ..., logprob: _Optional[float] = ...) -> None: ...
 
 class TokenEvent(_message.Message):
-    __slots__ = ("request_id", "token_id", "finished", "finish_reason", "logprob", "top_logprobs", "error", "index", "failure")
+    __slots__ = ("request_id", "token_id", "finished", "finish_reason", "logprob", "top_logprobs", "error", "index", "failure", "grant_signature", "mac")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +180,8 @@ class TokenEvent(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
+    GRANT_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    MAC_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     token_id: int
     finished: bool
@@ -163,7 +191,9 @@ class TokenEvent(_message.Message):
     error: str
     index: int
     failure: Failure
-    def __init__(self, request_id: _Optional[str] = ..., token_id: _Optional[int] = ..., finished: _Optional[bool] = ..., finish_reason: _Optional[str] = ..., logprob: _Optional[float] = ..., top_logprobs: _Optional[_Iterable[_Union[TopLogprob, _Mapping]]] = ..., error: _Optional[str] = ..., index: _Optional[int] = ..., failure: _Optional[_Union[Failure, str]] = ...) -> None: ...
+    grant_signature: bytes
+    mac: bytes
+    def __init__(self, request_id: _Optional[str] = ..., token_id: _Optional[int] = ..., finished: _Optional[bool] = ..., finish_reason: _Optional[str] = ..., logprob: _Optional[float] = ..., top_logprobs: _Optional[_Iterable[_Union[TopLogprob, _Mapping]]] = ..., error: _Optional[str] = ..., index: _Optional[int] = ..., failure: _Optional[_Union[Failure, str]] = ..., grant_signature: _Optional[bytes] = ..., mac: _Optional[bytes] = ...) -> None: ...
 
 class TokenBatch(_message.Message):
     __slots__ = ("events", "sender_id")
@@ -174,7 +204,7 @@ class TokenBatch(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[TokenEvent, _Mapping]]] = ..., sender_id: _Optional[str] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
-    __slots__ = ("request_ids", "reason", "kv_only")
+    __slots__ = ("request_ids", "reason", "kv_only", "grant_signatures")
     class KvOnlyEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -182,13 +212,22 @@ class ReleaseRequest(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class GrantSignaturesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
     REQUEST_IDS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     KV_ONLY_FIELD_NUMBER: _ClassVar[int]
+    GRANT_SIGNATURES_FIELD_NUMBER: _ClassVar[int]
     request_ids: _containers.RepeatedScalarFieldContainer[str]
     reason: str
     kv_only: _containers.ScalarMap[str, int]
-    def __init__(self, request_ids: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., kv_only: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    grant_signatures: _containers.ScalarMap[str, bytes]
+    def __init__(self, request_ids: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., kv_only: _Optional[_Mapping[str, int]] = ..., grant_signatures: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("ok", "message")
@@ -301,16 +340,18 @@ class Assignment(_message.Message):
     def __init__(self, model: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., standby: _Optional[bool] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class JoinReply(_message.Message):
-    __slots__ = ("node_id", "assignment", "heartbeat_interval_s", "node_secret")
+    __slots__ = ("node_id", "assignment", "heartbeat_interval_s", "node_secret", "route_key")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     NODE_SECRET_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_KEY_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     assignment: Assignment
     heartbeat_interval_s: float
     node_secret: bytes
-    def __init__(self, node_id: _Optional[str] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., heartbeat_interval_s: _Optional[float] = ..., node_secret: _Optional[bytes] = ...) -> None: ...
+    route_key: bytes
+    def __init__(self, node_id: _Optional[str] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., heartbeat_interval_s: _Optional[float] = ..., node_secret: _Optional[bytes] = ..., route_key: _Optional[bytes] = ...) -> None: ...
 
 class PeerRtt(_message.Message):
     __slots__ = ("node_id", "rtt_ms")
