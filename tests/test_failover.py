@@ -62,7 +62,7 @@ def test_stream_survives_a_killed_hop_by_replay(tiny_models):
     from parallax.models.registry import resolve_model
     from parallax.sampling import SamplingParams
     from parallax.tokenizer import Tokenizer
-    from tests.engine_helpers import local_engine
+    from tests.support.engine import local_engine
 
     path = tiny_models["llama"]
     tok = Tokenizer.from_model(resolve_model(str(path)))

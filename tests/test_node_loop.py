@@ -10,7 +10,7 @@ import asyncio
 
 from parallax.rpc import parallax_pb2 as pb
 from parallax.sampling import SamplingParams
-from tests.engine_helpers import local_engine
+from tests.support.engine import local_engine
 from tests.support.node import BIG_KV, MAX_TOKENS, prompts, run_chain
 
 

@@ -12,7 +12,7 @@ import asyncio
 import time
 
 from parallax.sampling import SamplingParams
-from tests.engine_helpers import local_engine
+from tests.support.engine import local_engine
 from tests.support.node import BIG_KV, prompts, run_chain, tokens_of
 
 

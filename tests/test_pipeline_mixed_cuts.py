@@ -17,7 +17,7 @@ from parallax.models.registry import resolve_model
 from parallax.rpc import parallax_pb2 as pb
 from parallax.sampling import SamplingParams
 from parallax.types import LayerRange
-from tests.engine_helpers import local_engine
+from tests.support.engine import local_engine
 from tests.support.node import (
     BIG_KV,
     Collector,

@@ -12,7 +12,7 @@ import torch
 from parallax.models.registry import resolve_model
 from parallax.sampling import SamplingParams
 from parallax.tokenizer import Tokenizer
-from tests.engine_helpers import local_engine
+from tests.support.engine import local_engine
 
 CHATS = [
     [{"role": "user", "content": "What is the capital of France?"}],

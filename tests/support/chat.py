@@ -9,7 +9,7 @@ import httpx
 from parallax.models.registry import resolve_model
 from parallax.sampling import SamplingParams
 from parallax.tokenizer import Tokenizer
-from tests.engine_helpers import local_engine
+from tests.support.engine import local_engine
 
 QUESTIONS = ["hello there", "what is 2+2?", "tell me a story", "name three colors"]
 
