@@ -39,3 +39,17 @@ class Outbox:
         for addr, rel in other.frees.items():
             self.frees[addr].kv_only.update(rel.kv_only)
             self.frees[addr].grant_signatures.update(rel.grant_signatures)
+
+
+def split_rows(items: list, cap: int) -> list[list]:
+    """Consecutive runs of (chunk, rows) items of at most `cap` rows each, for one Forward
+    each (a chunk is never cut)."""
+    runs: list[list] = [[]]
+    rows = 0
+    for item in items:
+        if runs[-1] and rows + item[0].n > cap:
+            runs.append([])
+            rows = 0
+        runs[-1].append(item)
+        rows += item[0].n
+    return runs

@@ -15,7 +15,8 @@ import torch
 from node.engine.runner import Chunk, ShardRunner
 from node.engine.sampler import sample
 from node.engine.scheduler import Scheduler, Sequence
-from node.outbox import Outbox
+from node.last_hop import sampleable, token_event
+from node.outbox import Outbox, split_rows
 from node.request import NodeRequest
 from node.submit_check import check_hop, check_request, check_submit
 from parallax.errors import CapacityError, InvalidArgument, ParallaxError
@@ -27,12 +28,6 @@ from parallax.wire.codec import encode_tensor
 from parallax.wire.limits import MAX_FORWARD_ROWS
 
 log = logging.getLogger(__name__)
-
-
-NON_FINITE = (
-    "the model's logits are not finite (NaN or overflow) on this node; float16 overflows "
-    "on some models: try --dtype bfloat16"
-)
 
 
 class NodePipeline:
@@ -328,7 +323,7 @@ class NodePipeline:
             by_next[self.reqs[c.request_id].next_address].append((c, hidden[row : row + c.n]))
             row += c.n
         for addr, all_items in by_next.items():
-            for items in _split_rows(all_items, MAX_FORWARD_ROWS):
+            for items in split_rows(all_items, MAX_FORWARD_ROWS):
                 out.forwards[addr].append(self._forward_message(items))
 
     def _forward_message(self, items: list[tuple[Chunk, torch.Tensor]]) -> pb.ForwardRequest:
@@ -348,47 +343,19 @@ class NodePipeline:
         return msg
 
     def _sample(self, chunks: list[Chunk], logits: torch.Tensor, out: Outbox) -> None:
-        reqs, samplers, keep = [], [], []
-        # A row that overflowed (or came in as NaN) fails its own request; drawing from it
-        # would fail the whole step, and every request on this node with it.
-        finite = torch.isfinite(logits).all(-1).tolist()
-        for i, c in enumerate(c for c in chunks if c.sample):
-            if not finite[i]:
-                self.fail(c.request_id, FailureKind.INTERNAL, NON_FINITE, out)
-                continue
-            req = self.reqs[c.request_id]
-            s = req.sampler_for(self.eos_ids, self.max_context)
-            # The chunk must end where the request's tokens so far end (after a re-prefill
-            # too): otherwise a token would be repeated or skipped in the stream.
-            have = len(s.prompt_ids) + len(s.generated)
-            if c.start + c.n != have:
-                why = f"out of step: sampling after token {c.start + c.n}, the request has {have}"
-                self.fail(c.request_id, FailureKind.INTERNAL, why, out)
-                continue
-            reqs.append(req)
-            samplers.append(s)
-            keep.append(i)
+        reqs, samplers, logits, failed = sampleable(
+            chunks, logits, self.reqs, self.eos_ids, self.max_context
+        )
+        for rid, why in failed:
+            self.fail(rid, FailureKind.INTERNAL, why, out)
         if not reqs:
             return
-        if len(keep) < logits.shape[0]:
-            logits = logits[torch.tensor(keep, dtype=torch.long)]
         for req, s, res in zip(
             reqs, samplers, sample(logits, samplers, self.vocab_limit), strict=True
         ):
-            reason = s.finish_reason()
-            ev = pb.TokenEvent(
-                request_id=req.rid,
-                token_id=res.token_id,
-                finished=reason is not None,
-                finish_reason=reason or "",
-                logprob=res.logprob,
-                index=len(s.generated) - 1,
-                grant_signature=req.submit.capability.signature,
-            )
-            for tok, lp in res.top:
-                ev.top_logprobs.add(token_id=tok, logprob=lp)
+            ev = token_event(req, s, res)
             out.delivers[req.reply_to].events.append(ev)
-            if reason is not None:
+            if ev.finished:
                 self._finish(req.rid, "finished", out)
             elif req.seq is not None:  # this node is the first hop too
                 self.scheduler.on_token(req.seq, res.token_id, finished=False)
@@ -419,16 +386,3 @@ class NodePipeline:
                 rel.request_ids.append(rid)
                 rel.grant_signatures[rid] = submit.capability.signature
                 rel.reason = reason
-
-
-def _split_rows(items: list[tuple[Chunk, torch.Tensor]], cap: int) -> list[list]:
-    """Consecutive runs of `items` of at most `cap` rows each (a chunk is never cut)."""
-    runs: list[list] = [[]]
-    rows = 0
-    for item in items:
-        if runs[-1] and rows + item[0].n > cap:
-            runs.append([])
-            rows = 0
-        runs[-1].append(item)
-        rows += item[0].n
-    return runs

@@ -19,6 +19,7 @@ from node.metrics import NodeMetrics
 from node.outbox import Outbox
 from node.peers import CHANNEL_OPTIONS, Peers
 from node.pipeline import NodePipeline
+from node.step_stats import StepStats
 from node.weights import load_shard_model
 from parallax.config.generate import EngineConfig
 from parallax.errors import ParallaxError, PermissionDenied, StaleRoute
@@ -58,9 +59,7 @@ class NodeServer(pb_grpc.NodeServicer):
         self._denied_seen: set[tuple[str, str]] = set()
         self.peers = Peers(self._send_failed, on_sent=self.metrics.on_sent, tls=tls)
         self.max_bytes = 0
-        self.step_ms_ema = 0.0
-        self.tokens_per_s = 0.0
-        self._tokens_window: deque[tuple[float, int]] = deque()
+        self.stats = StepStats()
         self._loop_task: asyncio.Task | None = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
@@ -262,21 +261,11 @@ class NodeServer(pb_grpc.NodeServicer):
             self.peers.send(addr, "release", rel)
 
     def _account(self, pipe: NodePipeline, seconds: float, out: Outbox) -> None:
-        per_layer = seconds * 1000 / max(1, len(pipe.runner.model.range))
-        self.step_ms_ema = (
-            per_layer if not self.step_ms_ema else 0.9 * self.step_ms_ema + 0.1 * per_layer
-        )
-        now = time.monotonic()
         sampled = sum(len(b.events) for b in out.delivers.values())
         forwarded = sum(len(m.chunks) for ms in out.forwards.values() for m in ms)
-        n = sampled + forwarded
         depth = len(self.inbox) + len(pipe.incoming) + len(pipe.scheduler.waiting)
         self.metrics.on_step(seconds, sampled, forwarded, depth)
-        self._tokens_window.append((now, n))
-        while self._tokens_window and now - self._tokens_window[0][0] > 5.0:
-            self._tokens_window.popleft()
-        span = max(1.0, now - self._tokens_window[0][0])
-        self.tokens_per_s = sum(k for _, k in self._tokens_window) / span
+        self.stats.on_step(seconds, len(pipe.runner.model.range), sampled + forwarded)
 
     def _fail_all(self, pipe: NodePipeline, kind: FailureKind, why: str) -> None:
         out = Outbox()
@@ -398,7 +387,7 @@ class NodeServer(pb_grpc.NodeServicer):
             st.kv_free_tokens = p.kv.free_tokens
             st.kv_total_tokens = p.kv.total_tokens
             st.max_running = self.cfg.max_running
-        st.layer_latency_ms = self.step_ms_ema
-        st.tokens_per_s = self.tokens_per_s
+        st.layer_latency_ms = self.stats.layer_ms
+        st.tokens_per_s = self.stats.tokens_per_s
         self.metrics.on_status(st)
         return st

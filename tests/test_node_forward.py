@@ -98,8 +98,9 @@ def test_a_late_kv_free_never_drops_a_re_prefill_that_overtook_it(tiny_models):
 
 def test_non_finite_logits_fail_their_own_request_only(tiny_models):
     from node.engine.engine import make_runner
+    from node.last_hop import NON_FINITE
     from node.outbox import Outbox
-    from node.pipeline import NON_FINITE, NodePipeline
+    from node.pipeline import NodePipeline
     from node.weights import load_shard_model
 
     resolved = resolve_model(str(tiny_models["llama"]))
