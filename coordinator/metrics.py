@@ -80,6 +80,30 @@ class _ClusterCollector(Collector):
             "layers no serving node holds; requests fail while > 0",
             value=sum(b - a for a, b in gaps),
         )
+        yield GaugeMetricFamily(
+            "parallax_quarantined_nodes",
+            "nodes spot checks found lying: no traffic, no layers",
+            value=sum(1 for n in snap["nodes"] if n.get("quarantined")),
+        )
+        yield from _verify_metrics(snap.get("verification"))
+
+
+def _verify_metrics(report: dict[str, Any] | None) -> Iterator[Metric]:
+    """Spot checks (coordinator/verify): checks by outcome, chains run, quarantines."""
+    if report is None:
+        return
+    checks = CounterMetricFamily(
+        "parallax_verify_checks",
+        "spot checks, by outcome (agree, disagree, undecided, skipped)",
+        labels=["outcome"],
+    )
+    for outcome, n in sorted(report["checks"].items()):
+        checks.add_metric([outcome], n)
+    yield checks
+    yield CounterMetricFamily("parallax_verify_runs", "chains run by spot checks", report["runs"])
+    yield CounterMetricFamily(
+        "parallax_verify_quarantines", "nodes quarantined by spot checks", report["quarantined"]
+    )
 
 
 class _AdmissionCollector(Collector):

@@ -124,6 +124,9 @@ class NodeRecord:
     # and the counter of the last call it proved; never shown anywhere.
     secret: bytes = field(default=b"", repr=False, compare=False)
     counter: int = field(default=0, repr=False, compare=False)
+    # Why spot checks found it lying ("" = never): it gets no traffic and no layers
+    # (coordinator/verify).
+    quarantined: str = ""
 
     @property
     def alive(self) -> bool:
@@ -133,7 +136,8 @@ class NodeRecord:
     def serving(self) -> bool:
         """Ready, and what it loaded is exactly what it is assigned: routable."""
         return (
-            self.state is NodeState.READY
+            not self.quarantined
+            and self.state is NodeState.READY
             and self.assignment.range is not None
             and self.report.loaded == self.assignment.range
         )

@@ -42,6 +42,7 @@ def node_json(rec: NodeRecord, now: float) -> dict[str, Any]:
         "metrics_address": rec.metrics_address,
         "state": str(rec.state),
         "serving": rec.serving,
+        "quarantined": rec.quarantined,  # why spot checks took it off ("" = not)
         "hardware": {
             "device": hw.device,
             "device_name": hw.device_name,

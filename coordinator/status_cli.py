@@ -80,7 +80,9 @@ def nodes_table(status: dict[str, Any]) -> Table:
             bandwidth(hw["mem_bandwidth"]),
             memory(hw["memory_bytes"]),
             layers,
-            Text(n["state"], style=STATE_STYLE.get(n["state"], "")),
+            Text("quarantined", style="bold red")
+            if n.get("quarantined")
+            else Text(n["state"], style=STATE_STYLE.get(n["state"], "")),
             str(st["running_requests"]),
             kv,
             f"{st['tokens_per_s']:.1f}",
@@ -142,6 +144,8 @@ def map_lines(status: dict[str, Any]) -> list[Text]:
         )
     if lm["standby"]:
         lines.append(Text(f"standby: {', '.join(lm['standby'])}", style="grey62"))
+    for q in lm.get("quarantined", ()):
+        lines.append(Text(f"quarantined: {q['name']} ({q['node_id']}): {q['reason']}", "red"))
     return lines
 
 

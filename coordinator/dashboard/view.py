@@ -134,11 +134,19 @@ def layer_map(snapshot: dict[str, Any]) -> dict[str, Any]:
     offline = [_bar(n) for n in nodes if n["state"] in gone and n["assignment"]["range"]]
     if offline:
         groups.append({"kind": "offline", "lanes": _lanes(offline)})
-    standby = [n["name"] for n in online if n["assignment"]["range"] is None]
+    held = [n for n in online if n["assignment"]["range"] is None]
+    standby = [n["name"] for n in held if not n.get("quarantined")]
+    # Spot checks found these lying (coordinator/verify): they hold nothing and say why.
+    quarantined = [
+        {"node_id": n["node_id"], "name": n["name"], "reason": n["quarantined"]}
+        for n in nodes
+        if n.get("quarantined")
+    ]
     return {
         "num_layers": num_layers,
         "groups": groups,
         "standby": standby,
+        "quarantined": quarantined,
         "gaps": snapshot["coverage"]["gaps"],
         "serving_gaps": snapshot["coverage"]["serving_gaps"],
     }

@@ -92,8 +92,31 @@ class CoordinatorConfig(ConfigBase):
         help="open HTTP connections the gateway serves at once; past it, HTTP 503 at once",
         unit="connections",
     )
+    verify_rate: float = opt(
+        0.05,
+        help="spot checks: share of requests after which the coordinator sends a greedy "
+        "request of its own down two chains with no node in common and compares the "
+        "tokens; a node found lying is quarantined; 0 = only idle checks",
+        unit="fraction",
+    )
+    verify_idle_s: float = opt(
+        60.0, help="run a spot check when none ran this long; 0 = never", unit="s"
+    )
+    verify_tokens: int = opt(
+        8, help="tokens each spot-check chain generates and compares", unit="tokens"
+    )
+    verify_tolerance: float = opt(
+        0.5,
+        help="where two chains pick different tokens, a log-probability gap at most this "
+        "is a rounding tie, not a lie (docs/SECURITY.md: per dtype)",
+        unit="nats",
+    )
 
     def validate(self) -> None:
+        self.require(0 <= self.verify_rate <= 1, "verify_rate", "must be in [0, 1]")
+        self.require(self.verify_idle_s >= 0, "verify_idle_s", "must be >= 0 (0 = never)")
+        self.require(1 <= self.verify_tokens <= 64, "verify_tokens", "must be in [1, 64]")
+        self.require(self.verify_tolerance >= 0, "verify_tolerance", "must be >= 0")
         self.require(
             is_loopback(self.http_host) or bool(self.api_key) or self.insecure_open,
             "host",

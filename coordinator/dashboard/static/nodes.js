@@ -36,6 +36,19 @@ function layersCell(node) {
   return el("td", { class: "mono" }, text, sub);
 }
 
+// A node spot checks found lying: it serves nothing; the reason says what it got wrong.
+function statusCell(node) {
+  if (!node.quarantined) {
+    return el("td", {}, el("span", { class: "status", "data-state": node.state }, node.state));
+  }
+  return el(
+    "td",
+    {},
+    el("span", { class: "status", "data-state": "quarantined", title: node.quarantined }, "quarantined"),
+    el("div", { class: "dev-sub reason" }, node.quarantined),
+  );
+}
+
 function row(node) {
   const st = node.status;
   const late = node.state !== "dead" && node.heartbeat_age_s > LATE_S;
@@ -46,7 +59,7 @@ function row(node) {
     deviceCell(node.hardware),
     el("td", { class: "num" }, bytes(node.hardware.memory_bytes)),
     layersCell(node),
-    el("td", {}, el("span", { class: "status", "data-state": node.state }, node.state)),
+    statusCell(node),
     el("td", { class: "num" }, String(st.running_requests)),
     kvCell(st),
     el("td", { class: "num" }, rate(st.tokens_per_s)),
@@ -61,7 +74,10 @@ export function renderNodes(tbody, summary, nodes) {
     fill(tbody, nodes.map(row));
   }
   const byState = {};
-  for (const n of nodes) byState[n.state] = (byState[n.state] || 0) + 1;
+  for (const n of nodes) {
+    const s = n.quarantined ? "quarantined" : n.state;
+    byState[s] = (byState[s] || 0) + 1;
+  }
   summary.textContent = Object.entries(byState)
     .map(([s, k]) => `${k} ${s}`)
     .join(" · ");

@@ -1,0 +1,248 @@
+"""The spot-check loop: sampled greedy requests down two chains, scores, quarantine.
+
+For each user request the gateway admits, a check is due with probability
+`--verify-rate`; when none ran for `--verify-idle-s`, one runs anyway, so a quiet
+cluster is checked too. Checks run one at a time, at most `MAX_PENDING` owed, off
+the request path. Each uses the verifier's own prompts (a fixed set, tokenized with
+the model's tokenizer: no user prompt is ever re-sent) and its own request ids
+(`verify-...`), and goes through `generate_on`: exactly the chain given, no
+admission, no replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from coordinator.gateway.backend import GenerationRequest, TokenOut
+from coordinator.gateway.cluster_backend import ClusterBackend
+from coordinator.registry import Registry
+from coordinator.scheduler.types import Route
+from coordinator.verify.attribute import Verdict, check_pair
+from coordinator.verify.chains import pick_pair
+from coordinator.verify.compare import Generated, Match
+from coordinator.verify.scores import Ledger
+from parallax.config.coordinator import CoordinatorConfig
+from parallax.errors import InvalidArgument, ParallaxError
+from parallax.models.registry import ResolvedModel
+from parallax.sampling import SamplingParams
+from parallax.tokenizer import Tokenizer
+from parallax.types import NodeId
+
+log = logging.getLogger(__name__)
+
+REQUEST_PREFIX = "verify-"
+TICK_S = 0.5
+MAX_PENDING = 4  # checks owed at most: a burst of traffic cannot queue a flood of them
+RUN_TIMEOUT_S = 60.0  # one chain's whole answer (a few tokens), on a loaded CPU cluster
+TOP_LOGPROBS = 5  # alternatives asked per token: enough to see a near tie
+# Short, neutral prompts: their first tokens depend on every layer of the model.
+PROMPTS = (
+    "What is the capital of France?",
+    "Write one sentence about rivers.",
+    "List three prime numbers.",
+    "What does a CPU do?",
+    "Translate 'good morning' into Spanish.",
+    "Why is the sky blue?",
+    "Name a famous composer.",
+    "How many legs does a spider have?",
+)
+
+
+class ChainRunner(Protocol):
+    def generate_on(self, req: GenerationRequest, route: Route) -> AsyncIterator[TokenOut]: ...
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    rate: float  # share of user requests that trigger a check
+    idle_s: float  # a check when none ran this long; 0 = never
+    tokens: int  # generated and compared per chain
+    tolerance: float  # nats: a difference closer than this is a rounding tie
+
+
+def tokenize_prompts(tok: Tokenizer, texts: Sequence[str] = PROMPTS) -> list[tuple[int, ...]]:
+    """The prompts as the model sees them: chat-formatted where the model has a template."""
+    out = []
+    for text in texts:
+        try:
+            ids = tok.encode_chat([{"role": "user", "content": text}])
+        except InvalidArgument:  # a base model without a chat template
+            ids = tok.encode(text)
+        out.append(tuple(ids))
+    return out
+
+
+class Verifier:
+    def __init__(
+        self,
+        registry: Registry,
+        runner: ChainRunner,
+        served: Callable[[], int],
+        prompts: Sequence[tuple[int, ...]],
+        options: VerifyOptions,
+        *,
+        ledger: Ledger | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not prompts or not all(prompts):
+            raise InvalidArgument("the verifier needs at least one non-empty prompt")
+        self.registry = registry
+        self.options = options
+        self.ledger = ledger or Ledger()
+        self._runner = runner
+        self._served = served
+        self._prompts = list(prompts)
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self.outcomes: Counter[str] = Counter()  # checks by outcome
+        self.quarantined = 0
+        self.runs = 0
+        self._next_prompt = 0
+
+    async def run_forever(self) -> None:
+        if self.options.rate == 0 and self.options.idle_s == 0:
+            return
+        seen, owed, last = self._served(), 0, self._clock()
+        while True:
+            await asyncio.sleep(TICK_S)
+            now_seen = self._served()
+            new, seen = now_seen - seen, now_seen
+            owed += sum(self._rng.random() < self.options.rate for _ in range(min(new, 1000)))
+            owed = min(owed, MAX_PENDING)
+            idle = self.options.idle_s > 0 and self._clock() - last >= self.options.idle_s
+            if not (owed or idle):
+                continue
+            owed = max(0, owed - 1)
+            try:
+                await self.check_once()
+            except ParallaxError as e:  # the cluster changed under the check: next time
+                log.warning("spot check failed", extra={"error": str(e)})
+            last = self._clock()
+
+    async def check_once(self) -> Verdict | None:
+        """One check on the least-checked node that has a pair; None when none has one."""
+        state = self.registry.cluster_state()
+        order = sorted(
+            state.nodes, key=lambda n: (self.ledger.get(n.node_id).checks, self._rng.random())
+        )
+        pair = next((p for n in order if (p := pick_pair(state, n.node_id)) is not None), None)
+        if pair is None:
+            self.outcomes["skipped"] += 1
+            return None
+        prompt = self._prompts[self._next_prompt % len(self._prompts)]
+        self._next_prompt += 1
+
+        async def run(route: Route) -> Generated | None:
+            return await self._run(route, prompt)
+
+        verdict = await check_pair(pair, state, run, self.options.tolerance)
+        self.runs += verdict.runs
+        self.outcomes[str(verdict.match)] += 1
+        await self._apply(verdict)
+        log.info(
+            "spot check",
+            extra={
+                "focus": pair.focus,
+                "a": [h.node_id for h in pair.a.hops],
+                "b": [h.node_id for h in pair.b.hops],
+                "match": str(verdict.match),
+                "blame": sorted(verdict.blame),
+                "runs": verdict.runs,
+            },
+        )
+        return verdict
+
+    async def _apply(self, verdict: Verdict) -> None:
+        for node in verdict.credit - set(verdict.blame):
+            self.ledger.agree(node)
+        for node, why in verdict.unverified.items():
+            self.ledger.unverified(node, why)
+        for node, why in verdict.blame.items():
+            if self.ledger.blame(node, why):
+                await self._quarantine(node, why)
+        self.ledger.forget({r.node_id for r in self.registry.nodes})
+
+    async def _quarantine(self, node: NodeId, why: str) -> None:
+        s = self.ledger.get(node)
+        reason = f"spot checks: blamed {s.blames} times; last: {why}"
+        # Re-allocation may take seconds (the exact solver): off the event loop.
+        if await asyncio.to_thread(self.registry.quarantine, node, reason, self._clock()):
+            self.quarantined += 1
+            log.warning("node quarantined", extra={"node_id": node, "reason": reason})
+
+    async def _run(self, route: Route, prompt: tuple[int, ...]) -> Generated | None:
+        sampling = SamplingParams(
+            temperature=0.0,
+            max_tokens=self.options.tokens,
+            ignore_eos=True,  # every chain answers the full length: nothing to excuse
+            logprobs=TOP_LOGPROBS,
+        )
+        req = GenerationRequest(f"{REQUEST_PREFIX}{secrets.token_hex(8)}", prompt, sampling)
+        tokens: list[int] = []
+        logprobs: list[dict[int, float]] = []
+        stream = self._runner.generate_on(req, route)
+        try:
+            async with asyncio.timeout(RUN_TIMEOUT_S):
+                async for t in stream:
+                    if t.failure is not None:
+                        return None
+                    tokens.append(t.token_id)
+                    top = dict(t.top_logprobs)
+                    if t.logprob is not None:
+                        top[t.token_id] = t.logprob
+                    logprobs.append(top)
+                    if t.finished:
+                        break
+        except (TimeoutError, ParallaxError) as e:
+            log.info(
+                "spot check chain failed", extra={"request_id": req.request_id, "error": str(e)}
+            )
+            return None
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:  # now, not at garbage collection: it releases the KV
+                await close()
+        return Generated(tuple(tokens), tuple(logprobs))
+
+    def report(self) -> dict[str, Any]:
+        """For /cluster/status, the dashboard and /metrics."""
+        return {
+            "rate": self.options.rate,
+            "idle_s": self.options.idle_s,
+            "tokens": self.options.tokens,
+            "tolerance": self.options.tolerance,
+            "checks": {k: self.outcomes.get(k, 0) for k in (*map(str, Match), "skipped")},
+            "runs": self.runs,
+            "quarantined": self.quarantined,
+            "nodes": self.ledger.to_json(),
+        }
+
+
+def build_verifier(
+    config: CoordinatorConfig,
+    resolved: ResolvedModel,
+    registry: Registry,
+    backend: ClusterBackend,
+    clock: Callable[[], float] = time.time,
+) -> Verifier:
+    """The coordinator's verifier over its gateway's backend (`run_forever` returns at
+    once when both --verify-rate and --verify-idle-s are 0)."""
+    options = VerifyOptions(
+        rate=config.verify_rate,
+        idle_s=config.verify_idle_s,
+        tokens=config.verify_tokens,
+        tolerance=config.verify_tolerance,
+    )
+    prompts = tokenize_prompts(Tokenizer.from_model(resolved))
+    return Verifier(
+        registry, backend, lambda: backend.admission.stats.admitted, prompts, options, clock=clock
+    )
