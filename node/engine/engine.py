@@ -40,7 +40,7 @@ def make_runner(model: ShardModel, cfg: EngineConfig) -> ShardRunner:
     )
     kv = KVBlockManager(blocks, cfg.kv_block_size)
     caches = allocate_kv(spec, len(model.range), blocks, cfg.kv_block_size, dtype, cfg.device)
-    return ShardRunner(model, kv, caches, cfg.device)
+    return ShardRunner(model, kv, caches, cfg.device, compile=cfg.compile)
 
 
 class LocalEngine:

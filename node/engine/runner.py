@@ -25,8 +25,17 @@ class Chunk:
 
 
 class ShardRunner:
-    def __init__(self, model: ShardModel, kv: KVBlockManager, caches, device: str = "cpu"):
+    def __init__(
+        self,
+        model: ShardModel,
+        kv: KVBlockManager,
+        caches,
+        device: str = "cpu",
+        compile: bool = False,
+    ):
         self.model, self.kv, self.caches, self.device = model, kv, caches, device
+        if compile and model.compiled is None:
+            model.compile_decode()  # decode steps only: prefill shapes vary too much
 
     def check(self, chunk: Chunk) -> None:
         """Reserve KV for a chunk, or raise: it must continue its request's KV exactly.
@@ -107,7 +116,10 @@ class ShardRunner:
                 metas[active] = self._meta(ordered)
             meta, positions = metas[active]
             x = _merge(part)
-            x = model.run_layers(x, positions, self.caches, meta, LayerRange(lo, hi))
+            decode_only = not meta.prefills
+            x = model.run_layers(
+                x, positions, self.caches, meta, LayerRange(lo, hi), compiled=decode_only
+            )
             _split(part, x)
         return [g.result(model, self.device) for g in gs]
 

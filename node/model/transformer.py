@@ -90,6 +90,15 @@ class ShardModel(nn.Module):
             self.norm = nn.Parameter(torch.ones(spec.hidden_size))
             self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
         self.rotary: RotaryTable | None = None
+        self.compiled: list | None = None  # per-layer compiled forwards (`compile_decode`)
+
+    def compile_decode(self) -> None:
+        """Compile each layer's forward for decode steps (torch.compile, inductor: C++ on
+        CPU). Every layer runs the same code, so one graph with the weights as inputs
+        serves them all; sizes are marked dynamic from the start (batch and context
+        vary each step), so recompiles stay bounded. Compiles lazily on first use."""
+        fn = torch.compile(DecoderLayer.forward, dynamic=True)
+        self.compiled = [lambda *a, _layer=layer: fn(_layer, *a) for layer in self.layers]
 
     def setup_rotary(self, max_positions: int) -> None:
         p = next(self.parameters())
@@ -121,12 +130,14 @@ class ShardModel(nn.Module):
         kv: list[tuple[torch.Tensor, torch.Tensor]],
         meta: AttentionMeta,
         layers: LayerRange,  # global layer indices, inside self.range
+        compiled: bool = False,  # use the compiled layers (decode-only steps)
     ) -> torch.Tensor:
         if self.rotary is None:
             raise RuntimeError("call setup_rotary() before forward()")
         a, b = layers.start - self.range.start, layers.end - self.range.start
         cos, sin = self.rotary.lookup(positions)
-        for layer, (k_cache, v_cache) in zip(self.layers[a:b], kv[a:b], strict=True):
+        run = self.compiled if compiled and self.compiled else self.layers
+        for layer, (k_cache, v_cache) in zip(run[a:b], kv[a:b], strict=True):
             x = layer(x, cos, sin, k_cache, v_cache, meta, self.kernels)
         return x
 

@@ -23,6 +23,11 @@ class EngineConfig(ConfigBase):
         "kept as they are; embedding and head in q8); q8/q4 run on CPU only",
         choices=("auto", "fp32", "bf16", "q8", "q4"),
     )
+    compile: bool = opt(
+        False,
+        help="torch.compile each layer for decode steps (inductor; C++ on CPU): compiles "
+        "on the first decode (tens of seconds); prefill stays eager",
+    )
     device: str = opt("cpu", help="torch device", choices=("cpu", "cuda"))
     threads: int = opt(0, help="torch CPU threads; 0 = torch's default")
     kv_memory_fraction: float = opt(
