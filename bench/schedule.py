@@ -97,7 +97,13 @@ def load_evaluator(folder: str) -> Any | None:
 def neutral(evaluator: Any, s: Scenario, assign: dict) -> dict:
     """The kit's verdict on one allocation of a generated cluster."""
     alloc = {n: None if r is None else [r.start, r.end] for n, r in assign.items()}
-    got = evaluator.evaluate(as_cluster_json(s), {"assignments": alloc})
+    cluster = as_cluster_json(s)
+    # The kit takes sequences as half full on average: give it the context at which
+    # that is this workload's mean (prompt plus half the output), so it judges the
+    # allocations under the load the simulator serves.
+    mean = sum(PROMPT) / 2 + sum(OUTPUT) / 4
+    cluster["context_tokens"] = int(2 * mean)
+    got = evaluator.evaluate(cluster, {"assignments": alloc})
     return {
         "feasible": got["feasible"],
         "lp_tok_s": got["throughput_tok_s"],

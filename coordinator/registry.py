@@ -273,6 +273,22 @@ class Registry:
             return True
 
     # ---- views ----
+    def recovering(self) -> bool:
+        """Whether the live nodes' assignments cover every layer (some may still be
+        loading theirs): requests should wait for them rather than fail."""
+        with self._lock:
+            ranges = sorted(
+                (r.assignment.range.start, r.assignment.range.end)
+                for r in self._nodes.values()
+                if r.alive and r.assignment.range is not None
+            )
+        reach = 0
+        for start, end in ranges:
+            if start > reach:
+                return False
+            reach = max(reach, end)
+        return reach >= self.spec.num_layers
+
     def node_secret(self, node_id: NodeId) -> bytes | None:
         """A live node's secret (the gateway checks what it delivers); None if unknown."""
         with self._lock:
@@ -414,5 +430,7 @@ def _capacity(r: NodeRecord) -> NodeCapacity:
         mem_bandwidth=r.hardware.mem_bandwidth,
         region=r.hardware.region,
         layer_latency_ms=r.report.layer_latency_ms or None,
+        # The batch those steps ran at, about: the planner compares like with like.
+        latency_batch=float(max(1, r.report.running_requests)),
         current=r.assignment.range,
     )

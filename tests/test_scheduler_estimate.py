@@ -14,6 +14,7 @@ estimated for the planner's own shapes.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -92,3 +93,23 @@ def test_the_reason_says_what_was_built_per_region_group() -> None:
             # Every pipeline has its own first stage.
             assert shape is not None, alloc.reason
             assert int(shape.group(1)) <= sum(r.start == 0 for r in held), alloc.reason
+
+
+def test_a_node_that_measures_slower_gets_fewer_layers() -> None:
+    """Heartbeats carry each node's measured per-layer step time and the batch it ran
+    at; the planner scales its roofline by it, so a node measured slower than its specs
+    say takes fewer layers."""
+    s = make_scenario("pair", 2, 1, 5, model="llama3-8b")
+    twin = replace(s.nodes[0], memory_bytes=12 * 2**30)  # two must share the model
+    perf = PerfModel.of(s.model, s.options)
+    modelled_ms = perf.roofline_s(twin, 8.0) * 1e3
+    slow = replace(twin, node_id="slow", layer_latency_ms=3 * modelled_ms, latency_batch=8.0)
+    fast = replace(twin, node_id="fast", layer_latency_ms=modelled_ms, latency_batch=8.0)
+    assert perf.layer_s(slow, 8.0) == pytest.approx(3 * perf.layer_s(fast, 8.0))
+    opts = with_solver(s, "fast", 1.0)
+    got = allocate([slow, fast], s.model, opts).assignments
+    only = {
+        n: set(range(got[n].start, got[n].end)) - set(range(got[m].start, got[m].end))
+        for n, m in (("slow", "fast"), ("fast", "slow"))
+    }
+    assert len(only["slow"]) < len(only["fast"]), got

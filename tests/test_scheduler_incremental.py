@@ -46,7 +46,14 @@ def test_leave_reloads_fewer_layers_than_global_reallocation(seed: int) -> None:
     assert covered(local, big.num_layers)
     moved_local = layers_reloaded(first.assignments, local.assignments)
     moved_global = layers_reloaded(first.assignments, fresh.assignments)
-    assert moved_local < moved_global
+    if "rebalanced" in local.reason:
+        # Mending left it more than the rebalance threshold short of a fresh plan, so
+        # it moved to that plan, and says by how much it gained.
+        assert moved_local <= moved_global
+        gain = int(local.reason.split("rebalanced")[1].split("): +")[1].split("%")[0])
+        assert gain > OPTS.rebalance_gain * 100
+    else:
+        assert moved_local < moved_global
     # ... at a throughput within the rebalance threshold of the global answer.
     assert local.throughput_tok_s * (1 + OPTS.rebalance_gain) >= fresh.throughput_tok_s
     assert f"node {victim} left" in local.reason

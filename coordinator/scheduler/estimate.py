@@ -72,7 +72,14 @@ def group_estimate(held: Held, perf: PerfModel) -> Estimate:
     seqs = {n.node_id: perf.resident_seqs(n, r) for n, r in held}
     # A stage decodes its share of the chain's resident sequences per step: the batch is
     # bounded by KV room (and --max-running, inside `resident_seqs`), not a constant.
-    batch = {nid: max(s / (depth * waves), 1e-9) for nid, s in seqs.items()}
+    # A chain through a node that does not hold every layer has two stages or more,
+    # whatever the typical chain: a node holding most of the model beside one that
+    # holds all of it still serves in chains of two (or it would get the batch of one).
+    stages = {n.node_id: max(depth, 1 if len(r) >= L else 2) for n, r in held}
+    batch = {
+        nid: max(s / (stages[nid] * (IN_FLIGHT_PER_STAGE if stages[nid] > 1 else 1)), 1e-9)
+        for nid, s in seqs.items()
+    }
     # A stage's step runs its node's whole range, whatever part this chain uses.
     full = {n.node_id: len(r) for n, r in held}
     loop = sum(

@@ -38,6 +38,15 @@ class AllocateOptions:
     # Tokens a running sequence holds on average (its KV per layer); None: the prompt
     # plus half the output. A node's decode batch is what fits its KV room at this size.
     mean_context_tokens: int | None = None
+    # The engine's costs beyond the roofline. Per layer and step: kernel launches and
+    # small ops (20 us: a fused GPU engine; eager PyTorch on a CPU is ~0.2 ms). Bytes
+    # decode attention moves per byte of KV: 1 for a paged-attention kernel; an engine
+    # that gathers the context first and expands grouped KV heads moves more.
+    layer_overhead_s: float = 20e-6
+    kv_read_factor: float = 1.0
+    # Matmuls over few rows reach a fraction rows / (rows + this) of the device's
+    # measured (large, square) FLOP/s; 0 = full rate at any batch.
+    matmul_half_rows: float = 0.0
     # The workload's mix: prefill is compute-bound, so slow-FLOP nodes (Macs, T4s) are
     # worth less per layer than their bandwidth suggests when prompts are long.
     mean_prompt_tokens: int = 512
@@ -71,6 +80,9 @@ class AllocateOptions:
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.max_running_per_node >= 1, "max_running_per_node must be >= 1"),
             (0 <= self.memory_reserve < 1, "memory_reserve must be in [0, 1)"),
+            (self.layer_overhead_s >= 0, "layer_overhead_s must be >= 0"),
+            (self.kv_read_factor >= 1, "kv_read_factor must be >= 1"),
+            (self.matmul_half_rows >= 0, "matmul_half_rows must be >= 0"),
             (
                 self.mean_context_tokens is None or self.mean_context_tokens >= 1,
                 "mean_context_tokens must be >= 1 or None",

@@ -21,9 +21,6 @@ from coordinator.scheduler.types import LinkSpec, NodeCapacity
 from parallax.models.spec import ModelSpec
 from parallax.types import LayerRange
 
-# Fixed cost of one layer's kernels per step (launches, norms, sync), seconds.
-LAYER_OVERHEAD_S = 20e-6
-
 
 @dataclass(frozen=True)
 class PerfModel:
@@ -31,6 +28,8 @@ class PerfModel:
 
     mem: MemoryModel
     layer_flops: float  # one token, one layer, at the mean context
+    matmul_flops: float  # of which the weight matmuls
+    attn_flops: float  # and attention over the mean context
     kv_seq_bytes: float  # one sequence's KV on one layer, at the mean context
     act_bytes: float  # one token's hidden state on the wire
     head_flops: float  # the lm_head for one token
@@ -48,6 +47,10 @@ class PerfModel:
         return cls(
             mem=MemoryModel.of(model, options),
             layer_flops=float(model.flops_per_token_per_layer(int(mean_ctx))),
+            matmul_flops=float(model.flops_per_token_per_layer(0)),
+            attn_flops=float(
+                model.flops_per_token_per_layer(int(mean_ctx)) - model.flops_per_token_per_layer(0)
+            ),
             kv_seq_bytes=model.kv_bytes_per_token_per_layer(options.kv_bytes) * mean_ctx,
             act_bytes=float(model.activation_bytes_per_token(options.wire_dtype_bytes)),
             head_flops=2.0 * model.hidden_size * model.vocab_size,
@@ -61,11 +64,28 @@ class PerfModel:
         return self.mem.num_layers
 
     def roofline_s(self, node: NodeCapacity, batch: float, tokens: float | None = None) -> float:
-        """One layer, one step: `batch` sequences decoding (or `tokens` of prefill)."""
+        """One layer, one step: `batch` sequences decoding (or `tokens` of prefill).
+        The weight matmuls and attention are separate kernels, one after the other, each
+        at its own roofline: at a large batch the matmuls turn compute-bound while
+        attention still streams every sequence's KV (the CPU engine shows the sum)."""
         tok = batch if tokens is None else tokens
-        t_mem = (self.mem.weight_bytes + batch * self.kv_seq_bytes) / max(node.mem_bandwidth, 1.0)
-        t_flop = tok * self.layer_flops / max(node.flops, 1.0)
-        return (t_mem if t_mem > t_flop else t_flop) + LAYER_OVERHEAD_S
+        bw, fl = max(node.mem_bandwidth, 1.0), max(node.flops, 1.0)
+        mm_mem, mm_flop = (
+            self.mem.weight_bytes / bw,
+            tok * self.matmul_flops / self.gemm_rate(fl, tok),
+        )
+        at_mem = batch * self.kv_seq_bytes * self.options.kv_read_factor / bw
+        at_flop = tok * self.attn_flops / fl
+        return (
+            (mm_mem if mm_mem > mm_flop else mm_flop)
+            + (at_mem if at_mem > at_flop else at_flop)
+            + self.options.layer_overhead_s
+        )
+
+    def gemm_rate(self, flops: float, rows: float) -> float:
+        """FLOP/s a matmul over `rows` rows reaches on a device measured at `flops`."""
+        half = self.options.matmul_half_rows
+        return flops * rows / (rows + half) if half > 0 else flops
 
     def calibration(self, node: NodeCapacity) -> float:
         """Measured over modelled per-layer step time, at the batch the node measured at."""
@@ -85,7 +105,7 @@ class PerfModel:
         """The lm_head of one decode step on the node holding the last layer: it reads
         the head's weights and does a vocabulary-wide matmul per sequence."""
         t_mem = self.mem.head_bytes / max(node.mem_bandwidth, 1.0)
-        t_flop = batch * self.head_flops / max(node.flops, 1.0)
+        t_flop = batch * self.head_flops / self.gemm_rate(max(node.flops, 1.0), batch)
         return max(t_mem, t_flop) * self.calibration(node)
 
     def step_s(self, node: NodeCapacity, r: LayerRange, batch: float) -> float:
