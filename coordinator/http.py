@@ -100,6 +100,7 @@ def build_gateway(
         tls=tls,
         signer=signer,
         secret_of=lambda node_id: registry.node_secret(NodeId(node_id)),
+        recovering=registry.recovering,
     )
     dashboard.watch_admission(lambda: backend.admission.stats)
     pb_grpc.add_GatewayServicer_to_server(backend.servicer, server)

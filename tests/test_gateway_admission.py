@@ -18,11 +18,11 @@ BUDGET = Budget(max_replays=2, capacity_retries=3, replay_wait_s=30.0)
 
 
 @pytest.mark.parametrize(
-    ("kind", "replays", "capacity", "fallback"),
-    list(itertools.product(FailureKind, range(4), range(5), (False, True))),
+    ("kind", "replays", "capacity", "fallback", "moves"),
+    list(itertools.product(FailureKind, range(4), range(5), (False, True), (0, 7, 8))),
 )
-def test_plan_replay_follows_the_kind_and_the_budget(kind, replays, capacity, fallback):
-    used = Used(replays, capacity, fallback)
+def test_plan_replay_follows_the_kind_and_the_budget(kind, replays, capacity, fallback, moves):
+    used = Used(replays, capacity, fallback, moves)
     plan = plan_replay(kind, used, BUDGET)
     if kind in (FailureKind.INVALID, FailureKind.CANCELLED):
         assert plan is None  # no chain can run it, or nobody wants it
@@ -31,13 +31,19 @@ def test_plan_replay_follows_the_kind_and_the_budget(kind, replays, capacity, fa
         assert (plan is None) == (capacity >= BUDGET.capacity_retries)
         if plan is not None:
             assert plan.any_chain and plan.backoff_s > 0
-            assert plan.used == Used(replays, capacity + 1, fallback)
+            assert plan.used == Used(replays, capacity + 1, fallback, moves)
+    elif kind in (FailureKind.REASSIGNED, FailureKind.DRAINING):
+        # The cluster moved: wait for any current chain while layers reload.
+        assert (plan is None) == (moves >= BUDGET.max_moves)
+        if plan is not None:
+            assert plan.any_chain and plan.wait_s == BUDGET.replay_wait_s
+            assert plan.used == Used(replays, capacity, fallback, moves + 1)
     else:
         assert (plan is None) == (replays >= BUDGET.max_replays)
         if plan is not None:
             assert not plan.any_chain and plan.wait_s > 0
             assert plan.same_at_last == (not fallback)  # the same chain once per request
-            assert plan.used.replays == replays + 1 and plan.used.capacity_retries == capacity
+            assert plan.used == Used(replays + 1, capacity, fallback, moves)
 
 
 def _route(*ids: str) -> Route:

@@ -13,12 +13,13 @@ of that count and the heartbeat's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
-from coordinator.gateway.admission import Admission, route_has_room
+from coordinator.gateway.admission import Admission, QueueFull, route_has_room
 from coordinator.gateway.backend import GenerationRequest, TokenOut
 from coordinator.gateway.replay import Budget, Replay, Used, plan_replay
 from coordinator.gateway.tasks import TaskKeeper
@@ -32,7 +33,7 @@ from coordinator.gateway.upstream import (
 )
 from coordinator.scheduler import route as schedule_route
 from coordinator.scheduler.types import ClusterState, Route, RouteRequest
-from parallax.errors import ParallaxError
+from parallax.errors import NotCovered, ParallaxError
 from parallax.failures import FailureKind
 from parallax.rpc import parallax_pb2 as pb
 from parallax.rpc.grants import RouteSigner, event_mac_ok
@@ -95,7 +96,11 @@ class ClusterBackend:
         tls: Tls | None = None,
         signer: RouteSigner | None = None,
         secret_of: Callable[[str], bytes | None] | None = None,
+        recovering: Callable[[], bool] = lambda: False,
     ) -> None:
+        # Layers assigned but still loading: a request waits for them (as for room),
+        # where with nothing assigned it fails at once (HTTP 503).
+        self._recovering = recovering
         # Route grants and who may deliver: both off only where no node has joined a
         # coordinator (tests with fake nodes).
         self._signer = signer
@@ -135,9 +140,14 @@ class ClusterBackend:
         self._route_fn(RouteRequest("readiness-probe", 1, 1), self._state_fn())
 
     async def generate(self, req: GenerationRequest) -> AsyncIterator[TokenOut]:
-        first = self._route(req)  # uncovered layers fail now (HTTP 503), not after a wait
+        try:
+            first: Route | None = self._route(req)
+        except NotCovered:
+            if not self._recovering():
+                raise  # nothing will cover those layers soon: HTTP 503 now, not after a wait
+            first = None
         # With nobody waiting, admission asks at once, in this turn: that route is current.
-        fresh = [] if self.admission.queued else [first]
+        fresh = [first] if first is not None and not self.admission.queued else []
         reserved: list[Route] = []
 
         def has_room() -> bool:
@@ -154,7 +164,7 @@ class ClusterBackend:
             return True
 
         try:
-            async with self.admission.slot(req.client, has_room):
+            async with self._admitted(req, has_room):
                 route = reserved.pop()
                 self._unhold(route)  # the attempt holds it from here, in the same turn
                 run = self._run(_Flight(req, route))
@@ -176,6 +186,15 @@ class ClusterBackend:
                 yield token
         finally:
             await stream.aclose()
+
+    @contextlib.asynccontextmanager
+    async def _admitted(self, req: GenerationRequest, has_room) -> AsyncIterator[None]:
+        try:
+            async with self.admission.slot(req.client, has_room):
+                yield
+        except QueueFull:
+            self._route(req)  # still uncovered after the wait: HTTP 503, not 429
+            raise
 
     async def _run(self, flight: _Flight) -> AsyncIterator[TokenOut]:
         """Attempts on chains until one ends the request (replays per the failure kinds)."""

@@ -2,10 +2,14 @@
 failure's kind and what this request has used so far.
 
 - The chain is healthy but full (`kv_full`, `overloaded`): wait a moment, then any
-  chain, the same one included. Bounded by `capacity_retries`, not by `max_replays`.
-- A hop is gone or moved (`unreachable`, `reassigned`, `draining`, `internal`) or
-  went silent (`stalled`): another chain; when none shows up in time, the same
-  chain once per request, if the router still offers it (its nodes heartbeat).
+  chain, the same one included. Bounded by `capacity_retries`.
+- The cluster moved under it (`reassigned`, `draining`): the coordinator is
+  re-covering those layers, so wait (up to `replay_wait_s`) for any current chain.
+  That is the cluster's doing, not the request's: bounded by `max_moves`, generously.
+- A hop failed (`unreachable`, `internal`) or went silent (`stalled`): another chain
+  (a dead node is noticed only after the coordinator's dead-after time); when none
+  shows up in time, the same chain once per request, if the router still offers it
+  (its nodes heartbeat). Bounded by `max_replays`.
 - The request itself is bad (`invalid`) or was ended on purpose (`cancelled`): never.
 """
 
@@ -17,21 +21,23 @@ from parallax.failures import FailureKind
 
 # After a hop ran out of KV (or its queues filled), wait this long for others to finish.
 CAPACITY_BACKOFF_S = 1.0
-# How long to look for another chain after a stall or a hop that moved or is leaving
-# (the registry sees those at once), before taking the same chain as a last resort.
-MOVED_REROUTE_WAIT_S = 5.0
+# How long to look for another chain after a stall (the silent chain's nodes still
+# heartbeat), before taking the same chain as a last resort.
+STALL_REROUTE_WAIT_S = 5.0
+# After a hop moved, the router's cached state may still offer it for a moment.
+MOVED_BACKOFF_S = 0.25
 
 _CAPACITY = frozenset({FailureKind.KV_FULL, FailureKind.OVERLOADED})
+_MOVED = frozenset({FailureKind.REASSIGNED, FailureKind.DRAINING})
 _FINAL = frozenset({FailureKind.INVALID, FailureKind.CANCELLED})
-# A dead node is noticed only after the coordinator's dead-after time: wait longer.
-_GONE = frozenset({FailureKind.UNREACHABLE, FailureKind.INTERNAL})
 
 
 @dataclass(frozen=True)
 class Budget:
-    max_replays: int  # replays after faults (a hop gone, moved or silent)
+    max_replays: int  # replays after faults (a hop failed or went silent)
     capacity_retries: int  # replays after a full chain
-    replay_wait_s: float  # longest wait for another chain after a hop died
+    replay_wait_s: float  # longest wait for another chain
+    max_moves: int = 8  # replays after the cluster moved (reassigned or draining hops)
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,7 @@ class Used:
     replays: int = 0
     capacity_retries: int = 0
     same_chain_fallback: bool = False  # the same chain was taken once as a last resort
+    moves: int = 0
 
 
 @dataclass(frozen=True)
@@ -57,13 +64,19 @@ def plan_replay(kind: FailureKind, used: Used, budget: Budget) -> Replay | None:
     if kind in _CAPACITY:
         if used.capacity_retries >= budget.capacity_retries:
             return None
-        after = Used(used.replays, used.capacity_retries + 1, used.same_chain_fallback)
+        after = Used(used.replays, used.capacity_retries + 1, used.same_chain_fallback, used.moves)
         return Replay(CAPACITY_BACKOFF_S, True, 0.0, False, after)
+    if kind in _MOVED:
+        if used.moves >= budget.max_moves:
+            return None
+        after = Used(used.replays, used.capacity_retries, used.same_chain_fallback, used.moves + 1)
+        # A moved node is not routable until it holds its new range, so after a moment
+        # any chain the router offers is current: wait for one while layers reload.
+        return Replay(MOVED_BACKOFF_S, True, budget.replay_wait_s, False, after)
     if used.replays >= budget.max_replays:
         return None
-    wait = (
-        budget.replay_wait_s if kind in _GONE else min(MOVED_REROUTE_WAIT_S, budget.replay_wait_s)
-    )
-    fallback = not used.same_chain_fallback
-    after = Used(used.replays + 1, used.capacity_retries, used.same_chain_fallback)
-    return Replay(0.0, False, wait, fallback, after)
+    wait = budget.replay_wait_s
+    if kind is FailureKind.STALLED:
+        wait = min(STALL_REROUTE_WAIT_S, wait)
+    after = Used(used.replays + 1, used.capacity_retries, used.same_chain_fallback, used.moves)
+    return Replay(0.0, False, wait, not used.same_chain_fallback, after)
