@@ -36,12 +36,17 @@ from coordinator.registry_types import (
     check_address,
     check_name,
 )
+from coordinator.registry_views import (
+    assignments_cover,
+    capacity_of,
+    closest_peers,
+    routable_state,
+)
 from coordinator.scheduler import (
     AllocateOptions,
     Allocation,
     ClusterState,
     NodeCapacity,
-    NodeLoad,
     allocate,
 )
 from coordinator.scheduler.perf import PerfModel
@@ -137,7 +142,7 @@ class Registry:
                 )
                 rec = self._nodes[node_id]
                 self._nodes[node_id] = dataclasses.replace(
-                    rec, decode_speed=self._perf.speed(_capacity(rec))
+                    rec, decode_speed=self._perf.speed(capacity_of(rec))
                 )
                 self._decide(
                     now,
@@ -157,7 +162,7 @@ class Registry:
         with self._membership, self._lock:
             for rec in records:
                 self._nodes[rec.node_id] = dataclasses.replace(
-                    rec, decode_speed=self._perf.speed(_capacity(rec))
+                    rec, decode_speed=self._perf.speed(capacity_of(rec))
                 )
             assignments = {r.node_id: r.assignment.range for r in records}
             self.allocation = Allocation(
@@ -201,7 +206,7 @@ class Registry:
             )
             if new.report.layer_latency_ms != rec.report.layer_latency_ms:
                 new = self._nodes[node_id] = dataclasses.replace(
-                    new, decode_speed=self._perf.speed(_capacity(new))
+                    new, decode_speed=self._perf.speed(capacity_of(new))
                 )
             if new.serving != rec.serving:  # routable or not: the cached state must go
                 self._version += 1
@@ -276,18 +281,7 @@ class Registry:
     def recovering(self) -> bool:
         """Whether the live nodes' assignments cover every layer (some may still be
         loading theirs): requests should wait for them rather than fail."""
-        with self._lock:
-            ranges = sorted(
-                (r.assignment.range.start, r.assignment.range.end)
-                for r in self._nodes.values()
-                if r.alive and r.assignment.range is not None
-            )
-        reach = 0
-        for start, end in ranges:
-            if start > reach:
-                return False
-            reach = max(reach, end)
-        return reach >= self.spec.num_layers
+        return assignments_cover(self.nodes, self.spec.num_layers)
 
     def node_secret(self, node_id: NodeId) -> bytes | None:
         """A live node's secret (the gateway checks what it delivers); None if unknown."""
@@ -312,7 +306,7 @@ class Registry:
     def node_capacities(self) -> list[NodeCapacity]:
         with self._lock:
             records = list(self._nodes.values())
-        return [_capacity(r) for r in records if r.alive and not r.quarantined]
+        return [capacity_of(r) for r in records if r.alive and not r.quarantined]
 
     def cluster_state(self) -> ClusterState:
         """Routable nodes only: ready, with the assigned range loaded. Load figures may
@@ -329,41 +323,11 @@ class Registry:
         return state
 
     def _build_cluster_state(self) -> ClusterState:
-        serving = [r for r in self.nodes if r.serving]
-        ids = {r.node_id for r in serving}
-        loads = tuple(
-            NodeLoad(
-                node_id=r.node_id,
-                address=r.address,
-                range=r.assignment.range,
-                running=r.report.running_requests,
-                kv_free_tokens=r.report.kv_free_tokens,
-                # Without its capacity the router cannot trust kv_free_tokens, and would
-                # send requests to a node whose KV is full (each then fails and replays).
-                kv_capacity_tokens=r.report.kv_total_tokens,
-                max_running=r.report.max_running,
-                layer_latency_ms=r.report.layer_latency_ms,
-                region=r.hardware.region,
-                # When it saturates and queues: the performance model's decode capacity
-                # from its measured hardware, calibrated by its reported layer latency.
-                layer_tokens_per_s=r.decode_speed,
-            )
-            for r in serving
-            if r.assignment.range is not None
-        )
-        rtt = {(r.node_id, p): ms for r in serving for p, ms in r.rtt_ms if p in ids}
-        return ClusterState(num_layers=self.spec.num_layers, nodes=loads, rtt_ms=rtt)
+        return routable_state(self.nodes, self.spec.num_layers)
 
     def peers_of(self, node_id: NodeId) -> list[NodeRecord]:
         """Other live nodes this one should measure RTT to, closest in the pipeline first."""
-        records = self.nodes
-        me = next((r for r in records if r.node_id == node_id), None)
-        start = me.assignment.range.start if me and me.assignment.range else 0
-        others = [r for r in records if r.alive and r.node_id != node_id]
-        others.sort(
-            key=lambda r: abs((r.assignment.range.start if r.assignment.range else 0) - start)
-        )
-        return others[:MAX_PEERS]
+        return closest_peers(self.nodes, node_id, MAX_PEERS)
 
     def status_snapshot(self, now: float) -> dict[str, Any]:
         with self._lock:
@@ -419,18 +383,3 @@ def _slug(name: str) -> str:
 def _range_text(rec: NodeRecord) -> str:
     r = rec.assignment.range
     return f"layers {r}" if r is not None else "no layers"
-
-
-def _capacity(r: NodeRecord) -> NodeCapacity:
-    """What the scheduler knows of a node: measured hardware and reported layer latency."""
-    return NodeCapacity(
-        node_id=r.node_id,
-        memory_bytes=r.hardware.memory_bytes,
-        flops=r.hardware.flops,
-        mem_bandwidth=r.hardware.mem_bandwidth,
-        region=r.hardware.region,
-        layer_latency_ms=r.report.layer_latency_ms or None,
-        # The batch those steps ran at, about: the planner compares like with like.
-        latency_batch=float(max(1, r.report.running_requests)),
-        current=r.assignment.range,
-    )
