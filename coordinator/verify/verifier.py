@@ -42,6 +42,7 @@ REQUEST_PREFIX = "verify-"
 TICK_S = 0.5
 MAX_PENDING = 4  # checks owed at most: a burst of traffic cannot queue a flood of them
 RUN_TIMEOUT_S = 60.0  # one chain's whole answer (a few tokens), on a loaded CPU cluster
+MAX_REPORTED = 20  # latest quarantines listed in the report
 TOP_LOGPROBS = 5  # alternatives asked per token: enough to see a near tie
 # Short, neutral prompts: their first tokens depend on every layer of the model.
 PROMPTS = (
@@ -104,7 +105,7 @@ class Verifier:
         self._clock = clock
         self._rng = rng or random.Random()
         self.outcomes: Counter[str] = Counter()  # checks by outcome
-        self.quarantined = 0
+        self.quarantines: list[dict[str, Any]] = []  # who, when (checks run by then), why
         self.runs = 0
         self._next_prompt = 0
 
@@ -176,8 +177,12 @@ class Verifier:
         reason = f"spot checks: blamed {s.blames} times; last: {why}"
         # Re-allocation may take seconds (the exact solver): off the event loop.
         if await asyncio.to_thread(self.registry.quarantine, node, reason, self._clock()):
-            self.quarantined += 1
-            log.warning("node quarantined", extra={"node_id": node, "reason": reason})
+            checks = sum(n for k, n in self.outcomes.items() if k != "skipped")
+            self.quarantines.append({"node_id": node, "after_checks": checks, "reason": reason})
+            log.warning(
+                "node quarantined",
+                extra={"node_id": node, "after_checks": checks, "reason": reason},
+            )
 
     async def _run(self, route: Route, prompt: tuple[int, ...]) -> Generated | None:
         sampling = SamplingParams(
@@ -222,7 +227,8 @@ class Verifier:
             "tolerance": self.options.tolerance,
             "checks": {k: self.outcomes.get(k, 0) for k in (*map(str, Match), "skipped")},
             "runs": self.runs,
-            "quarantined": self.quarantined,
+            "quarantined": len(self.quarantines),
+            "quarantines": self.quarantines[-MAX_REPORTED:],
             "nodes": self.ledger.to_json(),
         }
 
