@@ -69,6 +69,8 @@ def run_demo(cfg: DemoConfig) -> int:
                 str(cfg.port),
                 "--min-stages",
                 str(cfg.nodes),
+                "--max-model-len",
+                str(cfg.max_model_len),
             ],
             echo=_echo("coordinator"),
         )

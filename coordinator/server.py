@@ -42,10 +42,26 @@ GRPC_SERVER_OPTIONS = (("grpc.so_reuseport", 0),)
 SHUTDOWN_GRACE_S = 2.0
 
 
+def max_model_len(config: CoordinatorConfig, resolved: ResolvedModel) -> int:
+    """--max-model-len, or the model's maximum positions when it is 0. The cluster's
+    memory is not known at start (nodes join later), so it is not a cap here: the
+    planner reserves one full context of KV per layer and stands by a node that cannot
+    hold it, which `parallax plan` explains."""
+    positions = resolved.spec.max_position_embeddings
+    if config.max_model_len > positions:
+        raise ConfigError(
+            f"--max-model-len={config.max_model_len}: {resolved.name} has "
+            f"{positions} positions; give at most {positions} (or 0 for the model's)"
+        )
+    return config.max_model_len or positions
+
+
 def allocate_options(config: CoordinatorConfig, resolved: ResolvedModel) -> AllocateOptions:
     wire = config.wire_dtype or resolved.spec.torch_dtype
     return AllocateOptions(
         wire_dtype_bytes=DTYPE_BYTES.get(wire, 2),
+        # The KV each node reserves per layer, and the longest request the gateway takes.
+        context_tokens=max_model_len(config, resolved),
         solver=config.solver,
         min_stages_when_possible=config.min_stages,
         # Joins wait for the allocator: keep it well inside the time a node may be silent.
@@ -163,7 +179,7 @@ async def serve(
         return snap
 
     # Requests may only be as long as the KV every node reserves per layer.
-    context = min(resolved.spec.max_position_embeddings, options.context_tokens)
+    context = options.context_tokens
     app, backend = build_gateway(
         config, resolved, registry, server, grpc_address, context, snapshot, tls, signer
     )

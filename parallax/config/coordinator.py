@@ -56,6 +56,13 @@ class CoordinatorConfig(ConfigBase):
     max_request_mb: float = opt(
         8.0, help="largest HTTP request body accepted (413 above it)", unit="MiB"
     )
+    max_model_len: int = opt(
+        0,
+        help="longest sequence (prompt + completion) a request may reach; the planner "
+        "reserves this much KV per layer on each node and the gateway refuses longer "
+        "requests (400 context_length_exceeded); 0 = the model's maximum positions",
+        unit="tokens",
+    )
     served_model_name: str = opt(
         "", help="model name clients see in /v1/models and send as `model`; default --model's"
     )
@@ -124,6 +131,7 @@ class CoordinatorConfig(ConfigBase):
             "PARALLAX_API_KEYS), or pass --insecure-open to serve the API and cluster data open",
         )
         self.require(self.min_stages >= 1, "min_stages", "must be >= 1")
+        self.require(self.max_model_len >= 0, "max_model_len", "must be >= 0 (0 = the model's)")
         self.require(self.max_queue >= 0, "max_queue", "must be >= 0")
         self.require(self.max_queue_s > 0, "max_queue_s", "must be positive")
         self.require(

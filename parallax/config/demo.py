@@ -19,8 +19,14 @@ class DemoConfig(ConfigBase):
     port: int = opt(8000, help="gateway and dashboard HTTP port; 0 = pick")
     threads: int = opt(1, help="torch threads per node")
     kv_cache_mb: float = opt(256.0, help="KV cache per node", unit="MiB")
+    max_model_len: int = opt(
+        0,
+        help="longest sequence (prompt + completion) a request may reach; 0 = the model's",
+        unit="tokens",
+    )
     ready_timeout_s: float = opt(300.0, help="how long to wait for the cluster", unit="s")
 
     def validate(self) -> None:
         self.require(1 <= self.nodes <= 64, "nodes", "must be 1..64")
         self.require(self.threads >= 1, "threads", "must be >= 1")
+        self.require(self.max_model_len >= 0, "max_model_len", "must be >= 0 (0 = the model's)")
