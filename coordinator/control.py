@@ -34,6 +34,7 @@ from coordinator.registry_types import (
     Proof,
 )
 from parallax.errors import InvalidArgument
+from parallax.models.identity import ModelIdentity
 from parallax.rpc import parallax_pb2 as pb
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
 from parallax.rpc.auth import join_proof_ok, new_node_secret, node_mac_ok
@@ -104,8 +105,10 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         clock: Callable[[], float] = time.time,
         limiter: FailureLimiter | None = None,
         route_key: bytes = b"",
+        model_identity: ModelIdentity | None = None,
     ) -> None:
         self.registry = registry
+        self.model_identity = model_identity  # told at join: a node checks its own copy
         self.route_key = route_key  # the gateway's grant-signing public key, told at join
         self.join_token = join_token
         self.heartbeat_s = heartbeat_s
@@ -153,7 +156,13 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
                     "(or PARALLAX_JOIN_TOKEN) set to the coordinator's --join-token",
                 )
         model = self.registry.model_name
-        if request.model and request.model != model:
+        if request.model_parts and self.model_identity is not None:
+            # The same bytes under any path or name are the same model.
+            why = self.model_identity.mismatch(request.model_parts, request.model, model)
+            if why:
+                log.warning("join refused: other model", extra={"peer": peer, "reason": why})
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, why)
+        elif request.model and request.model != model:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"this coordinator serves {model!r}, not {request.model!r}: "
@@ -204,6 +213,8 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             heartbeat_interval_s=self.heartbeat_s,
             node_secret=secret,
             route_key=self.route_key,
+            model_digest=self.model_identity.digest if self.model_identity else "",
+            model_parts=dict(self.model_identity.parts) if self.model_identity else {},
         )
 
     async def _prove(self, method: str, request, context: grpc.aio.ServicerContext) -> Proof:

@@ -29,6 +29,7 @@ from coordinator.verify.verifier import Verifier, build_verifier
 from parallax.config.coordinator import CoordinatorConfig
 from parallax.config.tls import load_tls
 from parallax.errors import ConfigError
+from parallax.models.identity import model_identity
 from parallax.models.registry import ResolvedModel, resolve_model
 from parallax.models.spec import DTYPE_BYTES
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
@@ -164,6 +165,7 @@ async def serve(
         heartbeat_s=config.heartbeat_s,
         clock=clock,
         route_key=signer.public_key,
+        model_identity=model_identity(resolved),
     )
     pb_grpc.add_CoordinatorServicer_to_server(service, server)
     grpc_port = bind_grpc(server, config.grpc_host, config.grpc_port, tls)

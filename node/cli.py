@@ -62,10 +62,28 @@ def generate(cfg: GenerateConfig) -> int:
     return 0
 
 
+async def _check_identity(client, resolved) -> None:
+    """Without --model the node serves the coordinator's path, found on this machine:
+    refuse before loading anything if that is other bytes, and leave at once so the
+    layers it was given go back to the others. (A --model was compared at the join.)"""
+    from parallax.models.identity import ModelIdentity, check_same_model, model_identity
+
+    if client.model_parts is None:
+        return
+    served = ModelIdentity.of_parts(client.model_parts)
+    ours = await asyncio.to_thread(model_identity, resolved)
+    try:
+        check_same_model(ours, served, resolved.path, client.assignment.model)
+    except ParallaxError:
+        await client.leave()
+        raise
+
+
 async def run_node(cfg: NodeConfig) -> int:
     from node.control import ControlClient
     from node.hardware import measure_hardware
     from node.server import NodeServer
+    from parallax.models.identity import model_identity
     from parallax.models.registry import resolve_model
     from parallax.tokenizer import Tokenizer
 
@@ -87,9 +105,17 @@ async def run_node(cfg: NodeConfig) -> int:
         # Advertised like the gRPC address, so Prometheus can find it from the coordinator.
         metrics_address = f"{cfg.advertise_host or cfg.host}:{metrics_port}"
         print(f"node metrics listening on http://{metrics_address}", flush=True)
-        node_id, assignment, _ = await client.join(cfg, address, hardware, metrics_address)
+        # A --model is hashed before the join: the coordinator compares its identity
+        # (so any path to the same bytes is accepted) and refuses other bytes.
+        own = await asyncio.to_thread(resolve_model, cfg.model) if cfg.model else None
+        parts = (await asyncio.to_thread(model_identity, own)).parts if own else None
+        node_id, assignment, _ = await client.join(
+            cfg, address, hardware, metrics_address, model_parts=parts
+        )
         server.set_identity(node_id, client.secret, client.route_key)
-        resolved = resolve_model(cfg.model or assignment.model)
+        resolved = own or resolve_model(assignment.model)
+        if own is None:
+            await _check_identity(client, resolved)
         tok = Tokenizer.from_model(resolved)
         server.set_model(resolved, tok.eos_token_ids, vocab_limit=tok.vocab_size)
         print(f"node {node_id} joined; serving {resolved.name}", flush=True)

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import grpc
 from google.protobuf.message import Message
@@ -73,6 +73,7 @@ class ControlClient:
         self.node_id = ""
         self._secret = b""  # this node's identity, from the JoinReply
         self.route_key = b""  # the coordinator's Ed25519 key, from the JoinReply
+        self.model_parts: dict[str, str] | None = None  # the served model's, from the JoinReply
         self._counter = 0  # of the last call signed with it
         self.assignment = pb.Assignment()
         self.interval_s = 1.0
@@ -86,9 +87,15 @@ class ControlClient:
         )
 
     async def join(
-        self, config: NodeConfig, address: str, hardware: Hardware, metrics_address: str = ""
+        self,
+        config: NodeConfig,
+        address: str,
+        hardware: Hardware,
+        metrics_address: str = "",
+        model_parts: Mapping[str, str] | None = None,
     ) -> tuple[str, pb.Assignment, float]:
-        """Join the cluster: (node id, assignment, heartbeat interval in seconds)."""
+        """Join the cluster: (node id, assignment, heartbeat interval in seconds).
+        `model_parts`: the identity of --model, which the coordinator compares."""
         name = config.name or f"{socket.gethostname()}-{address.rpartition(':')[2]}"
         self._join_request = pb.JoinRequest(
             name=name,
@@ -96,6 +103,7 @@ class ControlClient:
             hardware=hardware.to_pb(),
             model=config.model,
             metrics_address=metrics_address,
+            model_parts=dict(model_parts or {}),
         )
         self._join_token = config.join_token
         self.interval_s = config.heartbeat_s
@@ -167,6 +175,8 @@ class ControlClient:
         self.node_id = reply.node_id
         self._secret = reply.node_secret
         self.route_key = reply.route_key  # verifies the gateway's route grants
+        # The served model's identity; empty from a coordinator that does not hash.
+        self.model_parts = dict(reply.model_parts) if reply.model_digest else None
         self._counter = 0
         self.assignment = reply.assignment
         if reply.heartbeat_interval_s > 0:

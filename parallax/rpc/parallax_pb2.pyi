@@ -304,7 +304,14 @@ class JoinChallengeReply(_message.Message):
     def __init__(self, nonce: _Optional[bytes] = ..., expires_in_s: _Optional[float] = ...) -> None: ...
 
 class JoinRequest(_message.Message):
-    __slots__ = ("name", "address", "hardware", "model", "metrics_address", "nonce", "token_proof", "previous_node_id", "previous_proof")
+    __slots__ = ("name", "address", "hardware", "model", "metrics_address", "nonce", "token_proof", "previous_node_id", "previous_proof", "model_parts")
+    class ModelPartsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     HARDWARE_FIELD_NUMBER: _ClassVar[int]
@@ -314,6 +321,7 @@ class JoinRequest(_message.Message):
     TOKEN_PROOF_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_PROOF_FIELD_NUMBER: _ClassVar[int]
+    MODEL_PARTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     address: str
     hardware: Hardware
@@ -323,7 +331,8 @@ class JoinRequest(_message.Message):
     token_proof: bytes
     previous_node_id: str
     previous_proof: NodeProof
-    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., hardware: _Optional[_Union[Hardware, _Mapping]] = ..., model: _Optional[str] = ..., metrics_address: _Optional[str] = ..., nonce: _Optional[bytes] = ..., token_proof: _Optional[bytes] = ..., previous_node_id: _Optional[str] = ..., previous_proof: _Optional[_Union[NodeProof, _Mapping]] = ...) -> None: ...
+    model_parts: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., hardware: _Optional[_Union[Hardware, _Mapping]] = ..., model: _Optional[str] = ..., metrics_address: _Optional[str] = ..., nonce: _Optional[bytes] = ..., token_proof: _Optional[bytes] = ..., previous_node_id: _Optional[str] = ..., previous_proof: _Optional[_Union[NodeProof, _Mapping]] = ..., model_parts: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Assignment(_message.Message):
     __slots__ = ("model", "start", "end", "standby", "epoch")
@@ -340,18 +349,29 @@ class Assignment(_message.Message):
     def __init__(self, model: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., standby: _Optional[bool] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class JoinReply(_message.Message):
-    __slots__ = ("node_id", "assignment", "heartbeat_interval_s", "node_secret", "route_key")
+    __slots__ = ("node_id", "assignment", "heartbeat_interval_s", "node_secret", "route_key", "model_digest", "model_parts")
+    class ModelPartsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     NODE_SECRET_FIELD_NUMBER: _ClassVar[int]
     ROUTE_KEY_FIELD_NUMBER: _ClassVar[int]
+    MODEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    MODEL_PARTS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     assignment: Assignment
     heartbeat_interval_s: float
     node_secret: bytes
     route_key: bytes
-    def __init__(self, node_id: _Optional[str] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., heartbeat_interval_s: _Optional[float] = ..., node_secret: _Optional[bytes] = ..., route_key: _Optional[bytes] = ...) -> None: ...
+    model_digest: str
+    model_parts: _containers.ScalarMap[str, str]
+    def __init__(self, node_id: _Optional[str] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., heartbeat_interval_s: _Optional[float] = ..., node_secret: _Optional[bytes] = ..., route_key: _Optional[bytes] = ..., model_digest: _Optional[str] = ..., model_parts: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class PeerRtt(_message.Message):
     __slots__ = ("node_id", "rtt_ms")
