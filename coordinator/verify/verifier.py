@@ -18,7 +18,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from coordinator.gateway.backend import GenerationRequest, TokenOut
@@ -77,7 +77,8 @@ def tokenize_prompts(tok: Tokenizer, texts: Sequence[str] = PROMPTS) -> list[tup
             ids = tok.encode_chat([{"role": "user", "content": text}])
         except InvalidArgument:  # a base model without a chat template
             ids = tok.encode(text)
-        out.append(tuple(ids))
+        if ids:
+            out.append(tuple(ids))
     return out
 
 
@@ -94,7 +95,7 @@ class Verifier:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
-        if not prompts or not all(prompts):
+        if (options.rate > 0 or options.idle_s > 0) and (not prompts or not all(prompts)):
             raise InvalidArgument("the verifier needs at least one non-empty prompt")
         self.registry = registry
         self.options = options
@@ -249,6 +250,9 @@ def build_verifier(
         tolerance=config.verify_tolerance,
     )
     prompts = tokenize_prompts(Tokenizer.from_model(resolved))
+    if not prompts:
+        log.warning("spot checks are off: the model's tokenizer gives no ids for their prompts")
+        options = replace(options, rate=0.0, idle_s=0.0)
     return Verifier(
         registry, backend, lambda: backend.admission.stats.admitted, prompts, options, clock=clock
     )
