@@ -39,6 +39,8 @@ def best_chain(held: Held, perf: PerfModel) -> Pipeline | None:
     best: dict[int, tuple[float, Pipeline]] = {0: (0.0, [])}
     active: Held = []
     k = 0
+    one = {n.node_id: perf.layer_s(n, 1.0) for n, _r in held}  # per layer, batch 1
+    hops: dict[tuple[str, str], float] = {}  # by region pair: few of them
     for a in cuts[:-1]:
         while k < len(by_start) and by_start[k][1].start <= a:
             active.append(by_start[k])
@@ -48,11 +50,16 @@ def best_chain(held: Held, perf: PerfModel) -> Pipeline | None:
             continue
         cost, chain = best[a]
         for n, r in active:
-            hop = perf.hop_s(chain[-1][0], n) if chain else 0.0
+            hop = 0.0
+            if chain:
+                pair = (chain[-1][0].region, n.region)
+                if pair not in hops:
+                    hops[pair] = perf.hop_s(chain[-1][0], n)
+                hop = hops[pair]
             # Entering a node waits for its step in progress: half of its whole range
             # (as the router prices a hop), so a short hop onto a big node is dear.
-            wait = HOP_WAIT_STEPS * len(r) * perf.layer_s(n, 1.0)
-            c = cost + hop + wait + (r.end - a) * perf.layer_s(n, 1.0)
+            t1 = one[n.node_id]
+            c = cost + hop + (HOP_WAIT_STEPS * len(r) + r.end - a) * t1
             if r.end not in best or c < best[r.end][0] - 1e-15:
                 best[r.end] = (c, [*chain, (n, LayerRange(a, r.end))])
     return best[L][1] if L in best else None
