@@ -59,6 +59,9 @@ log = logging.getLogger(__name__)
 
 MAX_DECISIONS = 200
 MAX_PEERS = 16  # RTT probes per heartbeat stay bounded in big clusters
+# A node whose measured layer time is this many times what its claimed hardware predicts
+# is flagged (a volunteer may overstate what it has; the measurement wins either way).
+SLOWER_THAN_CLAIMED = 4.0
 
 
 class Registry:
@@ -205,8 +208,18 @@ class Registry:
                 rtt_ms=known,
             )
             if new.report.layer_latency_ms != rec.report.layer_latency_ms:
+                cap = capacity_of(new)
+                slow = self._perf.calibration(cap)
+                flag = slow if slow > SLOWER_THAN_CLAIMED else 0.0
+                if flag and not rec.slower_than_claimed:
+                    self._decide(
+                        now,
+                        "flag",
+                        f"{node_id} runs {slow:.1f}x slower than the hardware it claimed; "
+                        "it is planned and routed by its measured speed",
+                    )
                 new = self._nodes[node_id] = dataclasses.replace(
-                    new, decode_speed=self._perf.speed(capacity_of(new))
+                    new, decode_speed=self._perf.speed(cap), slower_than_claimed=flag
                 )
             if new.serving != rec.serving:  # routable or not: the cached state must go
                 self._version += 1

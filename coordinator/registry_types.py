@@ -127,6 +127,10 @@ class NodeRecord:
     # Why spot checks found it lying ("" = never): it gets no traffic and no layers
     # (coordinator/verify).
     quarantined: str = ""
+    # Measured over modelled per-layer step time, once it ran far slower than the
+    # hardware it claimed at join (0.0: not flagged); the planner already uses the
+    # measured time, this tells people (dashboard, `parallax status`).
+    slower_than_claimed: float = 0.0
 
     @property
     def alive(self) -> bool:

@@ -43,6 +43,8 @@ def node_json(rec: NodeRecord, now: float) -> dict[str, Any]:
         "state": str(rec.state),
         "serving": rec.serving,
         "quarantined": rec.quarantined,  # why spot checks took it off ("" = not)
+        # Measured / claimed per-layer step time, when far above 1 (0 = not flagged).
+        "slower_than_claimed": round(rec.slower_than_claimed, 1),
         "hardware": {
             "device": hw.device,
             "device_name": hw.device_name,

@@ -82,7 +82,11 @@ def nodes_table(status: dict[str, Any]) -> Table:
             layers,
             Text("quarantined", style="bold red")
             if n.get("quarantined")
-            else Text(n["state"], style=STATE_STYLE.get(n["state"], "")),
+            else Text(
+                n["state"]
+                + (f" ({n['slower_than_claimed']}x slow)" if n.get("slower_than_claimed") else ""),
+                style=STATE_STYLE.get(n["state"], ""),
+            ),
             str(st["running_requests"]),
             kv,
             f"{st['tokens_per_s']:.1f}",

@@ -75,3 +75,25 @@ def test_a_draining_node_hands_its_layers_to_the_others_at_once():
         at = max(at, end)
     assert at == reg.spec.num_layers  # the others cover every layer without it
     assert any(d.kind == "drain" for d in reg.decisions)
+
+
+def test_a_node_far_slower_than_it_claimed_is_flagged_and_an_honest_one_is_not():
+    from coordinator.registry_views import capacity_of
+
+    reg, ids = _cluster(2)
+    honest, liar = ids
+    for node_id, factor in ((honest, 1.2), (liar, 10.0)):
+        rec = reg.get(node_id)
+        modelled_ms = reg._perf.roofline_s(capacity_of(rec), 1.0) * 1000
+        report = NodeReport(
+            state=NodeState.READY,
+            loaded=rec.assignment.range,
+            layer_latency_ms=modelled_ms * factor,
+            running_requests=0,
+        )
+        reg.heartbeat(node_id, report, {}, now=2.0)
+    assert reg.get(honest).slower_than_claimed == 0.0
+    assert reg.get(liar).slower_than_claimed == pytest.approx(10.0, rel=0.01)
+    flags = [d.message for d in reg.decisions if d.kind == "flag"]
+    assert len(flags) == 1 and liar in flags[0]
+    assert reg.status_snapshot(3.0)["nodes"][1]["slower_than_claimed"] in (0.0, 10.0)

@@ -39,7 +39,10 @@ function layersCell(node) {
 // A node spot checks found lying: it serves nothing; the reason says what it got wrong.
 function statusCell(node) {
   if (!node.quarantined) {
-    return el("td", {}, el("span", { class: "status", "data-state": node.state }, node.state));
+    const badge = el("span", { class: "status", "data-state": node.state }, node.state);
+    if (!node.slower_than_claimed) return el("td", {}, badge);
+    const why = `runs ${node.slower_than_claimed}x slower than the hardware it claimed`;
+    return el("td", {}, badge, el("div", { class: "dev-sub reason", title: why }, why));
   }
   return el(
     "td",
