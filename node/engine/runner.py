@@ -133,6 +133,7 @@ class ShardRunner:
             slots.extend(self.kv.slots(c.request_id, c.start, c.start + c.n))
         decodes = [c for c in chunks if c.n == 1]
         decode_slots = decode_mask = None
+        decode_tables = decode_lengths = None
         if decodes:
             lengths = [c.start + 1 for c in decodes]
             lmax = max(lengths)
@@ -146,6 +147,9 @@ class ShardRunner:
             q_pos = torch.tensor(lengths).unsqueeze(1) - 1
             visible = _visible(q_pos, torch.arange(lmax).unsqueeze(0), window)
             decode_mask = visible.view(len(decodes), 1, 1, lmax).to(dev)
+            if self.model.kernels.paged_decode and window is None:
+                decode_tables = tables.to(dev, torch.int32)
+                decode_lengths = torch.tensor(lengths, dtype=torch.int32, device=dev)
         prefills, row = [], len(decodes)
         for c in chunks[len(decodes) :]:
             ctx = c.start + c.n
@@ -162,6 +166,9 @@ class ShardRunner:
             decode_slots=decode_slots,
             decode_mask=decode_mask,
             prefills=prefills,
+            decode_tables=decode_tables,
+            decode_lengths=decode_lengths,
+            block_size=bs,
         )
         return meta, torch.tensor(positions, device=dev)
 

@@ -23,10 +23,25 @@ class AttentionMeta:
     decode_mask: torch.Tensor | None  # [B, 1, 1, Lmax] True where a key is visible
     # One entry per prefill chunk: (row start, row count, context slots [ctx], mask or None)
     prefills: list[tuple[int, int, torch.Tensor, torch.Tensor | None]]
+    # The decodes' block tables [B, max_blocks] (int32) and context lengths [B] (int32),
+    # for kernels that read the paged cache directly; the block size they use.
+    decode_tables: torch.Tensor | None = None
+    decode_lengths: torch.Tensor | None = None
+    block_size: int = 0
 
 
 class Kernels(Protocol):
     def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor: ...
+
+    def add_rms_norm(
+        self, x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...  # (rms_norm(x + residual), x + residual)
+
+    def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor: ...  # silu(gate) * up
+
+    def rotary(
+        self, q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...  # may rotate in place
 
     def attention(
         self,
@@ -40,12 +55,32 @@ class Kernels(Protocol):
     ) -> torch.Tensor: ...  # [T, Hq, D]
 
 
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding, HF rotate_half layout (cos/sin from `node.model.rope`)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
 class TorchKernels:
+    paged_decode = False  # kernels that read block tables set this (see AttentionMeta)
+
     def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         dtype = x.dtype
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
         return weight * x32.to(dtype)
+
+    def add_rms_norm(self, x, residual, weight, eps):
+        s = residual + x
+        return self.rms_norm(s, weight, eps), s
+
+    def silu_mul(self, gate_up):
+        gate, up = gate_up.split(gate_up.shape[-1] // 2, -1)
+        return F.silu(gate) * up
+
+    def rotary(self, q, k, cos, sin):
+        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
 
     def attention(self, q, k, v, k_cache, v_cache, meta, scale):
         k_cache.index_copy_(0, meta.slot_mapping, k)
@@ -62,11 +97,17 @@ class TorchKernels:
             )
             out[:nd] = o.squeeze(2)
         for start, n, ctx_slots, mask in meta.prefills:
-            qp = q[start : start + n].transpose(0, 1).unsqueeze(0)  # [1, Hq, n, D]
-            kp = k_cache[ctx_slots].transpose(0, 1).unsqueeze(0)  # [1, Hkv, ctx, D]
-            vp = v_cache[ctx_slots].transpose(0, 1).unsqueeze(0)
-            o = F.scaled_dot_product_attention(
-                qp, kp, vp, attn_mask=mask, is_causal=mask is None, scale=scale, enable_gqa=True
-            )
-            out[start : start + n] = o.squeeze(0).transpose(0, 1)
+            qp = q[start : start + n]
+            out[start : start + n] = self._prefill(qp, k_cache, v_cache, ctx_slots, mask, scale)
         return out
+
+    @staticmethod
+    def _prefill(q, k_cache, v_cache, ctx_slots, mask, scale) -> torch.Tensor:
+        """One prefill chunk's attention over its context slots: [n, Hq, D]."""
+        qp = q.transpose(0, 1).unsqueeze(0)  # [1, Hq, n, D]
+        kp = k_cache[ctx_slots].transpose(0, 1).unsqueeze(0)  # [1, Hkv, ctx, D]
+        vp = v_cache[ctx_slots].transpose(0, 1).unsqueeze(0)
+        o = F.scaled_dot_product_attention(
+            qp, kp, vp, attn_mask=mask, is_causal=mask is None, scale=scale, enable_gqa=True
+        )
+        return o.squeeze(0).transpose(0, 1)

@@ -6,7 +6,10 @@ import math
 
 import torch
 
+from node.kernels.torch_kernels import apply_rotary
 from parallax.models.spec import ModelSpec
+
+__all__ = ["RotaryTable", "apply_rotary", "inverse_frequencies"]
 
 
 def inverse_frequencies(spec: ModelSpec) -> torch.Tensor:
@@ -41,9 +44,3 @@ class RotaryTable:
 
     def lookup(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin

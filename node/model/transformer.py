@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from node.kernels import AttentionMeta, Kernels, TorchKernels
-from node.model.rope import RotaryTable, apply_rotary
+from node.model.rope import RotaryTable
 from parallax.models.spec import ModelSpec
 from parallax.types import LayerRange
 
@@ -39,7 +38,7 @@ class Attention(nn.Module):
         if self.spec.qk_norm:
             q = kernels.rms_norm(q, self.q_norm, self.spec.rms_norm_eps)
             k = kernels.rms_norm(k, self.k_norm, self.spec.rms_norm_eps)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q, k = kernels.rotary(q, k, cos, sin)
         o = kernels.attention(q, k, v.contiguous(), k_cache, v_cache, meta, self.scale)
         return self.o_proj(o.reshape(t, self.nq * self.d))
 
@@ -51,9 +50,8 @@ class MLP(nn.Module):
         self.gate_up = nn.Linear(spec.hidden_size, 2 * spec.intermediate_size, bias=False)
         self.down_proj = nn.Linear(spec.intermediate_size, spec.hidden_size, bias=False)
 
-    def forward(self, x):
-        gate, up = self.gate_up(x).split(self.inter, -1)
-        return self.down_proj(F.silu(gate) * up)
+    def forward(self, x, kernels: Kernels):
+        return self.down_proj(kernels.silu_mul(self.gate_up(x)))
 
 
 class DecoderLayer(nn.Module):
@@ -67,9 +65,9 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x, cos, sin, k_cache, v_cache, meta, kernels: Kernels):
         h = kernels.rms_norm(x, self.input_layernorm, self.eps)
-        x = x + self.self_attn(h, cos, sin, k_cache, v_cache, meta, kernels)
-        h = kernels.rms_norm(x, self.post_attention_layernorm, self.eps)
-        return x + self.mlp(h)
+        a = self.self_attn(h, cos, sin, k_cache, v_cache, meta, kernels)
+        h, x = kernels.add_rms_norm(a, x, self.post_attention_layernorm, self.eps)
+        return x + self.mlp(h, kernels)
 
 
 class ShardModel(nn.Module):

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import torch
 
+from node.kernels import kernels_for
 from node.model import ShardModel
 from node.model.quant import cat_rows
 from node.weights.formats import (
@@ -174,4 +175,5 @@ def load_shard_model(
     cast_floats(model, dtype)
     model.requires_grad_(False)
     model.setup_rotary(max_positions or spec.max_position_embeddings)
+    model.kernels = kernels_for(device)
     return model
