@@ -32,6 +32,8 @@ _LAYER_PARTS = {
     "ffn_gate": "mlp.gate_proj",
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
+    "attn_q_norm": "self_attn.q_norm",  # Qwen3
+    "attn_k_norm": "self_attn.k_norm",
 }
 _GLOBAL = {
     "token_embd.weight": "model.embed_tokens.weight",
@@ -44,7 +46,7 @@ _IGNORED = {"rope_freqs.weight"}
 
 
 def hf_name(gguf_name: str) -> str | None:
-    """The Hugging Face name of a llama-architecture GGUF tensor, or None if it has none."""
+    """The Hugging Face name of a llama/qwen2/qwen3 GGUF tensor, or None if it has none."""
     if gguf_name in _GLOBAL:
         return _GLOBAL[gguf_name]
     m = _BLOCK.match(gguf_name)
@@ -92,7 +94,7 @@ def load_gguf_tensors(
             if gname in _IGNORED:
                 continue
             raise ModelFormatError(
-                f"{gf.path} holds tensor {gname!r}, which a llama-architecture model does not have"
+                f"{gf.path} holds tensor {gname!r}, which a {gf.architecture} model does not have"
             )
         if wanted(name):
             plan[name] = info
@@ -126,9 +128,11 @@ def _load_one(gf: GgufFile, info: TensorInfo, name: str, spec: ModelSpec) -> tor
             f"{gf.path}: cannot dequantize tensor {info.name!r} ({info.ggml_type.name}): {e}"
         ) from e
     w = w.reshape(info.shape)
-    if name.endswith("q_proj.weight"):
+    # llama.cpp's converter permutes q/k rows for the llama architecture only.
+    permuted = spec.family == "llama"
+    if permuted and name.endswith("q_proj.weight"):
         w = unpermute_rope_rows(w, spec.num_attention_heads)
-    elif name.endswith("k_proj.weight"):
+    elif permuted and name.endswith("k_proj.weight"):
         w = unpermute_rope_rows(w, spec.num_key_value_heads)
     w = np.ascontiguousarray(w, dtype=np.float32)
     if not w.flags.writeable:  # F32 "dequantization" is a view of the read-only map

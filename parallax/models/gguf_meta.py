@@ -14,7 +14,8 @@ from parallax.models.gguf_file import GgufFile, read_gguf
 from parallax.models.spec import ModelSpec, RopeScaling
 
 # llama.cpp writes Mistral checkpoints as "llama"; both share one module layout.
-SUPPORTED_GGUF_ARCHITECTURES = ("llama", "mistral")
+# Qwen2 adds q/k/v biases, Qwen3 per-head q/k RMSNorms; neither is permuted.
+SUPPORTED_GGUF_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
 
 # llama.cpp bakes Llama-3 rope scaling into a `rope_freqs` tensor and drops the
 # parameters; these are the ones every Llama 3.x release uses, and we verify the
@@ -63,7 +64,7 @@ def spec_from_header(gf: GgufFile) -> ModelSpec:
     eos = md.get("tokenizer.ggml.eos_token_id")
     bos = md.get("tokenizer.ggml.bos_token_id")
     return ModelSpec(
-        family="llama",
+        family=arch if arch in ("qwen2", "qwen3") else "llama",
         num_layers=num_layers,
         hidden_size=hidden,
         intermediate_size=int(get("feed_forward_length", required=True)),
@@ -76,6 +77,8 @@ def spec_from_header(gf: GgufFile) -> ModelSpec:
         rope_scaling=_rope_scaling(gf, get("rope.scaling.type"), head_dim, theta),
         max_position_embeddings=int(get("context_length", 2048)),
         tie_word_embeddings="output.weight" not in gf.tensors,
+        attention_bias="blk.0.attn_q.bias" in gf.tensors,
+        qk_norm="blk.0.attn_q_norm.weight" in gf.tensors,
         torch_dtype=_float_dtype(gf),
         bos_token_id=int(bos) if bos is not None else None,
         eos_token_ids=(int(eos),) if eos is not None else (),
