@@ -136,7 +136,11 @@ class Verifier:
         order = sorted(
             state.nodes, key=lambda n: (self.ledger.get(n.node_id).checks, self._rng.random())
         )
-        pair = next((p for n in order if (p := pick_pair(state, n.node_id)) is not None), None)
+        # O(layers x nodes) per node tried: a big cluster of sole holders is no business
+        # of the event loop.
+        pair = await asyncio.to_thread(
+            lambda: next((p for n in order if (p := pick_pair(state, n.node_id)) is not None), None)
+        )
         if pair is None:
             self.outcomes["skipped"] += 1
             return None
