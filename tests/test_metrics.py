@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, routed_hops
 
 PROMPT = "metrics-canary prompt: count to five"
 
@@ -88,17 +87,6 @@ def test_coordinator_counters_move_with_requests(cluster):
     assert total(after, "parallax_scheduler_decisions_total", kind="allocate") >= 1
     # Logs say what happened, never what was asked.
     assert not any("metrics-canary" in line for line in cluster.coordinator.lines)
-
-
-def routed_hops(cluster) -> list[str]:
-    """Node ids of the most recently routed request, from the coordinator's log."""
-    for line in reversed(cluster.coordinator.lines):
-        if '"request routed"' in line:
-            entry = json.loads(line)
-            # A spot check's chains (ids verify-...) are logged the same way: skip them.
-            if not entry.get("request_id", "").startswith("verify-"):
-                return entry["route"]
-    raise AssertionError("no request was routed")
 
 
 def node_id_of(worker) -> str:

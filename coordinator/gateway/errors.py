@@ -80,18 +80,23 @@ def from_parallax_error(exc: ParallaxError) -> ApiError:
     if isinstance(exc, RequestFailed):
         return from_failure(exc.failure)
     if isinstance(exc, CapacityError):
-        return ApiError(
-            429,
-            f"the cluster is saturated, retry shortly: {exc}",
-            type="rate_limit_error",
-            code="rate_limit_exceeded",
-            headers={"Retry-After": str(RETRY_AFTER_S)},
-        )
+        return saturated(str(exc))
     if isinstance(exc, NotCovered):
         return ApiError(503, str(exc), type="service_unavailable", code="layers_not_covered")
     if isinstance(exc, UpstreamError):
         return ApiError(503, str(exc), type="service_unavailable", code="upstream_error")
     return ApiError(500, f"internal error: {type(exc).__name__}", type="server_error")
+
+
+def saturated(why: str) -> ApiError:
+    """HTTP 429 with Retry-After: the cluster is full now, a later try may succeed."""
+    return ApiError(
+        429,
+        f"the cluster is saturated, retry shortly: {why}",
+        type="rate_limit_error",
+        code="rate_limit_exceeded",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
 
 
 def from_failure(failure: Failure) -> ApiError:
@@ -101,13 +106,7 @@ def from_failure(failure: Failure) -> ApiError:
     if failure.kind is FailureKind.INVALID:
         return ApiError(400, message, code="invalid_value")
     if failure.kind in (FailureKind.KV_FULL, FailureKind.OVERLOADED):
-        return ApiError(
-            429,
-            f"the cluster is saturated, retry shortly: {message}",
-            type="rate_limit_error",
-            code="rate_limit_exceeded",
-            headers={"Retry-After": str(RETRY_AFTER_S)},
-        )
+        return saturated(message)
     return ApiError(503, message, type="service_unavailable", code=f"upstream_{failure.kind}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -102,3 +103,14 @@ class Cluster:
                     p.popen.wait(10)
                 except subprocess.TimeoutExpired:
                     os.killpg(p.popen.pid, signal.SIGKILL)
+
+
+def routed_hops(cluster: Cluster) -> list[str]:
+    """Node ids of the most recently routed request, from the coordinator's log."""
+    for line in reversed(cluster.coordinator.lines):
+        if '"request routed"' in line:
+            entry = json.loads(line)
+            # A spot check's chains (ids verify-...) are logged the same way: skip them.
+            if not entry.get("request_id", "").startswith("verify-"):
+                return entry["route"]
+    raise AssertionError("no request was routed")
