@@ -16,7 +16,6 @@ pytestmark = pytest.mark.e2e
 
 SERVED = "smol"
 ASK = [{"role": "user", "content": "What is the weather in Paris?", "name": "alice"}]
-CLUSTER_CONTEXT = 2048  # AllocateOptions.context_tokens: what every node reserves KV for
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +39,8 @@ def test_served_name_and_real_context(client):
     (card,) = client.models.list().data
     positions = resolve_model("smollm2-135m").spec.max_position_embeddings
     assert card.id == SERVED
-    assert card.model_extra["max_model_len"] == min(positions, CLUSTER_CONTEXT)
+    # --max-model-len defaults to the model's positions (nodes reserve KV for it).
+    assert card.model_extra["max_model_len"] == positions
     with pytest.raises(openai.NotFoundError):
         _chat(client, model="smollm2-135m")
 
