@@ -1,10 +1,10 @@
 """A tampered node is caught: real processes, the real SmolLM2 weights.
 
-The attack: a volunteer claims the cluster's model but serves other weights. The
-coordinator's model is `~/smollm2.gguf`; honest processes run with a HOME where that
-is the real file, the liar with a HOME where it is a copy whose layer 10 has noise
-added (every tensor of it, requantized as the file stores it; metadata unchanged). It
-joins like anyone else, passes every check a join makes, and serves.
+The attack: a volunteer runs a modified node. It loads a copy of SmolLM2 whose layer
+10 has noise added (every tensor of it, requantized as the file stores it; metadata
+unchanged), and reports the real file's identity (the hashes a node sends at join and
+checks its copy against): a node's report about itself proves nothing. It joins like
+anyone else, passes every check a join makes, and serves.
 
 Six nodes at --min-stages 2: two-stage pipelines whose ranges overlap (the
 allocation decides the cuts), so every layer has three holders or more and a check
@@ -13,6 +13,7 @@ must find the liar's span inside pipelines.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import gguf
@@ -29,7 +30,17 @@ from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.e2e
 
-MODEL = "~/smollm2.gguf"  # the same name for everyone; what it is depends on the machine
+# The modified node: `parallax` with the model identity it reports replaced by the
+# real file's (LIAR_CLAIMS), whatever file it loads.
+LIAR = """
+import os, sys
+import parallax.models.identity as identity
+from parallax.models.registry import resolve_model
+claimed = identity.model_identity(resolve_model(os.environ["LIAR_CLAIMS"]))
+identity.model_identity = lambda resolved: claimed
+from parallax.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
 BAD_LAYER = 10
 MAX_CHECKS = 20
 
@@ -66,34 +77,32 @@ def tampered_copy(src: Path, dst: Path, layer: int, scale: float = 0.5, seed: in
 
 
 def test_a_node_serving_tampered_weights_is_quarantined(tmp_path, monkeypatch):
-    honest_home, liar_home = tmp_path / "honest", tmp_path / "liar"
-    honest_home.mkdir()
-    liar_home.mkdir()
-    (honest_home / "smollm2.gguf").symlink_to(smollm2_path())
-    tampered_copy(smollm2_path(), liar_home / "smollm2.gguf", BAD_LAYER)
-    monkeypatch.setenv("HOME", str(honest_home))  # the coordinator and honest nodes
+    bad = tampered_copy(smollm2_path(), tmp_path / "smollm2.gguf", BAD_LAYER)
     args = ("--verify-rate", "1", "--verify-idle-s", "1", "--verify-tokens", "6")
-    with Cluster(MODEL, nodes=0, min_stages=2, coordinator_args=args) as cluster:
+    with Cluster(str(smollm2_path()), nodes=0, min_stages=2, coordinator_args=args) as cluster:
         for i in range(4):
             cluster.add_node(f"honest-{i}")
-        liar = spawn(
-            [
-                "join",
-                "--coordinator",
-                cluster.grpc_address,
-                "--name",
-                "liar",
-                "--model",
-                MODEL,  # it claims the cluster's model, and loads its own file by it
-                "--threads",
-                "1",
-                "--kv-cache-mb",
-                "64",
-            ],
-            env={"HOME": str(liar_home)},
-        )
+        with monkeypatch.context() as m:
+            m.setattr("parallax.procs.PARALLAX", [sys.executable, "-c", LIAR])
+            liar = spawn(
+                [
+                    "join",
+                    "--coordinator",
+                    cluster.grpc_address,
+                    "--name",
+                    "liar",
+                    "--model",
+                    str(bad),
+                    "--threads",
+                    "1",
+                    "--kv-cache-mb",
+                    "64",
+                ],
+                env={"LIAR_CLAIMS": str(smollm2_path())},
+            )
         cluster.workers.append(liar)
         cluster.add_node("honest-4")
+        liar.wait_for(r"state ready", 150)  # else its own words say why it did not serve
         st = cluster.wait_ready(6)
         ranges = {n["name"]: n["assignment"]["range"] for n in st["nodes"]}
         liar_range = ranges["liar"]
