@@ -270,3 +270,17 @@ def test_checks_follow_requests_capped_and_idle_checks_run_anyway(monkeypatch):
         return sum(idle.outcomes.values())
 
     assert asyncio.run(quiet()) == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("verify_rate", 1.5), ("verify_rate", -0.1), ("verify_idle_s", -1.0), ("verify_tokens", 0)]
+    + [("verify_tokens", 65), ("verify_tolerance", -0.5)],
+)
+def test_bad_verify_settings_name_the_flag(field, value):
+    from parallax.config.coordinator import CoordinatorConfig
+    from parallax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--" + field.replace("_", "-")):
+        CoordinatorConfig(**{field: value})
+    assert CoordinatorConfig(verify_rate=0, verify_idle_s=0).verify_tokens == 8
