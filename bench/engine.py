@@ -12,6 +12,7 @@ import torch
 
 from parallax.config.bench import BenchConfig
 from parallax.config.generate import EngineConfig
+from parallax.errors import ConfigError
 from parallax.models.registry import resolve_model
 from parallax.sampling import SamplingParams
 from parallax.types import LayerRange
@@ -32,13 +33,30 @@ def measure_bandwidth_gbs(seconds: float = 1.0) -> float:
     return 2 * src.numel() * 4 * n / (time.perf_counter() - t0) / 1e9
 
 
-def load_ours(resolved, dtype: str = "float32"):
+# Variants of our engine: (compute dtype, --weights, --compile).
+VARIANTS = {
+    "bf16": ("bfloat16", "auto", False),
+    "q8": ("float32", "q8", False),
+    "q4": ("float32", "q4", False),
+    "compile": ("float32", "auto", True),
+    "bf16_q4": ("bfloat16", "q4", False),
+}
+
+
+def load_ours(resolved, dtype: str = "float32", weights: str = "auto", compile: bool = False):
     from node.engine.engine import DTYPES, LocalEngine
     from node.weights import load_shard_model
 
     layers = LayerRange(0, resolved.spec.num_layers)
-    model = load_shard_model(resolved, layers, DTYPES[dtype], progress=False)
-    cfg = EngineConfig(kv_cache_mb=512, max_batch_tokens=512, max_running=64, dtype=dtype)
+    model = load_shard_model(resolved, layers, DTYPES[dtype], progress=False, weights=weights)
+    cfg = EngineConfig(
+        kv_cache_mb=512,
+        max_batch_tokens=512,
+        max_running=64,
+        dtype=dtype,
+        weights=weights,
+        compile=compile,
+    )
     return LocalEngine(model, cfg, ())
 
 
@@ -83,6 +101,8 @@ def mixed_cuts(eng, shared: bool, batch: int = 16, steps: int = 8) -> float:
             ([Chunk(rid, 32 + s, 1, False, (7,)) for rid in ids[j::2]], None, cut)
             for j, cut in enumerate(cuts)
         ]
+        for rid in ids:  # run_groups expects the step's KV reserved, as a node does
+            runner.kv.grow(rid, 33 + s)
         t0 = time.perf_counter()
         if shared:
             runner.run_groups(groups)
@@ -130,6 +150,12 @@ def ref_aggregate(ref, prompt: list[int], tokens: int, batch: int) -> float:
     return batch * tokens / ref_generate(ref, torch.tensor([prompt] * batch), tokens)
 
 
+def _variant_fns(variants: dict, prompt: list[int], tokens: int):
+    for name, v in variants.items():
+        yield f"{name}_b1", lambda v=v: ours_b1(v, prompt, tokens)
+        yield f"{name}_agg16", lambda v=v: ours_aggregate(v, prompt, tokens, 16)
+
+
 def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
@@ -149,6 +175,13 @@ def bench_engine(config: BenchConfig) -> dict[str, Any]:
     )
     eng, ref = load_ours(resolved, config.dtype), load_reference(resolved)
     eng.generate([prompt], SamplingParams(max_tokens=4))  # warm up both
+    variants = {}
+    for name in filter(None, config.variants.split(",")):
+        if name not in VARIANTS:
+            raise ConfigError(f"--variants: {name!r} is not one of {', '.join(VARIANTS)}")
+        variants[name] = load_ours(resolved, *VARIANTS[name])
+        # Warm up: a compiled variant compiles here, on its first decodes.
+        variants[name].generate([prompt] * 2, SamplingParams(max_tokens=4))
     ref_generate(ref, torch.tensor([prompt]), 4)
     # Rounds interleave ours and the reference, so load from other processes on this
     # shared machine hits both alike; medians over rounds are reported.
@@ -164,11 +197,14 @@ def bench_engine(config: BenchConfig) -> dict[str, Any]:
             ("mixed_cuts_separate_ms", lambda: mixed_cuts(eng, shared=False)),
             ("mixed_cuts_shared_ms", lambda: mixed_cuts(eng, shared=True)),
             ("bandwidth_gbs", measure_bandwidth_gbs),
+            *_variant_fns(variants, prompt, tokens),
         ):
             m.setdefault(name, []).append(fn())
         _say(f"  round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in m.items()))
     med = {k: median(v) for k, v in m.items()}
-    weight_bytes = sum(p.numel() * p.element_size() for p in eng.model.parameters())
+    from node.model.quant import module_bytes
+
+    weight_bytes = module_bytes(eng.model)
     roofline = med["bandwidth_gbs"] * 1e9 / weight_bytes
     result = {
         "model": resolved.name,
@@ -190,6 +226,12 @@ def bench_engine(config: BenchConfig) -> dict[str, Any]:
             / med["mixed_cuts_separate_ms"],
         },
     }
+    for name, v_eng in variants.items():
+        result["ratios"][f"{name}_b1_vs_transformers_b1"] = med[f"{name}_b1"] / med["ref_b1"]
+        result["ratios"][f"{name}_agg16_vs_transformers_batch8"] = (
+            med[f"{name}_agg16"] / med["ref_agg8"]
+        )
+        result.setdefault("weight_bytes", {})[name] = module_bytes(v_eng.model)
     for k, v in result["ratios"].items():
         _say(f"  {k}: {v:.2f}")
     _say(f"  peak RSS {result['peak_rss_mib']:.0f} MiB (both models loaded)")

@@ -34,6 +34,12 @@ class BenchConfig(ConfigBase):
         help="our engine's compute dtype in the engine benchmark (the reference stays float32)",
         choices=("float32", "bfloat16", "float16"),
     )
+    variants: str = opt(
+        "bf16,q8,q4,compile",
+        help="engine: more variants of ours timed in the same interleaved rounds, comma "
+        "separated: bf16 (--dtype bfloat16), q8 and q4 (--weights, fp32 activations), "
+        "bf16_q4, compile (fp32 with --compile); '' = none",
+    )
     output: str = opt("", help="JSON result path; default bench-output/KIND.json")
     quick: bool = opt(False, help="smaller, faster run (smoke check)")
     seed: int = opt(0, help="random seed of generated workloads (serve: prompts and arrivals)")
