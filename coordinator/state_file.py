@@ -5,7 +5,8 @@ Nodes keep heartbeating while the coordinator is down; after a restart their nex
 heartbeat proves them against the restored secret and reports the range they still
 hold, which equals their restored assignment: they serve again at once and reload
 nothing. A node that does not come back within the dead-after time is declared dead
-as usual. The file holds secrets: it is written 0600, atomically (write, then rename).
+as usual; one that spot checks quarantined stays quarantined. The file holds
+secrets: it is written 0600, atomically (write, then rename).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def _record_out(r: NodeRecord) -> dict[str, Any]:
         "metrics_address": r.metrics_address,
         "secret": r.secret.hex(),
         "counter": r.counter,
+        "quarantined": r.quarantined,
     }
 
 
@@ -95,4 +97,6 @@ def _record_in(n: dict[str, Any], model: str, now: float) -> NodeRecord:
         metrics_address=n["metrics_address"],
         secret=bytes.fromhex(n["secret"]),
         counter=int(n["counter"]),
+        # A node spot checks caught stays caught across a restart.
+        quarantined=str(n.get("quarantined", "")),
     )

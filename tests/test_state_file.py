@@ -28,6 +28,7 @@ def _cluster(n: int):
 
 def test_a_restarted_registry_serves_its_saved_nodes_on_their_first_heartbeat(tmp_path):
     reg, ids = _cluster(3)
+    reg.quarantine(ids[2], "computed other tokens than two holders", now=1.0)
     file = StateFile(str(tmp_path / "state"))
     _, records = reg.records()
     file.save(reg.model_name, records)
@@ -46,7 +47,9 @@ def test_a_restarted_registry_serves_its_saved_nodes_on_their_first_heartbeat(tm
     for node_id in ids[1:]:  # the first never comes back
         report = NodeReport(state=NodeState.READY, loaded=reg.get(node_id).assignment.range)
         assert again.heartbeat(node_id, report, {}, now=101.0) == reg.get(node_id).assignment
-    assert {n.node_id for n in again.cluster_state().nodes} == set(ids[1:])
+    # The quarantined node came back quarantined: it serves nothing.
+    assert again.get(ids[2]).quarantined == reg.get(ids[2]).quarantined != ""
+    assert {n.node_id for n in again.cluster_state().nodes} == {ids[1]}
     # The one that never came back is dead after the usual silence; the others stay.
     assert again.expire(now=104.5) == [ids[0]]
 
