@@ -103,6 +103,7 @@ def build_gateway(
         recovering=registry.recovering,
     )
     dashboard.watch_admission(lambda: backend.admission.stats)
+    dashboard.metrics.watch_denied(lambda: backend.denied_deliveries)
     pb_grpc.add_GatewayServicer_to_server(backend.servicer, server)
     app = create_app(
         ObservedBackend(backend, dashboard.traffic, dashboard.metrics),

@@ -128,6 +128,18 @@ class _AdmissionCollector(Collector):
         yield rejected
 
 
+class _DeniedCollector(Collector):
+    def __init__(self, denied: Callable[[], int]) -> None:
+        self._denied = denied
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "parallax_denied_deliveries",
+            "Deliver events refused with PERMISSION_DENIED: not MACed by the request's hop",
+            self._denied(),
+        )
+
+
 class CoordinatorMetrics:
     def __init__(self, snapshot: Callable[[], dict[str, Any]] | None = None) -> None:
         self.registry = CollectorRegistry()
@@ -171,6 +183,10 @@ class CoordinatorMetrics:
     def watch_admission(self, stats: Callable[[], AdmissionStats]) -> None:
         """Export the gateway's wait queue and its refusals, read at each scrape."""
         self.registry.register(_AdmissionCollector(stats))
+
+    def watch_denied(self, denied: Callable[[], int]) -> None:
+        """Export the Deliver events the gateway refused (not from the request's hops)."""
+        self.registry.register(_DeniedCollector(denied))
 
     def count_decisions(self, decisions: Sequence[Decision]) -> None:
         """Count decisions not seen before. `decisions` is the registry's log, oldest first.

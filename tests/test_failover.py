@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 import signal
 
+from coordinator.scheduler.memory import MemoryModel
+from coordinator.server import allocate_options
+from parallax.config.coordinator import CoordinatorConfig
+from parallax.models.registry import resolve_model
 from tests.support.chat import chat
 from tests.support.cluster import Cluster, routed_hops
 from tests.support.tiny_models import make_tiny_model
@@ -32,11 +36,14 @@ def test_killed_node_is_recovered_and_the_cluster_serves_again(tiny_models):
 
 def test_node_with_less_memory_gets_fewer_layers(tmp_path):
     model = make_tiny_model(tmp_path / "deep", "llama", num_layers=12)
+    # Sized from what the coordinator will plan with (its context, its KV per layer), so
+    # that the small node cannot hold the whole model and the big one holds it twice.
+    resolved = resolve_model(str(model))
+    opts = allocate_options(CoordinatorConfig(model=str(model)), resolved)
+    whole_gib = MemoryModel.of(resolved.spec, opts).total_need() / 2**30
     with Cluster(str(model), nodes=0, min_stages=1) as cluster:
-        cluster.add_node("big", "--memory-gb", "0.012")
-        # Too small for the whole model after the planner's 10% reserve (0.004 GiB now
-        # holds it all, and two whole replicas are then the better plan).
-        cluster.add_node("small", "--memory-gb", "0.003")
+        cluster.add_node("big", "--memory-gb", f"{2.0 * whole_gib:.6f}")
+        cluster.add_node("small", "--memory-gb", f"{0.6 * whole_gib:.6f}")
         st = cluster.wait_ready(2)
         size = {
             n["name"]: n["assignment"]["range"][1] - n["assignment"]["range"][0]

@@ -96,6 +96,8 @@ def test_a_deliver_injection_is_refused_and_the_victim_text_is_untouched(cluster
     text, codes = _under_attack(cluster, inject)
     assert codes == [grpc.StatusCode.PERMISSION_DENIED] * 5
     assert text == cluster.undisturbed
+    metrics = httpx.get(f"{cluster.http_url}/metrics", timeout=5).text
+    assert "parallax_denied_deliveries_total 5.0" in metrics
 
 
 def test_release_push_and_forward_aimed_at_another_request_change_nothing(cluster):

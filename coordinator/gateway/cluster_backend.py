@@ -124,6 +124,11 @@ class ClusterBackend:
         return len(self._board)
 
     @property
+    def denied_deliveries(self) -> int:
+        """Deliver events refused: not from a hop the request's grant names."""
+        return self._board.denied
+
+    @property
     def node_in_flight(self) -> dict[NodeId, int]:
         """Requests this gateway has open on each node."""
         return dict(self._open)
