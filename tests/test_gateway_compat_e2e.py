@@ -9,6 +9,7 @@ import openai
 import pytest
 
 from parallax.models.registry import resolve_model
+from tests.support.chat import tool_round_trip
 from tests.support.chat_templates import WEATHER_TOOL
 from tests.support.cluster import Cluster
 
@@ -64,21 +65,7 @@ def test_tokenize_counts_the_prompt_the_cluster_gets(cluster, client):
 
 
 def test_a_tool_round_trip_is_accepted_and_streams_like_it_answers(client):
-    history = [
-        *ASK,
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": "call_1",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
-                }
-            ],
-        },
-        {"role": "tool", "tool_call_id": "call_1", "content": '{"temp_c": 21}'},
-    ]
+    history = tool_round_trip(ASK)
     whole = _chat(client, messages=history, tools=[WEATHER_TOOL], seed=1)
     choice = whole.choices[0]
     assert choice.finish_reason in ("stop", "length", "tool_calls")

@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from parallax.tokenizer import ChatTemplate
+from tests.support.chat import tool_round_trip
 from tests.support.chat_templates import QWEN_TOOLS, WEATHER_TOOL
 from tests.support.gateway import MODEL_ID, ScriptedBackend, running_gateway
 
@@ -39,21 +40,7 @@ def _prompt_text(gw, tok) -> str:
 def test_tools_reach_the_template_like_transformers_renders_them(qwen_like):
     from transformers.utils.chat_template_utils import render_jinja_template
 
-    history = [
-        *USER,
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": "call_1",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
-                }
-            ],
-        },
-        {"role": "tool", "tool_call_id": "call_1", "content": '{"temp_c": 21}'},
-    ]
+    history = tool_round_trip(USER)
     # transformers takes the arguments as an object; OpenAI clients send JSON text
     theirs_history = json.loads(json.dumps(history))
     theirs_history[1]["tool_calls"][0]["function"]["arguments"] = {"city": "Paris"}

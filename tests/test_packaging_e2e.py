@@ -24,6 +24,7 @@ import pytest
 from parallax.procs import Child, stop_all
 from tests.support.chat import chat, local_texts
 from tests.support.deploy import NOT_ON_COORDINATOR, NOT_ON_NODE
+from tests.support.plan import SMALL_MODEL
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -92,15 +93,7 @@ def test_coordinator_venv_runs_and_plans_without_torch(venvs, tmp_path) -> None:
     pkgs = installed(venvs["coordinator"])
     assert not set(pkgs) & NOT_ON_COORDINATOR, set(pkgs) & NOT_ON_COORDINATOR
     assert "--grpc-port" in run([venvs["coordinator"] / "bin/parallax", "run", "--help"])
-    model = {
-        "num_layers": 8,
-        "hidden_size": 512,
-        "intermediate_size": 1024,
-        "num_attention_heads": 8,
-        "num_key_value_heads": 2,
-        "vocab_size": 1000,
-        "dtype_bytes": 2,
-    }
+    model = SMALL_MODEL
     nodes = [
         {"id": "a", "memory_gb": 1, "mem_bw_gbps": 100, "tflops": 10},
         {"id": "b", "memory_gb": 1, "mem_bw_gbps": 50, "tflops": 5},

@@ -11,16 +11,9 @@ from coordinator.planner_cli import plan_command
 from coordinator.scheduler.cluster_file import parse_cluster
 from parallax.config.plan import PlanConfig
 from parallax.errors import InvalidArgument
+from tests.support.plan import SMALL_MODEL
 
-MODEL = {
-    "num_layers": 8,
-    "hidden_size": 512,
-    "intermediate_size": 1024,
-    "num_attention_heads": 8,
-    "num_key_value_heads": 2,
-    "vocab_size": 1000,
-    "dtype_bytes": 2,
-}
+MODEL = SMALL_MODEL
 
 
 def cluster(**over) -> dict:

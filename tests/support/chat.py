@@ -50,3 +50,23 @@ def local_texts(path, questions, max_tokens=12) -> list[str]:
         gen = [t for t in gen if t not in tok.eos_token_ids]
         out.append(tok.decode(gen))
     return out
+
+
+def tool_round_trip(ask: list[dict]) -> list[dict]:
+    """`ask`, the assistant's get_weather call for Paris, and the tool's answer: a
+    second turn carrying a tool result, as agent frameworks send it."""
+    return [
+        *ask,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"temp_c": 21}'},
+    ]
