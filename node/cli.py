@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def generate(cfg: GenerateConfig) -> int:
-    from node.engine.engine import DTYPES, LocalEngine
+    from node.engine.engine import LocalEngine, compute_dtype
     from node.weights import load_shard_model
     from parallax.models.registry import resolve_model
     from parallax.tokenizer import IncrementalDetokenizer, Tokenizer
@@ -34,7 +34,7 @@ def generate(cfg: GenerateConfig) -> int:
     model = load_shard_model(
         resolved,
         LayerRange(0, resolved.spec.num_layers),
-        DTYPES[cfg.dtype],
+        compute_dtype(cfg),
         cfg.device,
         weights=cfg.weights,
     )

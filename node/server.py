@@ -14,7 +14,7 @@ from collections import deque
 import grpc
 
 from node import inbox
-from node.engine.engine import DTYPES, make_runner
+from node.engine.engine import DTYPES, compute_dtype, make_runner
 from node.metrics import NodeMetrics
 from node.outbox import Outbox
 from node.peers import CHANNEL_OPTIONS, Peers
@@ -43,7 +43,7 @@ class NodeServer(pb_grpc.NodeServicer):
         self.resolved = self.spec = None
         self.vocab_limit: int | None = None
         self.eos_ids: tuple[int, ...] = ()
-        self.dtype = DTYPES[cfg.dtype]
+        self.dtype = compute_dtype(cfg)
         self.wire_dtype = DTYPES[wire_dtype] if wire_dtype else None
         self.node_id = ""
         # Set at join: without them (an in-process node in tests) nothing is checked.

@@ -12,7 +12,7 @@ from parallax.config.generate import EngineConfig
 from parallax.models.registry import resolve_model
 from parallax.sampling import SamplingParams
 from parallax.types import LayerRange
-from tests.test_pipeline_preemption import prompts
+from tests.support.node import prompts
 
 
 def _engine(path, **cfg) -> LocalEngine:

@@ -25,3 +25,15 @@ def test_cpu_picks_the_measured_faster_dtype_and_says_why(monkeypatch):
 def test_cpu_measurement_runs_for_real():
     name, why = dtype_mod.choose_dtype("cpu", rows=256, cols=256)
     assert name in ("float32", "bfloat16") and "x float32" in why
+
+
+def test_generate_with_dtype_auto_runs_and_logs_its_choice(tiny_models, capfd):
+    import json
+
+    from parallax.cli import main
+
+    args = ["generate", "--model", str(tiny_models["llama"]), "--dtype", "auto"]
+    assert main([*args, "--prompt", "hi", "--max-tokens", "3"]) == 0
+    lines = [json.loads(x) for x in capfd.readouterr().err.splitlines() if x.startswith("{")]
+    (chosen,) = [x for x in lines if x.get("msg") == "dtype chosen"]
+    assert chosen["dtype"] in ("float32", "bfloat16") and chosen["why"]

@@ -8,7 +8,7 @@ import pytest
 
 from parallax.errors import ContextOverflow, InvalidArgument
 from parallax.sampling import SamplingParams
-from tests.engine_helpers import local_engine
+from tests.support.engine import local_engine
 
 GREEDY = SamplingParams(max_tokens=16)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.engine_helpers import greedy_pipeline, shard_runners
-from tests.tiny_models import load_reference, make_tiny_model
+from tests.support.engine import greedy_pipeline, shard_runners
+from tests.support.tiny_models import load_reference, make_tiny_model
 
 PROMPT = [5, 17, 33, 99, 100, 3, 7, 250, 12]
 STEPS = 21  # prefill + 20 decode steps

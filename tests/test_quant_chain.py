@@ -18,7 +18,7 @@ from parallax.config.generate import EngineConfig
 from parallax.models.registry import resolve_model
 from parallax.sampling import SamplingParams
 from parallax.types import LayerRange
-from tests.test_pipeline_preemption import BIG_KV, prompts, run_chain, tokens_of
+from tests.support.node import BIG_KV, prompts, run_chain, tokens_of
 
 
 def local_engine(path, **cfg) -> LocalEngine:

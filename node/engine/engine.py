@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -13,9 +14,12 @@ from node.engine.sampler import RequestSampler, Sampled, sample
 from node.engine.scheduler import Scheduler, Sequence
 from node.hardware import available_memory
 from node.model import ShardModel
+from node.model.dtype import choose_dtype
 from parallax.config.generate import EngineConfig
 from parallax.errors import ContextOverflow, InvalidArgument
 from parallax.sampling import SamplingParams
+
+log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -25,6 +29,15 @@ class TokenResult:
     request_id: str
     sampled: Sampled
     finish_reason: str | None  # None while the request goes on
+
+
+def compute_dtype(cfg: EngineConfig) -> torch.dtype:
+    """The engine's dtype: `--dtype`, or for `auto` what this device measures best at."""
+    if cfg.dtype != "auto":
+        return DTYPES[cfg.dtype]
+    name, why = choose_dtype(cfg.device)
+    log.info("dtype chosen", extra={"dtype": name, "why": why})
+    return DTYPES[name]
 
 
 def kv_budget_bytes(cfg: EngineConfig) -> float:
