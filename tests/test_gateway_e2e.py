@@ -121,8 +121,9 @@ def test_logprobs(client):
 def test_error_cases(client):
     with pytest.raises(openai.NotFoundError):
         _chat(client, model="gpt-4o")
-    with pytest.raises(openai.BadRequestError):
-        _chat(client, tools=[{"type": "function", "function": {"name": "f"}}])
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    with pytest.raises(openai.BadRequestError):  # a forced call needs constrained decoding
+        _chat(client, tools=tools, tool_choice={"type": "function", "function": {"name": "f"}})
     with pytest.raises(openai.BadRequestError) as err:
         _chat(client, max_tokens=10_000_000)
     assert err.value.body["code"] == "context_length_exceeded"
