@@ -27,13 +27,17 @@ def test_cpu_measurement_runs_for_real():
     assert name in ("float32", "bfloat16") and "x float32" in why
 
 
-def test_generate_with_dtype_auto_runs_and_logs_its_choice(tiny_models, capfd):
-    import json
+def test_dtype_auto_takes_the_measured_choice_and_generate_runs_with_it(tiny_models, monkeypatch):
+    import torch
 
+    from node.engine import engine
     from parallax.cli import main
+    from parallax.config.generate import EngineConfig
 
+    assert engine.compute_dtype(EngineConfig(dtype="float16")) == torch.float16
+    monkeypatch.setattr(engine, "choose_dtype", lambda device: ("bfloat16", "test says so"))
+    assert engine.compute_dtype(EngineConfig(dtype="auto")) == torch.bfloat16
+    monkeypatch.undo()
+    assert engine.compute_dtype(EngineConfig(dtype="auto")) in (torch.float32, torch.bfloat16)
     args = ["generate", "--model", str(tiny_models["llama"]), "--dtype", "auto"]
     assert main([*args, "--prompt", "hi", "--max-tokens", "3"]) == 0
-    lines = [json.loads(x) for x in capfd.readouterr().err.splitlines() if x.startswith("{")]
-    (chosen,) = [x for x in lines if x.get("msg") == "dtype chosen"]
-    assert chosen["dtype"] in ("float32", "bfloat16") and chosen["why"]
