@@ -112,7 +112,7 @@ def test_release_push_and_forward_aimed_at_another_request_change_nothing(cluste
             bogus = pb.TokenBatch(events=[pb.TokenEvent(request_id=rid, token_id=7)])
             pb_grpc.NodeStub(ch).PushTokens(bogus, timeout=5)
         with grpc.insecure_channel(last) as ch:
-            msg = pb.ForwardRequest(sender_id=route[-2]["node_id"])
+            msg = pb.ForwardRequest(sender_id=route[0]["node_id"])
             msg.chunks.add(request_id=rid, start_pos=5000, num_tokens=1, sample=True)
             msg.hidden.dtype, msg.hidden.data = "float32", b"\0" * 4 * 64
             msg.hidden.shape.extend([1, 64])
