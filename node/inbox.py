@@ -105,12 +105,13 @@ class Lost:
 
     rids: tuple[str, ...]
     why: str
+    address: str = ""  # the peer that could not be reached
     op: str = "lost"
 
     def apply(self, pipe: NodePipeline, out: Outbox) -> None:
         for rid in self.rids:
             if rid in pipe.reqs:
-                pipe.fail(rid, FailureKind.UNREACHABLE, self.why, out)
+                pipe.fail(rid, FailureKind.UNREACHABLE, self.why, out, hop=self.address)
 
     def request_ids(self) -> list[str]:
         return list(self.rids)

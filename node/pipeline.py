@@ -362,13 +362,13 @@ class NodePipeline:
             else:
                 out.pushes[req.first_address].events.append(ev)
 
-    def fail(self, rid: str, kind: FailureKind, why: str, out: Outbox) -> None:
+    def fail(self, rid: str, kind: FailureKind, why: str, out: Outbox, hop: str = "") -> None:
         log.warning(
             "request failed on this node", extra={"request_id": rid, "failure": kind, "error": why}
         )
         req = self.reqs.get(rid)
         if req is not None:
-            out.delivers[req.reply_to].events.append(failure_event(rid, kind, why))
+            out.delivers[req.reply_to].events.append(failure_event(rid, kind, why, hop))
         self._finish(rid, "error", out)
 
     def _finish(self, rid: str, reason: str, out: Outbox) -> None:

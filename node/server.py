@@ -281,7 +281,7 @@ class NodeServer(pb_grpc.NodeServicer):
         why = f"hop {address} unreachable: {error.code().name}"
         # Through the inbox, like every RPC: an engine step may be running in its thread,
         # and freeing a request's KV under it would fail the whole step.
-        self.inbox.append(inbox.Lost(inbox.request_ids_of(message), why))
+        self.inbox.append(inbox.Lost(inbox.request_ids_of(message), why, address))
         self.wake.set()
 
     # ---- RPC handlers ----

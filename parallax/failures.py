@@ -49,6 +49,9 @@ class FailureKind(StrEnum):
         return cls.INTERNAL
 
 
-def failure_event(rid: str, kind: FailureKind, why: str) -> pb.TokenEvent:
-    """The last event of a request that failed: finished, no token, a kind and a reason."""
-    return pb.TokenEvent(request_id=rid, finished=True, failure=kind.to_wire(), error=why)
+def failure_event(rid: str, kind: FailureKind, why: str, hop: str = "") -> pb.TokenEvent:
+    """The last event of a request that failed: finished, no token, a kind and a reason
+    (and for `unreachable`, the address of the hop that could not be reached)."""
+    return pb.TokenEvent(
+        request_id=rid, finished=True, failure=kind.to_wire(), error=why, unreachable_hop=hop
+    )

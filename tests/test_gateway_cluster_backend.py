@@ -227,3 +227,36 @@ def test_check_ready_uses_the_router_over_live_state():
         backend.check_ready()
     full = ClusterState(LAYERS, (*half.nodes, NodeLoad(NodeId("b"), "x:1", LayerRange(10, 30))))
     ClusterBackend(lambda: full, LAYERS, "127.0.0.1:2").check_ready()
+
+
+def test_a_replay_avoids_the_hop_that_was_unreachable():
+    # The router may still offer chains through a hop that just failed (the coordinator
+    # has not declared it dead yet): the replay waits for one without it.
+    a, b = FakeNode("a", refuse=grpc.StatusCode.UNAVAILABLE), FakeNode("b")
+    calls = [0]
+
+    def make(address: str) -> ClusterBackend:
+        def route_fn(_req, _state):
+            calls[0] += 1
+            if calls[0] == 1:
+                return chain([a], LAYERS)
+            if calls[0] <= 3:  # different from the failed chain, but through `a` again
+                return chain([a, b], LAYERS)
+            return chain([b], LAYERS)
+
+        return ClusterBackend(
+            state_fn=lambda: ClusterState(LAYERS, ()),
+            num_layers=LAYERS,
+            self_address=address,
+            route_fn=route_fn,
+            replay_wait_s=10.0,
+        )
+
+    async def run() -> list:
+        async with serving_backend([a, b], make) as backend:
+            return [t async for t in backend.generate(_request())]
+
+    tokens = asyncio.run(run())
+    assert [t.token_id for t in tokens] == [10, 11, 12, 13, 14]
+    assert len(a.submits) == 1  # never tried again
+    assert [s.request_id for s in b.submits] == ["r1~r1"]

@@ -28,6 +28,7 @@ class Failure:
 
     kind: FailureKind
     message: str
+    hop: str = ""  # unreachable: the address of the hop that could not be reached
 
 
 class RequestFailed(UpstreamError):
@@ -67,8 +68,8 @@ class TokenOut:
             raise ValueError("a finished token needs a finish_reason or a failure, and only it")
 
     @classmethod
-    def failed(cls, kind: FailureKind, message: str) -> TokenOut:
-        return cls(0, finished=True, failure=Failure(kind, message))
+    def failed(cls, kind: FailureKind, message: str, hop: str = "") -> TokenOut:
+        return cls(0, finished=True, failure=Failure(kind, message, hop))
 
     @property
     def carries_token(self) -> bool:

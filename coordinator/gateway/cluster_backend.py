@@ -223,7 +223,7 @@ class ClusterBackend:
             if failure is None:
                 return
             plan = plan_replay(failure.kind, flight.used, self._budget)
-            route = await self._reroute(flight, plan) if plan is not None else None
+            route = await self._reroute(flight, plan, failure.hop) if plan is not None else None
             if route is None:
                 yield TokenOut.failed(failure.kind, failure.message)
                 return
@@ -260,7 +260,7 @@ class ClusterBackend:
             raise ValueError(f"router returned a route that does not cover {self._num_layers}")
         return route
 
-    async def _reroute(self, flight: _Flight, plan: Replay) -> Route | None:
+    async def _reroute(self, flight: _Flight, plan: Replay, avoid: str = "") -> Route | None:
         """The chain to replay on, per `plan` (coordinator/gateway/replay.py): after its
         back-off, any chain, or one that differs from the failed one (the coordinator
         notices a dead node within its dead-after time and re-covers its layers), or at
@@ -275,9 +275,10 @@ class ClusterBackend:
                 route = self._route(flight.request)
             except ParallaxError:  # layers not covered yet: nodes still reloading
                 route = None
-            if route is not None and (
-                plan.any_chain or [(h.node_id, h.range) for h in route.hops] != failed
-            ):
+            # A chain through the hop that was unreachable would fail again: not before
+            # the coordinator declares it dead (or as the last resort below).
+            usable = route is not None and all(h.address != avoid for h in route.hops)
+            if usable and (plan.any_chain or [(h.node_id, h.range) for h in route.hops] != failed):
                 flight.used = plan.used
                 return route
             if loop.time() >= deadline:
@@ -308,7 +309,7 @@ class ClusterBackend:
         try:
             refused = await self._clients.submit(route, submit)
             if refused is not None:
-                yield TokenOut.failed(refused.kind, refused.message)
+                yield TokenOut.failed(refused.kind, refused.message, refused.hop)
                 return
             with_logprobs = req.sampling.logprobs >= 0
             wait = self._stall_s

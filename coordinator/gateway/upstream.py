@@ -103,7 +103,8 @@ class NodeClients:
             if code == grpc.StatusCode.INVALID_ARGUMENT:
                 raise InvalidArgument(detail) from None
             kind = _SUBMIT_REFUSALS.get(code, FailureKind.UNREACHABLE)
-            return Failure(kind, f"first node {first.node_id} refused: {code.name} {detail}")
+            why = f"first node {first.node_id} refused: {code.name} {detail}"
+            return Failure(kind, why, first.address if kind is FailureKind.UNREACHABLE else "")
         if not ack.ok:
             return Failure(FailureKind.INTERNAL, f"first node {first.node_id}: {ack.message}")
         return None
@@ -137,7 +138,7 @@ def event_to_token(ev: pb.TokenEvent, with_logprobs: bool) -> TokenOut:
     """`with_logprobs`: the request asked for them (proto3 cannot tell 0.0 from unset)."""
     kind = FailureKind.from_wire(ev.failure)
     if kind is not None:
-        return TokenOut.failed(kind, ev.error or "the node gave no reason")
+        return TokenOut.failed(kind, ev.error or "the node gave no reason", ev.unreachable_hop)
     reason: str | None = ev.finish_reason or None if ev.finished else None
     if ev.finished and reason not in FINISH_REASONS:
         why = f"node finished the request with reason {ev.finish_reason!r}"

@@ -170,7 +170,7 @@ class TopLogprob(_message.Message):
     def __init__(self, token_id: _Optional[int] = ..., logprob: _Optional[float] = ...) -> None: ...
 
 class TokenEvent(_message.Message):
-    __slots__ = ("request_id", "token_id", "finished", "finish_reason", "logprob", "top_logprobs", "error", "index", "failure", "grant_signature", "mac")
+    __slots__ = ("request_id", "token_id", "finished", "finish_reason", "logprob", "top_logprobs", "error", "index", "failure", "grant_signature", "mac", "unreachable_hop")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
@@ -182,6 +182,7 @@ class TokenEvent(_message.Message):
     FAILURE_FIELD_NUMBER: _ClassVar[int]
     GRANT_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     MAC_FIELD_NUMBER: _ClassVar[int]
+    UNREACHABLE_HOP_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     token_id: int
     finished: bool
@@ -193,7 +194,8 @@ class TokenEvent(_message.Message):
     failure: Failure
     grant_signature: bytes
     mac: bytes
-    def __init__(self, request_id: _Optional[str] = ..., token_id: _Optional[int] = ..., finished: _Optional[bool] = ..., finish_reason: _Optional[str] = ..., logprob: _Optional[float] = ..., top_logprobs: _Optional[_Iterable[_Union[TopLogprob, _Mapping]]] = ..., error: _Optional[str] = ..., index: _Optional[int] = ..., failure: _Optional[_Union[Failure, str]] = ..., grant_signature: _Optional[bytes] = ..., mac: _Optional[bytes] = ...) -> None: ...
+    unreachable_hop: str
+    def __init__(self, request_id: _Optional[str] = ..., token_id: _Optional[int] = ..., finished: _Optional[bool] = ..., finish_reason: _Optional[str] = ..., logprob: _Optional[float] = ..., top_logprobs: _Optional[_Iterable[_Union[TopLogprob, _Mapping]]] = ..., error: _Optional[str] = ..., index: _Optional[int] = ..., failure: _Optional[_Union[Failure, str]] = ..., grant_signature: _Optional[bytes] = ..., mac: _Optional[bytes] = ..., unreachable_hop: _Optional[str] = ...) -> None: ...
 
 class TokenBatch(_message.Message):
     __slots__ = ("events", "sender_id")
