@@ -15,7 +15,7 @@ failure's kind and what this request has used so far.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from parallax.failures import FailureKind
 
@@ -64,12 +64,12 @@ def plan_replay(kind: FailureKind, used: Used, budget: Budget) -> Replay | None:
     if kind in _CAPACITY:
         if used.capacity_retries >= budget.capacity_retries:
             return None
-        after = Used(used.replays, used.capacity_retries + 1, used.same_chain_fallback, used.moves)
+        after = replace(used, capacity_retries=used.capacity_retries + 1)
         return Replay(CAPACITY_BACKOFF_S, True, 0.0, False, after)
     if kind in _MOVED:
         if used.moves >= budget.max_moves:
             return None
-        after = Used(used.replays, used.capacity_retries, used.same_chain_fallback, used.moves + 1)
+        after = replace(used, moves=used.moves + 1)
         # A moved node is not routable until it holds its new range, so after a moment
         # any chain the router offers is current: wait for one while layers reload.
         return Replay(MOVED_BACKOFF_S, True, budget.replay_wait_s, False, after)
@@ -78,5 +78,5 @@ def plan_replay(kind: FailureKind, used: Used, budget: Budget) -> Replay | None:
     wait = budget.replay_wait_s
     if kind is FailureKind.STALLED:
         wait = min(STALL_REROUTE_WAIT_S, wait)
-    after = Used(used.replays + 1, used.capacity_retries, used.same_chain_fallback, used.moves)
+    after = replace(used, replays=used.replays + 1)
     return Replay(0.0, False, wait, not used.same_chain_fallback, after)
