@@ -83,6 +83,23 @@ def test_join_moves_nobody_and_says_where() -> None:
     assert after.throughput_tok_s > first.throughput_tok_s
 
 
+def test_a_joiner_never_gets_a_whole_copy_when_a_minimum_depth_is_asked() -> None:
+    # Two small nodes split the model; a big third joins. Alone it raises throughput most
+    # as a full replica, but --min-stages 3 asks for a 3-deep pipeline once 3 nodes exist.
+    small = pool("RTX3080*2")
+    opts = replace(OPTS, min_stages_when_possible=3)
+    first = allocate(small, MODEL, opts)
+    big = node_from_gpu("zz-big", CAT["A100-80"])
+    after = allocate([*small, big], MODEL, replace(opts, previous=first))
+    held = [r for r in after.assignments.values() if r is not None]
+    assert len(held) == 3
+    assert all(len(r) < MODEL.num_layers for r in held), after.assignments
+    assert covered(after, MODEL.num_layers)
+    # Without the minimum the same join keeps the split and adds a whole copy.
+    plain = allocate([*small, big], MODEL, replace(OPTS, previous=allocate(small, MODEL, OPTS)))
+    assert any(r is not None and len(r) == MODEL.num_layers for r in plain.assignments.values())
+
+
 def test_unchanged_cluster_keeps_its_allocation() -> None:
     nodes = pool("RTX4090*4,RTX3090*2")
     first = allocate(nodes, MODEL, OPTS)

@@ -88,7 +88,10 @@ def allocate(
         previous = None
     if previous is not None:
         assignments, solver, reason = adjust(nodes, perf, previous)
-        return finish(nodes, perf, assignments, solver, t0, reason)
+        # A joiner may be handed a whole copy (it raises throughput most), which would
+        # undo an explicit minimum depth: then solve afresh as if it were unmet before.
+        if not _depth_unmet(Allocation(assignments), nodes, perf):
+            return finish(nodes, perf, assignments, solver, t0, reason)
     assignments, solver, note = solve(nodes, perf)
     est = estimate(assignments, nodes, perf)
     reason = f"{solver} allocation ({note}): " + describe(
