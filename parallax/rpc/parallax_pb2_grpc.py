@@ -540,3 +540,119 @@ class Coordinator:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class WeightsStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Manifest = channel.unary_unary(
+                '/parallax.rpc.Weights/Manifest',
+                request_serializer=parallax_dot_rpc_dot_parallax__pb2.WeightManifestRequest.SerializeToString,
+                response_deserializer=parallax_dot_rpc_dot_parallax__pb2.WeightManifest.FromString,
+                _registered_method=True)
+        self.Fetch = channel.unary_stream(
+                '/parallax.rpc.Weights/Fetch',
+                request_serializer=parallax_dot_rpc_dot_parallax__pb2.WeightFetchRequest.SerializeToString,
+                response_deserializer=parallax_dot_rpc_dot_parallax__pb2.WeightChunk.FromString,
+                _registered_method=True)
+
+
+class WeightsServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Manifest(self, request, context):
+        """coordinator only
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Fetch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_WeightsServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Manifest': grpc.unary_unary_rpc_method_handler(
+                    servicer.Manifest,
+                    request_deserializer=parallax_dot_rpc_dot_parallax__pb2.WeightManifestRequest.FromString,
+                    response_serializer=parallax_dot_rpc_dot_parallax__pb2.WeightManifest.SerializeToString,
+            ),
+            'Fetch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Fetch,
+                    request_deserializer=parallax_dot_rpc_dot_parallax__pb2.WeightFetchRequest.FromString,
+                    response_serializer=parallax_dot_rpc_dot_parallax__pb2.WeightChunk.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'parallax.rpc.Weights', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('parallax.rpc.Weights', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Weights:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Manifest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parallax.rpc.Weights/Manifest',
+            parallax_dot_rpc_dot_parallax__pb2.WeightManifestRequest.SerializeToString,
+            parallax_dot_rpc_dot_parallax__pb2.WeightManifest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Fetch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/parallax.rpc.Weights/Fetch',
+            parallax_dot_rpc_dot_parallax__pb2.WeightFetchRequest.SerializeToString,
+            parallax_dot_rpc_dot_parallax__pb2.WeightChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
