@@ -47,8 +47,8 @@ from coordinator.scheduler import (
     Allocation,
     ClusterState,
     NodeCapacity,
-    allocate,
 )
+from coordinator.scheduler.baselines import allocate_by, check_policy
 from coordinator.scheduler.perf import PerfModel
 from coordinator.snapshot import build_snapshot
 from parallax.errors import NotCovered
@@ -74,12 +74,14 @@ class Registry:
         options: AllocateOptions | None = None,
         forget_after_s: float = 300.0,
         state_max_age_s: float = 0.1,
+        policy: str = "ours",  # or a baseline's (coordinator/scheduler/baselines.py)
     ) -> None:
         self.model_name = model_name
         self.spec = spec
         self.dead_after_s = dead_after_s
         self.forget_after_s = forget_after_s
         self.options = options or AllocateOptions()
+        self.policy = check_policy(policy)
         self._perf = PerfModel.of(spec, self.options)
         self.allocation = Allocation(assignments={}, reason="no nodes yet")
         self._nodes: dict[NodeId, NodeRecord] = {}
@@ -369,7 +371,7 @@ class Registry:
         options = dataclasses.replace(self.options, previous=self.allocation)
         kind = "allocate"
         try:
-            alloc = allocate(capacities, self.spec, options)  # may take seconds: no `_lock`
+            alloc = allocate_by(self.policy, capacities, self.spec, options)  # no `_lock`: slow
         except NotCovered as e:
             # Keep what survivors hold (they need not reload when help arrives);
             # newcomers stand by until the cluster can hold the whole model.

@@ -143,7 +143,11 @@ async def serve(
     resolved = resolve_model(config.model)
     options = allocate_options(config, resolved)
     registry = Registry(
-        resolved.name, resolved.spec, dead_after_s=config.dead_after_s, options=options
+        resolved.name,
+        resolved.spec,
+        dead_after_s=config.dead_after_s,
+        options=options,
+        policy=config.allocation_policy,
     )
     state_file = StateFile(config.state_dir) if config.state_dir else None
     if state_file is not None:
@@ -170,7 +174,7 @@ async def serve(
     pb_grpc.add_CoordinatorServicer_to_server(service, server)
     grpc_port = bind_grpc(server, config.grpc_host, config.grpc_port, tls)
     sock = bind_http_socket(config.http_host, config.port)
-    grpc_address = advertised(config.grpc_host, grpc_port)
+    grpc_address = advertised(config.advertise_host or config.grpc_host, grpc_port)
 
     verifier: Verifier | None = None  # built with the gateway, below
 

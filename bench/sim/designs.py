@@ -23,6 +23,8 @@ from bench.sim.cost import KV_BLOCK_TOKENS
 from bench.sim.engine import Chain, Policy, SimView
 from bench.sim.workload import SimRequest
 from coordinator.scheduler.apportion import bounds, water_fill
+from coordinator.scheduler.baselines import parallax_allocation as parallax_allocation
+from coordinator.scheduler.baselines import petals_allocation as petals_allocation
 from coordinator.scheduler.exact import solve_group
 from coordinator.scheduler.perf import PerfModel
 from coordinator.scheduler.route import Router
@@ -132,82 +134,8 @@ def flow_weighted_policy(seed: int) -> Policy:
     return pick
 
 
-# ---- baseline allocations ----
-def parallax_allocation(
-    nodes: Sequence[NodeCapacity], perf: PerfModel
-) -> tuple[Assignments, list[Chain]]:
-    mem, L = perf.mem, perf.num_layers
-    frac = 0.65
-
-    def cap(n: NodeCapacity, first: bool, last: bool) -> int:
-        room = n.memory_bytes * frac - mem.extras(first, last)
-        return max(0, min(L, int(room // mem.weight_bytes)))
-
-    def pipeline(group: list[NodeCapacity]) -> Chain | None:
-        caps = [cap(n, i == 0, i == len(group) - 1) for i, n in enumerate(group)]
-        counts = water_fill(L, [n.flops for n in group], caps)
-        if counts is None:
-            return None
-        return [
-            (n.node_id, LayerRange(a, b)) for n, (a, b) in zip(group, bounds(counts), strict=True)
-        ]
-
-    def build(k: int) -> list[Chain] | None:
-        pipes, group = [], []
-        for n in nodes:  # join order
-            group.append(n)
-            got = pipeline(group)
-            if got is not None:
-                pipes.append(got)
-                group = []
-                if len(pipes) == k:
-                    return pipes
-        return None
-
-    best: tuple[float, list[Chain]] | None = None
-    for k in range(1, len(nodes) + 1):
-        pipes = build(k)
-        if pipes is None:
-            break
-        score = k * k / sum(len(p) for p in pipes)
-        if best is None or score > best[0]:
-            best = (score, pipes)
-    out: Assignments = {n.node_id: None for n in nodes}
-    if best is None:
-        return out, []
-    for p in best[1]:
-        out.update(dict(p))
-    return out, best[1]
-
-
-def petals_allocation(nodes: Sequence[NodeCapacity], perf: PerfModel) -> Assignments:
-    L = perf.num_layers
-    thr = [0.0] * L
-    out: Assignments = {}
-    for n in nodes:  # join order
-        k = perf.mem.max_layers(n.memory_bytes, first=True, last=True) or perf.mem.max_layers(
-            n.memory_bytes
-        )
-        if k < 1:
-            out[n.node_id] = None
-            continue
-        windows = []
-        for a in range(0, L - k + 1):
-            r = LayerRange(a, a + k)
-            if perf.mem.fits(n.memory_bytes, r):
-                # Petals' block_selection: the window whose sorted throughputs are
-                # smallest, so a window with a bare block always wins.
-                windows.append((sorted(thr[a : a + k]), a, r))
-        if not windows:
-            out[n.node_id] = None
-            continue
-        _t, _a, r = min(windows)
-        out[n.node_id] = r
-        for x in range(r.start, r.end):
-            thr[x] += perf.speed(n) / len(r)
-    return out
-
-
+# ---- baseline allocations (parallax and petals: coordinator/scheduler/baselines.py,
+# which `parallax run --allocation-policy` uses on live clusters too) ----
 def exo_allocation(nodes: Sequence[NodeCapacity], perf: PerfModel) -> tuple[Assignments, Chain]:
     ring = sorted(nodes, key=lambda n: (-n.memory_bytes, n.node_id))
     L = perf.num_layers

@@ -44,6 +44,20 @@ class CoordinatorConfig(ConfigBase):
         1, help="split the model over at least this many nodes when they can hold it"
     )
     solver: str = opt("auto", help="layer allocation solver", choices=("auto", "exact", "fast"))
+    allocation_policy: str = opt(
+        "ours",
+        help="who places layers: our scheduler, or a baseline for comparison: parallax "
+        "(GradientHQ Parallax: k disjoint pipelines maximising k^2/stages, weights in 65%% "
+        "of memory) or petals (each node in join order takes the least-served span that "
+        "fits); the gateway routes with our router under every policy",
+        choices=("ours", "parallax", "petals"),
+    )
+    advertise_host: str = opt(
+        "",
+        help="host nodes dial to reach the coordinator's gRPC service (deliveries); "
+        "default --grpc-host. Set it when nodes reach this machine by another address "
+        "(a port forward, a proxy)",
+    )
     stall_s: float = opt(60.0, help="a request with no first token this long is replayed", unit="s")
     token_stall_s: float = opt(
         20.0, help="a request with no next token this long is replayed", unit="s"
