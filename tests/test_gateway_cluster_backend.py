@@ -209,6 +209,32 @@ def test_a_lost_message_on_the_only_chain_is_replayed_on_it():
     assert [s.request_id for s in nodes[0].submits] == ["r1", "r1~r1"]
 
 
+def test_an_event_delivered_twice_is_taken_once():
+    # A captured event sent again (same index, valid MAC) must not repeat a token.
+    nodes = [FakeNode("a", resend_at=2), FakeNode("b")]
+
+    async def body(backend: ClusterBackend) -> None:
+        tokens = [t async for t in backend.generate(_request())]
+        assert [t.token_id for t in tokens] == [10, 11, 12, 13, 14]
+        assert backend.denied_deliveries == 1
+
+    asyncio.run(_with_cluster(nodes, body))
+
+
+def test_a_token_that_never_arrived_is_replayed_not_skipped():
+    # Index 2 is lost on the first attempt: the client must not get 10, 11, 13, ...
+    nodes = [FakeNode("a", skip_at=2), FakeNode("b")]
+
+    async def body(backend: ClusterBackend) -> None:
+        tokens = [t async for t in backend.generate(_request())]
+        assert tokens[-1].failure is None
+        assert [t.token_id for t in tokens] == [10, 11, 12, 13, 14]
+
+    asyncio.run(_with_cluster(nodes, body, replay_wait_s=0.2))
+    replay = nodes[0].submits[-1]
+    assert replay.request_id == "r1~r1" and replay.generated_offset == 2
+
+
 def test_deliver_drops_tokens_of_unknown_requests():
     async def body(backend: ClusterBackend) -> None:
         ev = pb.TokenEvent(request_id="ghost", token_id=1)

@@ -322,6 +322,16 @@ class ClusterBackend:
                 wait = self._token_stall_s
                 token = event_to_token(ev, with_logprobs)
                 if token.carries_token:
+                    # Tokens come in order (one ordered queue per peer on the node), so
+                    # an index already taken is a replayed event: dropped. One ahead of
+                    # the next means a token was lost: replay from what arrived.
+                    if ev.index < len(flight.generated):
+                        self._board.denied += 1
+                        continue
+                    if ev.index > len(flight.generated):
+                        why = f"token {len(flight.generated)} never arrived (got {ev.index})"
+                        yield TokenOut.failed(FailureKind.INTERNAL, why)
+                        return
                     flight.generated.append(token.token_id)
                 # Only a clean end is "finished"; after an error the hops are told to abort.
                 finished = token.finished and token.carries_token

@@ -35,6 +35,8 @@ class FakeNode(pb_grpc.NodeServicer):
     hang: bool = False  # deliver the script, then never finish
     fail_first: str = ""  # the first Submit ends at once in a failure with this text
     fail_kind: int = pb.FAILURE_INTERNAL  # ... and of this kind
+    resend_at: int = -1  # the event at this index is delivered twice (a replayed capture)
+    skip_at: int = -1  # the first attempt's event at this index is never delivered
     address: str = ""
     submits: list[pb.SubmitRequest] = field(default_factory=list)
     releases: list[tuple[tuple[str, ...], str]] = field(default_factory=list)
@@ -67,15 +69,20 @@ class FakeNode(pb_grpc.NodeServicer):
                     timeout=deadlines.DELIVER_S,
                 )
                 return
-            ids = self.script[: req.sampling.max_tokens]
-            for k, tok in enumerate(ids):
+            # A replay goes on from what the client already has, as a real node does;
+            # a hanging node hangs again after as many tokens as its script has.
+            max_tokens = req.sampling.max_tokens
+            start = req.generated_offset
+            end = min(max_tokens, start + len(self.script) if self.hang else len(self.script))
+            for k in range(start, end):
+                tok = self.script[k % len(self.script)]
                 await asyncio.sleep(self.delay_s)
                 if req.request_id in self.released:
                     return
-                last = k == len(ids) - 1 and not self.hang
+                last = k == end - 1 and not self.hang
                 reason = ""
                 if last:
-                    reason = "length" if len(ids) == req.sampling.max_tokens else "stop"
+                    reason = "length" if end == max_tokens else "stop"
                 ev = pb.TokenEvent(
                     request_id=req.request_id,
                     token_id=tok,
@@ -84,11 +91,14 @@ class FakeNode(pb_grpc.NodeServicer):
                     logprob=-0.5,
                     index=k,
                 )
+                if k == self.skip_at and len(self.submits) == 1:
+                    continue
                 self.delivered.append(req.request_id)
-                await stub.Deliver(
-                    pb.TokenBatch(events=[ev], sender_id=self.node_id),
-                    timeout=deadlines.DELIVER_S,
-                )
+                for _ in range(2 if k == self.resend_at else 1):
+                    await stub.Deliver(
+                        pb.TokenBatch(events=[ev], sender_id=self.node_id),
+                        timeout=deadlines.DELIVER_S,
+                    )
 
     async def Release(self, request: pb.ReleaseRequest, context: Any) -> pb.Ack:
         self.releases.append((tuple(request.request_ids), request.reason))
