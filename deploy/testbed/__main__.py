@@ -1,4 +1,6 @@
 """`python -m deploy.testbed run ...` (as root): start a testbed and keep it up until Ctrl-C.
+`python -m deploy.testbed bench ...` (as root): the allocation-policy benchmark
+(experiment.py; docs/BENCHMARKS.md records it).
 `python -m deploy.testbed clean`: remove namespaces left by a testbed that was killed."""
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import signal
 import sys
 
 from deploy.testbed.bed import Testbed
-from deploy.testbed.config import TestbedConfig
+from deploy.testbed.config import ExperimentConfig, TestbedConfig
 from deploy.testbed.netns import TestbedError, namespaces, remove_namespace
 from parallax.cli import add_config_arguments, config_from_args
 
@@ -51,11 +53,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.testbed", description=__doc__)
     sub = parser.add_subparsers(dest="what", required=True)
     add_config_arguments(sub.add_parser("run", help=TestbedConfig.command_help), TestbedConfig)
+    add_config_arguments(
+        sub.add_parser("bench", help=ExperimentConfig.command_help), ExperimentConfig
+    )
     sub.add_parser("clean", help="remove namespaces of testbeds that were killed")
     ns = parser.parse_args(argv)
     try:
         if ns.what == "clean":
             return clean()
+        if ns.what == "bench":
+            from deploy.testbed.experiment import run_experiment
+
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: tear down
+            if os.geteuid() != 0:
+                raise TestbedError("the testbed makes network namespaces: run it as root")
+            run_experiment(config_from_args(ExperimentConfig, ns))
+            return 0
         return run(config_from_args(TestbedConfig, ns))
     except TestbedError as e:
         print(f"testbed: error: {e}", file=sys.stderr)

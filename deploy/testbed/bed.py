@@ -8,9 +8,9 @@
 Each node's gRPC server listens on 127.0.0.1 inside its namespace; a delaying TCP proxy
 (`proxy.py`) listens on the namespace's address with the same port, and the node advertises
 that address. So every byte into a node (Submit, Forward, PushTokens, and the peers' RTT
-probes) crosses its link's tbf caps and its delay. The coordinator advertises the address
-it binds (it has no separate advertised address), so traffic into the coordinator (Join,
-Heartbeat, Deliver) crosses its tbf caps without a delay.
+probes) crosses its link's tbf caps and its delay. The coordinator's gRPC service sits
+behind one too (it binds 127.0.0.1 and advertises SUBNET.1 with --advertise-host), so
+traffic into it (Join, Heartbeat, Deliver) crosses its caps and its delay.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ class Testbed:
         self.net = Network(self.prefix, config.subnet)
         self.echo = echo
         self.coordinator: Child | None = None
+        self.coordinator_proxy: Child | None = None
         self.nodes: list[Child | None] = []
         self.proxies: list[Child | None] = []
         self._client: InNamespace | None = None
@@ -81,31 +82,35 @@ class Testbed:
             self.net.add_host(f"n{i}", FIRST_NODE_OCTET + i, cfg.per_node("rate_mbit", i, 1000.0))
         self._client = InNamespace(coord_ns, workers=CLIENT_THREADS)
         host = f"{cfg.subnet}.{COORDINATOR_OCTET}"
+        self.coordinator_proxy = self._proxy(coord_ns, host, GRPC_PORT, cfg.coordinator_delay_ms)
         self.coordinator = self._launch(
             coord_ns,
             [sys.executable, "-m", "parallax", "run", "--model", cfg.model,
-             "--grpc-host", host, "--grpc-port", str(GRPC_PORT), "--host", "127.0.0.1",
+             "--grpc-host", "127.0.0.1", "--advertise-host", host,
+             "--grpc-port", str(GRPC_PORT), "--host", "127.0.0.1",
              "--port", str(HTTP_PORT), "--min-stages", str(cfg.min_stages),
              *cfg.coordinator_args],
         )  # fmt: skip
         self.coordinator.wait_for(r"gateway http listening on", START_TIMEOUT_S)
         for i in range(cfg.nodes):
             self.start_node(i)
+            if cfg.ordered_joins:
+                self._wait_joined(i + 1)
+
+    def _wait_joined(self, count: int) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while len(self.status()["nodes"]) < count:
+            if time.monotonic() > deadline:
+                raise TestbedError(f"node n{count - 1} did not join in {START_TIMEOUT_S} s")
+            time.sleep(0.2)
 
     def start_node(self, i: int) -> None:
         cfg, ns = self.config, self.net.hosts[f"n{i}"]
         while len(self.nodes) <= i:
             self.nodes.append(None)
             self.proxies.append(None)
-        proxy = self._launch(
-            ns,
-            [sys.executable, "-m", "deploy.testbed.proxy",
-             "--listen", f"{self.node_address(i)}:{NODE_PORT}",
-             "--connect", f"127.0.0.1:{NODE_PORT}",
-             "--delay-ms", str(cfg.per_node("delay_ms", i, 0.0))],
-        )  # fmt: skip
-        self.proxies[i] = proxy
-        proxy.wait_for(r"proxy listening", 30)
+        delay = cfg.per_node("delay_ms", i, 0.0)
+        self.proxies[i] = self._proxy(ns, self.node_address(i), NODE_PORT, delay)
         memory = cfg.per_node("memory_gb", i, 0.0)
         cpus = cfg.per_node("cpus", i, "")
         taskset = ["taskset", "-c", cpus] if cpus else []
@@ -118,6 +123,16 @@ class Testbed:
              "--threads", str(cfg.threads), "--kv-cache-mb", str(cfg.kv_cache_mb),
              *cfg.node_args],
         )  # fmt: skip
+
+    def _proxy(self, ns: str, host: str, port: int, delay_ms: float) -> Child:
+        """A delaying proxy from HOST:PORT to 127.0.0.1:PORT (where the service listens)."""
+        proxy = self._launch(
+            ns,
+            [sys.executable, "-m", "deploy.testbed.proxy", "--listen", f"{host}:{port}",
+             "--connect", f"127.0.0.1:{port}", "--delay-ms", str(delay_ms)],
+        )  # fmt: skip
+        proxy.wait_for(r"proxy listening", 30)
+        return proxy
 
     def _launch(self, ns: str, argv: list[str]) -> Child:
         p = subprocess.Popen(
@@ -172,7 +187,8 @@ class Testbed:
                 child.popen.wait()
 
     def close(self) -> None:
-        children = [c for c in (*self.nodes, *self.proxies, self.coordinator) if c is not None]
+        every = (*self.nodes, *self.proxies, self.coordinator, self.coordinator_proxy)
+        children = [c for c in every if c is not None]
         try:
             stop_all(children, timeout=10)
         finally:

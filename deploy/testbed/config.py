@@ -37,7 +37,18 @@ class TestbedConfig(ConfigBase):
     coordinator_rate_mbit: float = opt(
         1000.0, help="the coordinator's link bandwidth", unit="Mbit/s"
     )
+    coordinator_delay_ms: float = opt(
+        0.0,
+        help="one-way delay added to traffic into the coordinator's gRPC (joins, "
+        "heartbeats, deliveries)",
+        unit="ms",
+    )
     min_stages: int = opt(2, help="the coordinator's --min-stages")
+    ordered_joins: bool = opt(
+        False,
+        help="start each node once the previous one joined: a fixed join order (the "
+        "baseline allocation policies place nodes by it)",
+    )
     threads: int = opt(1, help="torch threads per node")
     kv_cache_mb: float = opt(64.0, help="KV cache per node", unit="MiB")
     subnet: str = opt("10.77.0", help="first three octets of the private /24 inside the namespaces")
@@ -54,6 +65,7 @@ class TestbedConfig(ConfigBase):
         self.require(all(d >= 0 for d in self.delay_ms), "delay_ms", "must be >= 0")
         self.require(all(m > 0 for m in self.memory_gb), "memory_gb", "must be positive")
         self.require(self.coordinator_rate_mbit > 0, "coordinator_rate_mbit", "must be positive")
+        self.require(self.coordinator_delay_ms >= 0, "coordinator_delay_ms", "must be >= 0")
         octets = self.subnet.split(".")
         self.require(
             len(octets) == 3
@@ -69,3 +81,70 @@ class TestbedConfig(ConfigBase):
         if not values:
             return default
         return values[0] if len(values) == 1 else values[i]
+
+
+@dataclass(frozen=True)
+class ExperimentConfig(TestbedConfig):
+    """The testbed benchmark: one fresh testbed per (round, policy), the same nodes and
+    load each time. Its defaults are the bed recorded in docs/BENCHMARKS.md."""
+
+    command_help: ClassVar[str] = (
+        "benchmark allocation policies on the testbed: per round and policy a fresh "
+        "testbed, `parallax bench serve` against its gateway; prints figures, writes JSON "
+        "and a PNG; needs root"
+    )
+
+    # The bed: unequal memory (none holds SmolLM2 alone), links and delays; two nodes per core.
+    rate_mbit: tuple[float, ...] = opt(
+        (200.0, 50.0, 100.0, 20.0), help="each node's link bandwidth; repeat", unit="Mbit/s"
+    )
+    delay_ms: tuple[float, ...] = opt(
+        (2.0, 15.0, 5.0, 25.0), help="one-way delay into each node; repeat", unit="ms"
+    )
+    memory_gb: tuple[float, ...] = opt(
+        (0.5, 0.3, 0.4, 0.25), help="each node's --memory-gb; repeat", unit="GiB"
+    )
+    cpus: tuple[str, ...] = opt(("0", "1", "0", "1"), help="each node's taskset CPU list")
+    coordinator_delay_ms: float = opt(
+        10.0, help="one-way delay into the coordinator's gRPC", unit="ms"
+    )
+    min_stages: int = opt(1, help="the coordinator's --min-stages (ours; baselines ignore it)")
+    max_model_len: int = opt(
+        1024, help="the coordinator's --max-model-len: the KV each node reserves", unit="tokens"
+    )
+    ordered_joins: bool = opt(True, help="start each node once the previous one joined")
+
+    policies: tuple[str, ...] = opt(
+        ("ours", "parallax", "petals"), help="allocation policies, interleaved each round"
+    )
+    rounds: int = opt(3, help="rounds; each runs every policy once, in order")
+    num_prompts: int = opt(24, help="requests per load run")
+    input_len: int = opt(64, help="prompt length (random prompts)", unit="tokens")
+    output_len: int = opt(16, help="tokens generated per request (ignore_eos)", unit="tokens")
+    request_rates: tuple[float, ...] = opt(
+        (2.0, float("inf")),
+        help="load runs per testbed, one per rate; inf = all at once",
+        unit="requests/s",
+    )
+    warmup: int = opt(2, help="requests sent (and not counted) before the load runs")
+    output: str = opt("bench-output/testbed.json", help="JSON result path")
+    plot: str = opt("bench-output/testbed.png", help="PNG plot path")
+
+    def validate(self) -> None:
+        super().validate()
+        bad = [p for p in self.policies if p not in ("ours", "parallax", "petals")]
+        self.require(bool(self.policies) and not bad, "policies", "each ours, parallax or petals")
+        self.require(self.rounds >= 1, "rounds", "must be >= 1")
+        self.require(self.num_prompts >= 1, "num_prompts", "must be >= 1")
+        self.require(self.input_len >= 1 and self.output_len >= 2, "output_len", "need >= 2")
+        self.require(
+            self.max_model_len >= self.input_len + self.output_len + 64,
+            "max_model_len",
+            "must hold a prompt, its output and the chat template",
+        )
+        self.require(
+            bool(self.request_rates) and all(r > 0 for r in self.request_rates),
+            "request_rates",
+            "each > 0 (inf = all at once)",
+        )
+        self.require(self.warmup >= 0, "warmup", "must be >= 0")
