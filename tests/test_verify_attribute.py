@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import re
 from collections.abc import AsyncIterator
 
 import pytest
@@ -209,7 +210,10 @@ def test_verifier_quarantines_the_liar_and_its_layers_are_re_covered():
     assert not any(reg.get(ids[n]).quarantined for n in ("n0", "n1", "n3"))
     report = v.report()
     assert report["quarantined"] == 1 and report["checks"]["disagree"] >= 2
-    assert all(r.request_id.startswith("verify-") for r in backend.requests)
+    # Shaped like a user's chat id, and no sampling flag a user would not send.
+    assert all(re.fullmatch(r"chatcmpl-[0-9a-f]{32}-0", r.request_id) for r in backend.requests)
+    assert len({r.request_id for r in backend.requests}) == len(backend.requests)
+    assert not any(r.sampling.ignore_eos for r in backend.requests)
     assert {r.prompt_ids for r in backend.requests} == {(1, 2, 3)}
     assert all(r.sampling.greedy for r in backend.requests)
     snap = reg.status_snapshot(6.0)

@@ -298,6 +298,7 @@ class ClusterBackend:
             "request routed",
             extra={
                 "request_id": req.request_id,
+                "client": req.client,
                 "prompt_tokens": len(req.prompt_ids),
                 "max_tokens": req.sampling.max_tokens,
                 "route": [h.node_id for h in route.hops],

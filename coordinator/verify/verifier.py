@@ -4,9 +4,9 @@ For each user request the gateway admits, a check is due with probability
 `--verify-rate`; when none ran for `--verify-idle-s`, one runs anyway, so a quiet
 cluster is checked too. Checks run one at a time, at most `MAX_PENDING` owed, off
 the request path. Each uses the verifier's own prompts (a fixed set, tokenized with
-the model's tokenizer: no user prompt is ever re-sent) and its own request ids
-(`verify-...`), and goes through `generate_on`: exactly the chain given, no
-admission, no replay.
+the model's tokenizer: no user prompt is ever re-sent) under ids shaped like a user's
+chat (a node cannot tell them by id), and goes through `generate_on`: exactly the
+chain given, no admission, no replay.
 """
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import secrets
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 from coordinator.gateway.backend import GenerationRequest, TokenOut
 from coordinator.gateway.cluster_backend import ClusterBackend
+from coordinator.gateway.generation import new_id
 from coordinator.registry import Registry
 from coordinator.scheduler.types import Route
 from coordinator.verify.attribute import Verdict, check_pair
@@ -30,7 +31,7 @@ from coordinator.verify.chains import pick_pair
 from coordinator.verify.compare import Generated, Match
 from coordinator.verify.scores import Ledger
 from parallax.config.coordinator import CoordinatorConfig
-from parallax.errors import InvalidArgument, ParallaxError
+from parallax.errors import ConfigError, InvalidArgument, ParallaxError
 from parallax.models.registry import ResolvedModel
 from parallax.sampling import SamplingParams
 from parallax.tokenizer import Tokenizer
@@ -38,23 +39,42 @@ from parallax.types import NodeId
 
 log = logging.getLogger(__name__)
 
-REQUEST_PREFIX = "verify-"
+SPOT_CHECK_CLIENT = "spot-check"  # admission/log name; never sent to nodes
 TICK_S = 0.5
 MAX_PENDING = 4  # checks owed at most: a burst of traffic cannot queue a flood of them
 RUN_TIMEOUT_S = 60.0  # one chain's whole answer (a few tokens), on a loaded CPU cluster
 MAX_REPORTED = 20  # latest quarantines listed in the report
 TOP_LOGPROBS = 5  # alternatives asked per token: enough to see a near tie
-# Short, neutral prompts: their first tokens depend on every layer of the model.
-PROMPTS = (
-    "What is the capital of France?",
-    "Write one sentence about rivers.",
-    "List three prime numbers.",
-    "What does a CPU do?",
-    "Translate 'good morning' into Spanish.",
-    "Why is the sky blue?",
-    "Name a famous composer.",
-    "How many legs does a spider have?",
+# Short, neutral prompts whose first tokens depend on every layer of the model; many of
+# them, picked at random, so a node cannot learn a handful by heart. A cluster that
+# wants prompts nobody can read in the source gives --verify-prompts.
+_ASKS = (
+    "What is {}?",
+    "Write one sentence about {}.",
+    "Explain {} to a child.",
+    "Name two facts about {}.",
+    "Why does {} matter?",
+    "Describe {} in a few words.",
 )
+_SUBJECTS = (
+    "rivers", "the moon", "bread", "a CPU", "volcanoes", "the violin", "honey bees",
+    "glaciers", "chess", "the printing press", "coffee", "tides", "maps", "owls",
+    "copper", "rain", "bicycles", "the Roman empire", "spiders", "clouds", "salt",
+    "lighthouses", "the heart", "deserts",
+)  # fmt: skip
+PROMPTS = tuple(ask.format(subject) for ask in _ASKS for subject in _SUBJECTS)
+
+
+def read_prompts(path: str) -> tuple[str, ...]:
+    """One prompt per non-empty line of `path`."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise ConfigError(f"--verify-prompts {path}: cannot read it ({e.strerror})") from e
+    prompts = tuple(line.strip() for line in lines if line.strip())
+    if not prompts:
+        raise ConfigError(f"--verify-prompts {path}: no prompts in it (one per line)")
+    return prompts
 
 
 class ChainRunner(Protocol):
@@ -108,7 +128,6 @@ class Verifier:
         self.outcomes: Counter[str] = Counter()  # checks by outcome
         self.quarantines: list[dict[str, Any]] = []  # who, when (checks run by then), why
         self.runs = 0
-        self._next_prompt = 0
 
     async def run_forever(self) -> None:
         if self.options.rate == 0 and self.options.idle_s == 0:
@@ -144,8 +163,7 @@ class Verifier:
         if pair is None:
             self.outcomes["skipped"] += 1
             return None
-        prompt = self._prompts[self._next_prompt % len(self._prompts)]
-        self._next_prompt += 1
+        prompt = self._rng.choice(self._prompts)
 
         async def run(route: Route) -> Generated | None:
             return await self._run(route, prompt)
@@ -190,13 +208,12 @@ class Verifier:
             )
 
     async def _run(self, route: Route, prompt: tuple[int, ...]) -> Generated | None:
+        # A chain that ends early ends with the same EOS token an honest one picks, so
+        # comparing up to the shorter answer is enough: no distinctive ignore_eos.
         sampling = SamplingParams(
-            temperature=0.0,
-            max_tokens=self.options.tokens,
-            ignore_eos=True,  # every chain answers the full length: nothing to excuse
-            logprobs=TOP_LOGPROBS,
+            temperature=0.0, max_tokens=self.options.tokens, logprobs=TOP_LOGPROBS
         )
-        req = GenerationRequest(f"{REQUEST_PREFIX}{secrets.token_hex(8)}", prompt, sampling)
+        req = GenerationRequest(f"{new_id('chatcmpl')}-0", prompt, sampling, SPOT_CHECK_CLIENT)
         tokens: list[int] = []
         logprobs: list[dict[int, float]] = []
         stream = self._runner.generate_on(req, route)
@@ -253,7 +270,8 @@ def build_verifier(
         tokens=config.verify_tokens,
         tolerance=config.verify_tolerance,
     )
-    prompts = tokenize_prompts(Tokenizer.from_model(resolved))
+    texts = read_prompts(config.verify_prompts) if config.verify_prompts else PROMPTS
+    prompts = tokenize_prompts(Tokenizer.from_model(resolved), texts)
     if not prompts:
         log.warning("spot checks are off: the model's tokenizer gives no ids for their prompts")
         options = replace(options, rate=0.0, idle_s=0.0)
