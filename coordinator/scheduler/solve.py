@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from coordinator.scheduler.estimate import estimate
 from coordinator.scheduler.fast import plan_fast_shaped
 from coordinator.scheduler.perf import PerfModel
+from coordinator.scheduler.rebalance import rebalance
 from coordinator.scheduler.simple import allocate_simple
 from coordinator.scheduler.types import Assignments, NodeCapacity
 
@@ -47,6 +48,7 @@ def solve(nodes: Sequence[NodeCapacity], perf: PerfModel) -> tuple[Assignments, 
         got = plan_fast_shaped(nodes, perf, opts.min_stages_when_possible)
         if got and got[0]:
             for pipe in got[0]:
+                pipe, _est = rebalance(pipe, perf)
                 out.update({n.node_id: r for n, r in pipe})
             return out, "fast", got[1]
     simple = allocate_simple(
