@@ -159,7 +159,7 @@ def _ratio(ours: float, base: float, metric: str) -> float:
 
 
 def run_experiment(cfg: ExperimentConfig) -> dict:
-    work = Path(cfg.output).with_suffix("")
+    work = Path("bench-output") / f"{Path(cfg.output).stem}-runs"  # each load run's JSON
     work.mkdir(parents=True, exist_ok=True)
     results = []
     t0 = time.monotonic()
