@@ -26,6 +26,7 @@ from coordinator.registry import Registry
 from coordinator.scheduler import AllocateOptions
 from coordinator.state_file import StateFile
 from coordinator.verify.verifier import Verifier, build_verifier
+from coordinator.weights import add_weights_service
 from parallax.config.coordinator import CoordinatorConfig
 from parallax.config.tls import load_tls
 from parallax.errors import ConfigError
@@ -163,15 +164,18 @@ async def serve(
         if state_file is not None
         else RouteSigner.generate()
     )
+    identity = model_identity(resolved)
     service = CoordinatorService(
         registry,
         join_token=config.join_token,
         heartbeat_s=config.heartbeat_s,
         clock=clock,
         route_key=signer.public_key,
-        model_identity=model_identity(resolved),
+        model_identity=identity,
     )
     pb_grpc.add_CoordinatorServicer_to_server(service, server)
+    # The weight manifest, and the model's chunks within --share-mbps (0: none).
+    add_weights_service(server, config.share_mbps, resolved, identity, registry)
     grpc_port = bind_grpc(server, config.grpc_host, config.grpc_port, tls)
     sock = bind_http_socket(config.http_host, config.port)
     grpc_address = advertised(config.advertise_host or config.grpc_host, grpc_port)

@@ -83,19 +83,23 @@ async def run_node(cfg: NodeConfig) -> int:
     from node.control import ControlClient
     from node.hardware import measure_hardware
     from node.server import NodeServer
-    from parallax.models.identity import model_identity
+    from node.weights.peer_model import PeerModel, file_store, local_model
+    from parallax.models.identity import ModelIdentity, model_identity
     from parallax.models.registry import resolve_model
     from parallax.tokenizer import Tokenizer
+    from parallax.weights.serve import CacheStore, WeightsService
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     tls = load_tls(cfg)  # before the slow part: a missing file fails at once
     hardware = await asyncio.to_thread(measure_hardware, cfg.device, 1.5, cfg.memory_gb)
     server = NodeServer(cfg, name=cfg.name, wire_dtype=cfg.wire_dtype, tls=tls)
-    port = await server.start(cfg.host, cfg.port)
+    weights = WeightsService(cfg.share_mbps)  # serves what this node holds to peers
+    port = await server.start(cfg.host, cfg.port, weights)
     address = f"{cfg.advertise_host or cfg.host}:{port}"
     print(f"node grpc listening on {address}", flush=True)
     client = ControlClient(cfg.coordinator, tls=tls)
+    peer_model: PeerModel | None = None  # set when the weights come from peers
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -113,9 +117,18 @@ async def run_node(cfg: NodeConfig) -> int:
             cfg, address, hardware, metrics_address, model_parts=parts
         )
         server.set_identity(node_id, client.secret, client.route_key)
-        resolved = own or resolve_model(assignment.model)
-        if own is None:
-            await _check_identity(client, resolved)
+        served = ModelIdentity.of_parts(client.model_parts) if client.model_parts else None
+        resolved = own or await local_model(cfg.fetch_weights, assignment.model)
+        if resolved is None:  # fetched: every chunk is checked against the manifest
+            peer_model = PeerModel(cfg.coordinator, address, cfg.cache_dir, tls)
+            resolved = await peer_model.open(assignment.model, served.digest if served else "")
+            weights.hold(CacheStore(peer_model.cache), peer_model.cache.manifest.model_digest)
+        else:
+            if own is None:
+                await _check_identity(client, resolved)
+            store = file_store(resolved)
+            if served is not None and store is not None:
+                weights.hold(store, served.digest)
         tok = Tokenizer.from_model(resolved)
         server.set_model(resolved, tok.eos_token_ids, vocab_limit=tok.vocab_size)
         print(f"node {node_id} joined; serving {resolved.name}", flush=True)
@@ -129,6 +142,8 @@ async def run_node(cfg: NodeConfig) -> int:
             # A coordinator restart re-joins us under a new id: always take the current one.
             server.set_identity(client.node_id, client.secret, client.route_key)
             async with loading:
+                if peer_model is not None:  # fetch what these layers lack first
+                    await peer_model.ensure(layers)
                 await server.load(layers)
             if server.pipeline is not None:
                 server.pipeline.node_id = client.node_id
@@ -150,6 +165,8 @@ async def run_node(cfg: NodeConfig) -> int:
     finally:
         await client.close()
         await server.stop()
+        if peer_model is not None:
+            await peer_model.close()
     return 0
 
 

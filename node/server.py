@@ -82,9 +82,13 @@ class NodeServer(pb_grpc.NodeServicer):
         self.max_bytes = MAX_FORWARD_ROWS * self.spec.hidden_size * 4
 
     # ---- lifecycle ----
-    async def start(self, host: str, port: int) -> int:
+    async def start(
+        self, host: str, port: int, weights: pb_grpc.WeightsServicer | None = None
+    ) -> int:
         self.server = grpc.aio.server(options=CHANNEL_OPTIONS)
         pb_grpc.add_NodeServicer_to_server(self, self.server)
+        if weights is not None:  # serves the weight chunks this node holds to peers
+            pb_grpc.add_WeightsServicer_to_server(weights, self.server)
         self.port = add_port(self.server, f"{host}:{port}", self.tls)
         if self.port == 0:
             raise ParallaxError(f"cannot bind the node's gRPC server to {host}:{port}: in use?")

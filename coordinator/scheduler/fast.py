@@ -53,12 +53,12 @@ def region_groups(nodes: Sequence[NodeCapacity], perf: PerfModel) -> list[list[N
     by_region: dict[str, list[NodeCapacity]] = {}
     for n in nodes:
         by_region.setdefault(n.region, []).append(n)
-    usable = perf.mem.usable
-    big = {r: ns for r, ns in by_region.items() if sum(usable(n.memory_bytes) for n in ns) >= need}
+    usable = perf.mem.usable_equivalent
+    big = {r: ns for r, ns in by_region.items() if sum(usable(n) for n in ns) >= need}
     small = sorted(r for r in by_region if r not in big)
     pool = [n for r in small for n in by_region[r]]
     groups = {r: list(ns) for r, ns in big.items()}
-    if pool and big and sum(usable(n.memory_bytes) for n in pool) < need:
+    if pool and big and sum(usable(n) for n in pool) < need:
         anchor = max(small, key=lambda r: (sum(n.memory_bytes for n in by_region[r]), r))
         nearest = min(big, key=lambda r: (perf.options.link(anchor, r).rtt_ms, r))
         groups[nearest] = groups[nearest] + pool
@@ -88,12 +88,14 @@ def speed_layout(
     step; default the options' batch) under memory caps that keep `reserve_tokens` of
     KV room on every layer, never under one full context."""
     mem = perf.mem
-    per_layer = mem.weight_bytes + mem.kv_bytes_per_token * max(reserve_tokens, mem.reserve_tokens)
+    kv_tokens = max(reserve_tokens, mem.reserve_tokens)
     k = len(order)
     caps = []
     for i, n in enumerate(order):
-        room = mem.usable(n.memory_bytes) - mem.extras(i == 0, i == k - 1)
-        caps.append(min(mem.num_layers, int(room // per_layer)) if room > 0 else 0)
+        own = mem.at(n)  # its own dtype and weight format
+        own_layer = own.weight_bytes + own.kv_bytes_per_token * kv_tokens
+        room = own.usable(n.memory_bytes) - own.extras(i == 0, i == k - 1)
+        caps.append(min(mem.num_layers, int(room // own_layer)) if room > 0 else 0)
     b = float(perf.batch_size) if batch is None else max(batch, 1.0)
     # Even stage times; the last stage also runs the head every step.
     head = [0.0] * (k - 1) + [perf.head_s(order[-1], b)]
@@ -203,7 +205,7 @@ def candidate_layouts(
 
 def plan_group(nodes: Sequence[NodeCapacity], perf: PerfModel, min_stages: int) -> GroupPlan | None:
     need = perf.mem.total_need()
-    kmax = max(1, min(len(nodes), int(sum(perf.mem.usable(n.memory_bytes) for n in nodes) // need)))
+    kmax = max(1, min(len(nodes), int(sum(perf.mem.usable_equivalent(n) for n in nodes) // need)))
     kmax = max(1, min(kmax, len(nodes) // max(1, min(min_stages, len(nodes)))))
     tried: dict[int, GroupPlan | None] = {}
     memo: Memo = {}
@@ -249,7 +251,7 @@ def tiered_plan(
     room = 0.0
     for n in order:
         cur.append(n)
-        room += perf.mem.usable(n.memory_bytes)
+        room += perf.mem.usable_equivalent(n)
         # Some slack over the bare weights: the layout also needs KV room per stage.
         if room >= TIER_SLACK * need and len(cur) >= min_stages:
             parts.append(cur)
@@ -298,7 +300,7 @@ def kmin(nodes: Sequence[NodeCapacity], perf: PerfModel) -> int:
     """Fewest pipelines worth trying in a big group: each at most four times as deep as
     the mean node needs to hold the model. Deeper ones lose on latency and KV, and they
     cost the most to build (the standby pass is quadratic in a pipeline's nodes)."""
-    mean = sum(perf.mem.usable(n.memory_bytes) for n in nodes) / max(1, len(nodes))
+    mean = sum(perf.mem.usable_equivalent(n) for n in nodes) / max(1, len(nodes))
     depth = max(1, math.ceil(perf.mem.total_need() / max(mean, 1.0)))
     return max(1, len(nodes) // (4 * depth))
 
@@ -335,7 +337,8 @@ def build_alike(
     memory, speed and region stage by stage: same ranges fit, same estimate)."""
     order = sorted(part, key=lambda n: (-perf.speed(n), n.node_id))
     key = tuple(
-        (n.memory_bytes, n.flops, n.mem_bandwidth, n.region, n.layer_latency_ms) for n in order
+        (n.memory_bytes, n.flops, n.mem_bandwidth, n.region, n.layer_latency_ms, n.footprint)
+        for n in order
     )
     if key not in memo:
         got = build_pipeline(order, perf)
@@ -381,7 +384,7 @@ def plan_fast_shaped(
     nodes: Sequence[NodeCapacity], perf: PerfModel, min_stages: int = 1
 ) -> tuple[list[Pipeline], str] | None:
     """`plan_fast` and what it built per region group, for the allocation's reason."""
-    eligible = [n for n in nodes if perf.mem.max_layers(n.memory_bytes) >= 1]
+    eligible = [n for n in nodes if perf.mem.at(n).max_layers(n.memory_bytes) >= 1]
     groups = region_groups(eligible, perf)
     plans = [plan_group(g, perf, min_stages) for g in groups]
     if any(p is None for p in plans) and not any(p is not None for p in plans):

@@ -83,6 +83,13 @@ class CoordinatorConfig(ConfigBase):
     strict_params: bool = opt(
         False, help="answer 400 to unknown request fields instead of logging a warning"
     )
+    share_mbps: float = opt(
+        1000.0,
+        help="bandwidth the coordinator spends serving weight chunks of its model file to "
+        "nodes that join without the model; 0 = serve none (it still hands out the "
+        "manifest, and nodes fetch from the nodes that hold layers)",
+        unit="Mbit/s",
+    )
     tls_cert: str = tls_cert_opt()
     tls_key: str = tls_key_opt()
     tls_ca: str = tls_ca_opt()
@@ -143,6 +150,7 @@ class CoordinatorConfig(ConfigBase):
         self.require(self.verify_idle_s >= 0, "verify_idle_s", "must be >= 0 (0 = never)")
         self.require(1 <= self.verify_tokens <= 64, "verify_tokens", "must be in [1, 64]")
         self.require(self.verify_tolerance >= 0, "verify_tolerance", "must be >= 0")
+        self.require(self.share_mbps >= 0, "share_mbps", "must be >= 0 (0 = serve none)")
         self.require(
             is_loopback(self.http_host) or bool(self.api_key) or self.insecure_open,
             "host",

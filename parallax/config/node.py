@@ -40,6 +40,25 @@ class NodeConfig(EngineConfig):
         help="dtype of activations on the wire; default the model's",
         choices=("", "bfloat16", "float16", "float32"),
     )
+    fetch_weights: str = opt(
+        "auto",
+        help="where the weights come from without --model: 'auto' uses the coordinator's "
+        "model path when it exists on this machine, else fetches the assigned layers from "
+        "peers; 'always' fetches; 'never' needs the local file",
+        choices=("auto", "always", "never"),
+    )
+    cache_dir: str = opt(
+        "",
+        help="folder of fetched weights (a sparse copy of the model file per model plus a "
+        "journal of verified chunks; reused by a re-join); default $XDG_CACHE_HOME/parallax "
+        "or ~/.cache/parallax",
+    )
+    share_mbps: float = opt(
+        200.0,
+        help="bandwidth this node spends serving the weights it holds to nodes that join "
+        "without the model; 0 = serve none",
+        unit="Mbit/s",
+    )
     tls_cert: str = tls_cert_opt()
     tls_key: str = tls_key_opt()
     tls_ca: str = tls_ca_opt()
@@ -57,3 +76,4 @@ class NodeConfig(EngineConfig):
         self.require(0 <= self.metrics_port < 65536, "metrics_port", "must be 0..65535")
         self.require(self.memory_gb >= 0, "memory_gb", "must be >= 0")
         self.require(self.heartbeat_s > 0, "heartbeat_s", "must be positive")
+        self.require(self.share_mbps >= 0, "share_mbps", "must be >= 0 (0 = serve none)")

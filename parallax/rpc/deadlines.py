@@ -10,3 +10,5 @@ JOIN_CHALLENGE_S = 5.0  # node -> coordinator: a nonce to answer in the join
 JOIN_S = 10.0  # node -> coordinator: join
 HEARTBEAT_S = 5.0  # node -> coordinator: heartbeat
 LEAVE_S = 5.0  # node -> coordinator: leave
+WEIGHT_MANIFEST_S = 120.0  # node -> coordinator: the weight manifest (hashed once, at first ask)
+WEIGHT_FETCH_S = 60.0  # node -> source: one Fetch of at most 16 chunks of 1 MiB
