@@ -50,19 +50,20 @@ def solve_group(
     # KV room for a full batch on every held layer, so the flow is not starved of
     # resident sequences (the model itself has no Little's law).
     reserve = max(float(mem.reserve_tokens), perf.batch_size * perf.mean_context)
-    # Memory in integer units of a thousandth of a layer: costs round up, capacities down,
-    # so rounding can only make the model stricter, by at most 0.1% of a layer each.
-    per_layer = mem.weight_bytes + mem.kv_bytes_per_token * reserve
-    mem_unit = per_layer / 1000
-    layer_cost = 1000
-    emb = math.ceil(mem.embedding_bytes / mem_unit)
-    head = math.ceil(mem.head_bytes / mem_unit)
+    # Memory in integer units of a thousandth of a (cluster-default) layer: costs round
+    # up, capacities down, so rounding can only make the model stricter, by at most 0.1%
+    # of a layer each.
+    mem_unit = (mem.weight_bytes + mem.kv_bytes_per_token * reserve) / 1000
     m = cp_model.CpModel()
     F = m.new_int_var(0, sum(V.values()), "F")
     hold, start, flows = {}, {}, {}
     for n in nodes:
         i = n.node_id
         cap = int(mem.usable(n.memory_bytes) // mem_unit)
+        own = mem.at(n)  # in its own dtype and weight format, in the same unit
+        own_layer = math.ceil((own.weight_bytes + own.kv_bytes_per_token * reserve) / mem_unit)
+        own_emb = math.ceil(own.embedding_bytes / mem_unit)
+        own_head = math.ceil(own.head_bytes / mem_unit)
         y = [m.new_bool_var(f"y_{i}_{x}") for x in range(L)]
         s = [m.new_bool_var(f"s_{i}_{x}") for x in range(L)]
         f = [m.new_int_var(0, V[i], f"f_{i}_{x}") for x in range(L)]
@@ -75,7 +76,7 @@ def solve_group(
             m.add(f[x] <= V[i] * y[x])
         m.add(sum(s) <= 1)
         m.add(sum(f) <= V[i])
-        m.add(layer_cost * sum(y) + emb * y[0] + head * y[L - 1] <= cap)
+        m.add(own_layer * sum(y) + own_emb * y[0] + own_head * y[L - 1] <= cap)
         flows[i] = f
     for x in range(L):
         m.add(sum(flows[n.node_id][x] for n in nodes) >= F)
@@ -120,7 +121,7 @@ def solve_group(
 def solve_exact(nodes: Sequence[NodeCapacity], perf: PerfModel) -> tuple[Assignments | None, str]:
     """Assignments over every region group (None if a group found no solution) and a note
     with the flow objective, its bound and the optimality gap."""
-    eligible = [n for n in nodes if perf.mem.max_layers(n.memory_bytes) >= 1]
+    eligible = [n for n in nodes if perf.mem.at(n).max_layers(n.memory_bytes) >= 1]
     groups = [g for g in region_groups(eligible, perf) if g]
     if not groups:
         return None, "no node holds a layer"
@@ -131,7 +132,7 @@ def solve_exact(nodes: Sequence[NodeCapacity], perf: PerfModel) -> tuple[Assignm
     for g in groups:
         got, o, b, status = solve_group(g, perf, budget)
         if got is None:
-            if sum(perf.mem.usable(n.memory_bytes) for n in g) >= perf.mem.total_need():
+            if sum(perf.mem.usable_equivalent(n) for n in g) >= perf.mem.total_need():
                 return None, f"MILP {status}"
             continue  # a pooled group too small to serve: its nodes stand by
         out.update(got)

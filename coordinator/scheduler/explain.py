@@ -58,6 +58,7 @@ def explain(
     out = []
     for n in nodes:
         r = assignments.get(n.node_id)
+        mem = perf.mem.at(n)  # in the node's own dtype and weight format
         reserve = n.memory_bytes - mem.usable(n.memory_bytes)
         if r is None:
             if mem.max_layers(n.memory_bytes) < 1:

@@ -57,7 +57,7 @@ def place_joiner(
     L = perf.num_layers
     full = LayerRange(0, L)
     cands: set[LayerRange] = {full} if fits(perf, node, full) else set()
-    cap = perf.mem.max_layers(node.memory_bytes)
+    cap = perf.mem.at(node).max_layers(node.memory_bytes)
     cuts = sorted(
         {0, L, *(r.start for r in assign.values() if r), *(r.end for r in assign.values() if r)}
     )

@@ -3,14 +3,20 @@
 Every method that takes a node's `memory` keeps `reserve_fraction` of it back first
 (activations, the runtime, allocator slack): a range "fits" when its weights and one
 full context of KV fit in the rest. Callers pass the node's whole memory.
+
+The model is built from the cluster-wide `AllocateOptions` (one dtype for all); a node
+that reported its own bytes (its dtype and weight format, `NodeCapacity.footprint`) is
+measured with `at(node)`: a bfloat16 node fits twice the layers of a float32 one.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from coordinator.scheduler.options import AllocateOptions
+from coordinator.scheduler.types import NodeCapacity
+from parallax.models.footprint import Footprint
 from parallax.models.spec import ModelSpec
 from parallax.types import LayerRange
 
@@ -26,6 +32,10 @@ class MemoryModel:
     embedding_bytes: float
     head_bytes: float
     reserve_fraction: float = 0.0
+    # Per-footprint models `at` has built: solvers ask per node in their inner loops.
+    _by_footprint: dict[Footprint, MemoryModel] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
 
     @classmethod
     def of(cls, model: ModelSpec, options: AllocateOptions) -> MemoryModel:
@@ -38,6 +48,31 @@ class MemoryModel:
             head_bytes=float(model.head_bytes(options.dtype_bytes)),
             reserve_fraction=options.memory_reserve,
         )
+
+    def at(self, node: NodeCapacity) -> MemoryModel:
+        """The model in the node's own bytes (dtype, weight format) when it reported
+        them; this one otherwise. Layer count and reserves are the cluster's."""
+        fp = node.footprint
+        if fp is None:
+            return self
+        got = self._by_footprint.get(fp)
+        if got is None:
+            got = replace(
+                self,
+                weight_bytes=fp.weight_bytes,
+                kv_bytes_per_token=fp.kv_bytes_per_token,
+                embedding_bytes=fp.embedding_bytes,
+                head_bytes=fp.head_bytes,
+                _by_footprint={},
+            )
+            self._by_footprint[fp] = got
+        return got
+
+    def usable_equivalent(self, node: NodeCapacity) -> float:
+        """The node's usable memory in this model's bytes: the same share of a whole
+        copy. Sums of it over nodes of mixed formats compare with `total_need()`."""
+        own = self.at(node)
+        return own.usable(node.memory_bytes) * self.total_need() / own.total_need()
 
     def usable(self, memory: float) -> float:
         """Bytes of `memory` the plan may fill with weights and KV."""

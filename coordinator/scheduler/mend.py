@@ -34,7 +34,7 @@ def layers_reloaded(
 
 
 def fits(perf: PerfModel, node: NodeCapacity, r: LayerRange) -> bool:
-    return perf.mem.fits(node.memory_bytes, r)
+    return perf.mem.at(node).fits(node.memory_bytes, r)
 
 
 def throughput(assign: Assignments, nodes: Sequence[NodeCapacity], perf: PerfModel) -> float:
@@ -136,7 +136,7 @@ def reapportion_fix(
     lo, hi = min(lo, gap.start), max(hi, gap.end)
     order = [by_id[n] for n in chain]
     caps = [
-        perf.mem.max_layers(
+        perf.mem.at(n).max_layers(
             n.memory_bytes,
             first=lo == 0 and i == 0,
             last=hi == perf.num_layers and i == len(order) - 1,

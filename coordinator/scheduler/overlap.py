@@ -22,7 +22,7 @@ def widest_fit(
 ) -> LayerRange:
     """`r` grown by up to `limit` layers in one direction while the node keeps room for
     a full batch of KV on every layer it holds."""
-    mem = perf.mem
+    mem = perf.mem.at(node)
     L = perf.num_layers
     busy = max(float(mem.reserve_tokens), perf.batch_size * perf.mean_context)
     best = r

@@ -23,7 +23,7 @@ from parallax.types import LayerRange
 def width_for(node: NodeCapacity, perf: PerfModel, kv_tokens: float) -> int:
     """Most layers the node holds, with the embedding and head if it can (one width then
     serves every position), keeping `kv_tokens` of KV room on each."""
-    mem = perf.mem
+    mem = perf.mem.at(node)
     per_layer = mem.weight_bytes + mem.kv_bytes_per_token * max(kv_tokens, mem.reserve_tokens)
     for first_last in (True, False):
         room = mem.usable(node.memory_bytes) - mem.extras(first_last, first_last)
@@ -38,7 +38,7 @@ def span_for(
 ) -> LayerRange | None:
     """The node's widest span, at the window whose layers have the least speed so far
     (earliest among equals). A smaller node just takes what fits."""
-    mem, L = perf.mem, perf.num_layers
+    mem, L = perf.mem.at(node), perf.num_layers
     k = width_for(node, perf, kv_tokens)
     if k < 1:
         return None

@@ -32,7 +32,8 @@ def least_loss_order(nodes: Sequence[NodeCapacity], mem: MemoryModel) -> list[No
         return list(nodes)
 
     def loss(n: NodeCapacity, first: bool) -> int:
-        return mem.max_layers(n.memory_bytes) - mem.max_layers(n.memory_bytes, first, not first)
+        own = mem.at(n)
+        return own.max_layers(n.memory_bytes) - own.max_layers(n.memory_bytes, first, not first)
 
     by_size = sorted(nodes, key=lambda n: (-n.memory_bytes, n.node_id))
     few = by_size[:16]  # end candidates: bounded work on big pools
@@ -46,7 +47,8 @@ def least_loss_order(nodes: Sequence[NodeCapacity], mem: MemoryModel) -> list[No
 def stage_caps(order: Sequence[NodeCapacity], mem: MemoryModel) -> list[int]:
     k = len(order)
     return [
-        mem.max_layers(n.memory_bytes, first=i == 0, last=i == k - 1) for i, n in enumerate(order)
+        mem.at(n).max_layers(n.memory_bytes, first=i == 0, last=i == k - 1)
+        for i, n in enumerate(order)
     ]
 
 
@@ -54,7 +56,8 @@ def memory_layout(
     order: Sequence[NodeCapacity], mem: MemoryModel, weights: Sequence[float] | None = None
 ) -> list[LayerRange] | None:
     """Ranges for `order` (in pipeline order) covering all layers, or None if they do not fit."""
-    w = weights if weights is not None else [n.memory_bytes for n in order]
+    # By what each holds of the model (a bfloat16 node twice a float32 one's memory).
+    w = weights if weights is not None else [mem.usable_equivalent(n) for n in order]
     counts = water_fill(mem.num_layers, w, stage_caps(order, mem))
     if counts is None:
         return None
@@ -62,7 +65,7 @@ def memory_layout(
 
 
 def missing_memory_message(nodes: Sequence[NodeCapacity], mem: MemoryModel) -> str:
-    have = sum(mem.usable(n.memory_bytes) for n in nodes)
+    have = sum(mem.usable_equivalent(n) for n in nodes)
     need = mem.total_need()
     if need > have:
         return (
@@ -89,7 +92,7 @@ def allocate_simple(
 ) -> Assignments:
     """One pipeline over the fewest biggest nodes that fit (at least `min_stages` of them)."""
     eligible = sorted(
-        (n for n in nodes if mem.max_layers(n.memory_bytes) >= 1),
+        (n for n in nodes if mem.at(n).max_layers(n.memory_bytes) >= 1),
         key=lambda n: (-n.memory_bytes, n.node_id),
     )
     lo = max(1, min(min_stages, len(eligible), mem.num_layers))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from parallax.models.footprint import Footprint
 from parallax.types import LayerRange, NodeId
 
 
@@ -27,6 +28,9 @@ class NodeCapacity:
     latency_batch: float = 1.0
     # The node's current range: the allocator prefers not to move it.
     current: LayerRange | None = None
+    # Its bytes of the model in its own dtype and weight format (reported at join);
+    # None: the cluster-wide default of `AllocateOptions.dtype_bytes`.
+    footprint: Footprint | None = None
 
 
 @dataclass(frozen=True)
