@@ -17,6 +17,7 @@ Cost is O(k-candidates x nodes): about a second at a thousand nodes.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -70,11 +71,11 @@ def region_groups(nodes: Sequence[NodeCapacity], perf: PerfModel) -> list[list[N
 def deal(nodes: Sequence[NodeCapacity], k: int, perf: PerfModel) -> list[list[NodeCapacity]]:
     """Longest-processing-time dealing by memory: each node joins the emptiest pipeline."""
     parts: list[list[NodeCapacity]] = [[] for _ in range(k)]
-    load = [0.0] * k
+    emptiest = [(0.0, j) for j in range(k)]  # (memory dealt, pipeline): a heap, ties by index
     for n in sorted(nodes, key=lambda n: (-n.memory_bytes, -perf.speed(n), n.node_id)):
-        i = min(range(k), key=lambda j: (load[j], j))
+        load, i = emptiest[0]
         parts[i].append(n)
-        load[i] += n.memory_bytes
+        heapq.heapreplace(emptiest, (load + n.memory_bytes, i))
     return parts
 
 

@@ -13,7 +13,7 @@ sequences at once: the solvers weigh weights against KV through this.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from coordinator.scheduler.memory import MemoryModel
 from coordinator.scheduler.options import AllocateOptions
@@ -36,6 +36,11 @@ class PerfModel:
     mean_context: float
     batch_size: int
     options: AllocateOptions
+    # Speeds asked for so far, by node: the solvers sort and deal by speed in their
+    # inner loops (a third of the work at a thousand nodes). Fresh on every copy.
+    _speeds: dict[NodeCapacity, float] = field(
+        default_factory=dict, init=False, compare=False, hash=False, repr=False
+    )
 
     @classmethod
     def of(cls, model: ModelSpec, options: AllocateOptions) -> PerfModel:
@@ -70,15 +75,11 @@ class PerfModel:
         attention still streams every sequence's KV (the CPU engine shows the sum)."""
         tok = batch if tokens is None else tokens
         bw, fl = max(node.mem_bandwidth, 1.0), max(node.flops, 1.0)
-        own = self.mem.at(node)  # the bytes it reads in its own dtype and weight format
         mm_mem, mm_flop = (
-            own.weight_bytes / bw,
+            self.mem.weight_bytes / bw,
             tok * self.matmul_flops / self.gemm_rate(fl, tok),
         )
-        kv_seq = (
-            self.kv_seq_bytes if own is self.mem else own.kv_bytes_per_token * self.mean_context
-        )
-        at_mem = batch * kv_seq * self.options.kv_read_factor / bw
+        at_mem = batch * self.kv_seq_bytes * self.options.kv_read_factor / bw
         at_flop = tok * self.attn_flops / fl
         return (
             (mm_mem if mm_mem > mm_flop else mm_flop)
@@ -108,7 +109,7 @@ class PerfModel:
     def head_s(self, node: NodeCapacity, batch: float) -> float:
         """The lm_head of one decode step on the node holding the last layer: it reads
         the head's weights and does a vocabulary-wide matmul per sequence."""
-        t_mem = self.mem.at(node).head_bytes / max(node.mem_bandwidth, 1.0)
+        t_mem = self.mem.head_bytes / max(node.mem_bandwidth, 1.0)
         t_flop = batch * self.head_flops / self.gemm_rate(max(node.flops, 1.0), batch)
         return max(t_mem, t_flop) * self.calibration(node)
 
@@ -128,9 +129,8 @@ class PerfModel:
 
     def kv_tokens(self, node: NodeCapacity, r: LayerRange) -> float:
         """KV tokens (per layer) that fit beside the range's weights, after the reserve."""
-        mem = self.mem.at(node)  # its own dtype and weight format
-        room = mem.kv_room(node.memory_bytes, r)
-        return max(0.0, room / (len(r) * mem.kv_bytes_per_token))
+        room = self.mem.kv_room(node.memory_bytes, r)
+        return max(0.0, room / (len(r) * self.mem.kv_bytes_per_token))
 
     def resident_seqs(self, node: NodeCapacity, r: LayerRange) -> float:
         """Sequences at the mean context whose KV fits beside the weights, capped by the
@@ -154,7 +154,10 @@ class PerfModel:
 
     def speed(self, node: NodeCapacity) -> float:
         """Layer-tokens/s at full batch: a node's weight when layers are apportioned."""
-        return 1.0 / self.token_s(node, float(self.batch_size))
+        got = self._speeds.get(node)
+        if got is None:
+            got = self._speeds[node] = 1.0 / self.token_s(node, float(self.batch_size))
+        return got
 
     def link(self, a: NodeCapacity, b: NodeCapacity) -> LinkSpec:
         return self.options.link(a.region, b.region)
