@@ -75,11 +75,15 @@ class PerfModel:
         attention still streams every sequence's KV (the CPU engine shows the sum)."""
         tok = batch if tokens is None else tokens
         bw, fl = max(node.mem_bandwidth, 1.0), max(node.flops, 1.0)
+        own = self.mem.at(node)  # the bytes it reads in its own dtype and weight format
         mm_mem, mm_flop = (
-            self.mem.weight_bytes / bw,
+            own.weight_bytes / bw,
             tok * self.matmul_flops / self.gemm_rate(fl, tok),
         )
-        at_mem = batch * self.kv_seq_bytes * self.options.kv_read_factor / bw
+        kv_seq = (
+            self.kv_seq_bytes if own is self.mem else own.kv_bytes_per_token * self.mean_context
+        )
+        at_mem = batch * kv_seq * self.options.kv_read_factor / bw
         at_flop = tok * self.attn_flops / fl
         return (
             (mm_mem if mm_mem > mm_flop else mm_flop)
@@ -109,7 +113,7 @@ class PerfModel:
     def head_s(self, node: NodeCapacity, batch: float) -> float:
         """The lm_head of one decode step on the node holding the last layer: it reads
         the head's weights and does a vocabulary-wide matmul per sequence."""
-        t_mem = self.mem.head_bytes / max(node.mem_bandwidth, 1.0)
+        t_mem = self.mem.at(node).head_bytes / max(node.mem_bandwidth, 1.0)
         t_flop = batch * self.head_flops / self.gemm_rate(max(node.flops, 1.0), batch)
         return max(t_mem, t_flop) * self.calibration(node)
 
@@ -129,8 +133,9 @@ class PerfModel:
 
     def kv_tokens(self, node: NodeCapacity, r: LayerRange) -> float:
         """KV tokens (per layer) that fit beside the range's weights, after the reserve."""
-        room = self.mem.kv_room(node.memory_bytes, r)
-        return max(0.0, room / (len(r) * self.mem.kv_bytes_per_token))
+        mem = self.mem.at(node)  # its own dtype and weight format
+        room = mem.kv_room(node.memory_bytes, r)
+        return max(0.0, room / (len(r) * mem.kv_bytes_per_token))
 
     def resident_seqs(self, node: NodeCapacity, r: LayerRange) -> float:
         """Sequences at the mean context whose KV fits beside the weights, capped by the
