@@ -12,10 +12,10 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.scheduler import AllocateOptions, NodeCapacity
-from coordinator.scheduler.cluster_file import parse_cluster
+from coordinator.scheduler import AllocateOptions, NodeCapacity, allocate
+from coordinator.scheduler.cluster_file import Cluster, parse_cluster
 from coordinator.scheduler.estimate import group_estimate
-from coordinator.scheduler.fast import plan_k
+from coordinator.scheduler.fast import plan_fast, plan_k
 from coordinator.scheduler.perf import PerfModel
 from coordinator.scheduler.presets import model_preset
 from coordinator.scheduler.rebalance import (
@@ -81,22 +81,22 @@ QWEN72B = {
 }
 
 
+def datacenter_cluster() -> Cluster:
+    """Two A100-80GB, four 4090s and four L40S (spec sheets) on a 72B model, 4k context."""
+    kinds = [(80, 2039, 312)] * 2 + [(24, 1008, 165.2)] * 4 + [(48, 864, 362)] * 4
+    nodes = [
+        {"id": f"n{i}", "memory_gb": gb, "mem_bw_gbps": bw, "tflops": tf}
+        for i, (gb, bw, tf) in enumerate(kinds)
+    ]
+    return parse_cluster({"model": QWEN72B, "context_tokens": 4096, "nodes": nodes})
+
+
 def test_even_at_saturation_on_a_datacenter_pipeline() -> None:
     """Four L40S, four 4090s and two A100s on a 72B model at 4k context, one pipeline:
     the cut that is even at the operating batch gives the A100s (fast memory) more
     layers than their capacity at a KV-bounded batch carries; the pass evens it out
     and the estimate holds."""
-    kinds = [(80, 2039, 312), (24, 1008, 165.2), (48, 864, 362)]
-    cluster = parse_cluster(
-        {
-            "model": QWEN72B,
-            "context_tokens": 4096,
-            "nodes": [
-                {"id": f"n{i}", "memory_gb": gb, "mem_bw_gbps": bw, "tflops": tf}
-                for i, (gb, bw, tf) in enumerate([kinds[0]] * 2 + [kinds[1]] * 4 + [kinds[2]] * 4)
-            ],
-        }
-    )
+    cluster = datacenter_cluster()
     perf = PerfModel.of(cluster.model, replace(cluster.options, max_running_per_node=256))
     pipe = one_pipeline(list(cluster.nodes), perf)
     assert is_partition(pipe, perf.num_layers)
@@ -161,3 +161,18 @@ def test_a_latency_target_is_kept() -> None:
     )
     _got, est = rebalance(pipe, tight, base)
     assert est.latency_ms_per_token <= base.latency_ms_per_token
+
+
+def test_fresh_allocations_take_the_rebalanced_cut() -> None:
+    """`allocate` (solver fast) returns the re-cut pipeline, not the heuristic's raw one."""
+    cluster = datacenter_cluster()
+    opts = replace(cluster.options, max_running_per_node=256, solver="fast")
+    perf = PerfModel.of(cluster.model, opts)
+    raw = plan_fast(list(cluster.nodes), perf)
+    assert raw is not None and len(raw) == 1
+    got = allocate(cluster.nodes, cluster.model, opts).assignments
+    nodes = [n for n, _r in raw[0]]
+    rates = stage_rates(perf, nodes)
+    before = saturation_rate(rates, [len(r) for _n, r in raw[0]])
+    after = saturation_rate(rates, [len(got[n.node_id]) for n in nodes])
+    assert after > 1.02 * before
