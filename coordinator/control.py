@@ -19,10 +19,12 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import grpc
 
 from coordinator.join_guard import Challenges, FailureLimiter, peer_host, retry_text
+from coordinator.node_format import footprint_from_pb
 from coordinator.registry import Registry
 from coordinator.registry_types import (
     AddressTaken,
@@ -190,6 +192,8 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         secret = new_node_secret()
         try:
             hardware = hardware_from_pb(request.hardware)
+            # Its own bytes per layer (dtype, weight format), checked: a stranger's claim.
+            hardware = replace(hardware, footprint=footprint_from_pb(request, self.registry.spec))
             node_id, assignment = await asyncio.to_thread(
                 self.registry.join,
                 request.name,

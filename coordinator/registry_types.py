@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from parallax.errors import InvalidArgument, ParallaxError
+from parallax.models.footprint import Footprint
 from parallax.types import LayerRange, NodeId, is_host_port
 
 MAX_NAME_CHARS = 64
@@ -40,6 +41,9 @@ class HardwareInfo:
     memory_bytes: float  # offered for weights plus KV
     device_name: str = ""
     region: str = "default"
+    # Its bytes of the model in its dtype and weight format, checked at join (None: an
+    # older node, planned with the cluster-wide dtype).
+    footprint: Footprint | None = None
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:

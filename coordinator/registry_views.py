@@ -50,6 +50,7 @@ def capacity_of(r: NodeRecord) -> NodeCapacity:
         # The batch those steps ran at, about: the planner compares like with like.
         latency_batch=float(max(1, r.report.running_requests)),
         current=r.assignment.range,
+        footprint=r.hardware.footprint,
     )
 
 

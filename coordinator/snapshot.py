@@ -7,6 +7,7 @@ from typing import Any
 
 from coordinator.registry_types import Decision, NodeRecord
 from coordinator.scheduler import Allocation
+from parallax.models.footprint import Footprint
 from parallax.types import LayerRange
 
 
@@ -33,6 +34,20 @@ def _range(r: LayerRange | None) -> list[int] | None:
     return None if r is None else [r.start, r.end]
 
 
+def _format_json(fp: Footprint | None) -> dict[str, Any] | None:
+    if fp is None:
+        return None
+    return {
+        "label": fp.label,
+        "dtype": fp.dtype,
+        "weights": fp.weights,
+        "layer_bytes": fp.weight_bytes,
+        "kv_bytes_per_token": fp.kv_bytes_per_token,
+        "embedding_bytes": fp.embedding_bytes,
+        "head_bytes": fp.head_bytes,
+    }
+
+
 def node_json(rec: NodeRecord, now: float) -> dict[str, Any]:
     hw, rep = rec.hardware, rec.report
     return {
@@ -52,6 +67,8 @@ def node_json(rec: NodeRecord, now: float) -> dict[str, Any]:
             "mem_bandwidth": hw.mem_bandwidth,
             "memory_bytes": hw.memory_bytes,
             "region": hw.region,
+            # How it holds the model, planned with (None: an older node, the default).
+            "format": _format_json(hw.footprint),
         },
         "assignment": {
             "range": _range(rec.assignment.range),

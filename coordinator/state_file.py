@@ -20,6 +20,7 @@ from typing import Any
 
 from coordinator.registry_types import Assignment, HardwareInfo, NodeRecord
 from parallax.errors import ConfigError
+from parallax.models.footprint import Footprint
 from parallax.types import LayerRange, NodeId
 
 log = logging.getLogger(__name__)
@@ -84,13 +85,18 @@ def _record_out(r: NodeRecord) -> dict[str, Any]:
     }
 
 
+def _hardware_in(hw: dict[str, Any]) -> HardwareInfo:
+    fp = hw.get("footprint")  # absent in files of older versions
+    return HardwareInfo(**{**hw, "footprint": Footprint(**fp) if fp else None})
+
+
 def _record_in(n: dict[str, Any], model: str, now: float) -> NodeRecord:
     rng = LayerRange(*n["range"]) if n["range"] is not None else None
     return NodeRecord(
         node_id=NodeId(n["node_id"]),
         name=n["name"],
         address=n["address"],
-        hardware=HardwareInfo(**n["hardware"]),
+        hardware=_hardware_in(n["hardware"]),
         assignment=Assignment(model, rng, int(n["epoch"])),
         joined_at=now,
         last_heartbeat=now,

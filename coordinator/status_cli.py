@@ -78,7 +78,7 @@ def nodes_table(status: dict[str, Any]) -> Table:
             hw["device_name"] or hw["device"],
             flops(hw["flops"]),
             bandwidth(hw["mem_bandwidth"]),
-            memory(hw["memory_bytes"]),
+            memory(hw["memory_bytes"]) + (f" {hw['format']['label']}" if hw.get("format") else ""),
             layers,
             Text("quarantined", style="bold red")
             if n.get("quarantined")

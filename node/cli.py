@@ -82,6 +82,7 @@ async def _check_identity(client, resolved) -> None:
 async def run_node(cfg: NodeConfig) -> int:
     from node.control import ControlClient
     from node.hardware import measure_hardware
+    from node.model_format import model_format
     from node.server import NodeServer
     from node.weights.peer_model import PeerModel, file_store, local_model
     from parallax.models.identity import ModelIdentity, model_identity
@@ -113,8 +114,10 @@ async def run_node(cfg: NodeConfig) -> int:
         # (so any path to the same bytes is accepted) and refuses other bytes.
         own = await asyncio.to_thread(resolve_model, cfg.model) if cfg.model else None
         parts = (await asyncio.to_thread(model_identity, own)).parts if own else None
+        # Its dtype, weight format and bytes per layer: the coordinator plans with them.
+        fmt = model_format(server.dtype, cfg.weights, own.spec if own else None)
         node_id, assignment, _ = await client.join(
-            cfg, address, hardware, metrics_address, model_parts=parts
+            cfg, address, hardware, metrics_address, model_parts=parts, model_format=fmt
         )
         server.set_identity(node_id, client.secret, client.route_key)
         served = ModelIdentity.of_parts(client.model_parts) if client.model_parts else None

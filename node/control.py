@@ -93,9 +93,11 @@ class ControlClient:
         hardware: Hardware,
         metrics_address: str = "",
         model_parts: Mapping[str, str] | None = None,
+        model_format: pb.ModelFormat | None = None,
     ) -> tuple[str, pb.Assignment, float]:
         """Join the cluster: (node id, assignment, heartbeat interval in seconds).
-        `model_parts`: the identity of --model, which the coordinator compares."""
+        `model_parts`: the identity of --model, which the coordinator compares;
+        `model_format`: how it holds the model (node/model_format.py), planned with."""
         name = config.name or f"{socket.gethostname()}-{address.rpartition(':')[2]}"
         self._join_request = pb.JoinRequest(
             name=name,
@@ -104,6 +106,7 @@ class ControlClient:
             model=config.model,
             metrics_address=metrics_address,
             model_parts=dict(model_parts or {}),
+            format=model_format,
         )
         self._join_token = config.join_token
         self.interval_s = config.heartbeat_s

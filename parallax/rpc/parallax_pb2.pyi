@@ -316,7 +316,7 @@ class JoinChallengeReply(_message.Message):
     def __init__(self, nonce: _Optional[bytes] = ..., expires_in_s: _Optional[float] = ...) -> None: ...
 
 class JoinRequest(_message.Message):
-    __slots__ = ("name", "address", "hardware", "model", "metrics_address", "nonce", "token_proof", "previous_node_id", "previous_proof", "model_parts")
+    __slots__ = ("name", "address", "hardware", "model", "metrics_address", "nonce", "token_proof", "previous_node_id", "previous_proof", "model_parts", "format")
     class ModelPartsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -334,6 +334,7 @@ class JoinRequest(_message.Message):
     PREVIOUS_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_PROOF_FIELD_NUMBER: _ClassVar[int]
     MODEL_PARTS_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
     name: str
     address: str
     hardware: Hardware
@@ -344,7 +345,24 @@ class JoinRequest(_message.Message):
     previous_node_id: str
     previous_proof: NodeProof
     model_parts: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., hardware: _Optional[_Union[Hardware, _Mapping]] = ..., model: _Optional[str] = ..., metrics_address: _Optional[str] = ..., nonce: _Optional[bytes] = ..., token_proof: _Optional[bytes] = ..., previous_node_id: _Optional[str] = ..., previous_proof: _Optional[_Union[NodeProof, _Mapping]] = ..., model_parts: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    format: ModelFormat
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., hardware: _Optional[_Union[Hardware, _Mapping]] = ..., model: _Optional[str] = ..., metrics_address: _Optional[str] = ..., nonce: _Optional[bytes] = ..., token_proof: _Optional[bytes] = ..., previous_node_id: _Optional[str] = ..., previous_proof: _Optional[_Union[NodeProof, _Mapping]] = ..., model_parts: _Optional[_Mapping[str, str]] = ..., format: _Optional[_Union[ModelFormat, _Mapping]] = ...) -> None: ...
+
+class ModelFormat(_message.Message):
+    __slots__ = ("dtype", "weights", "layer_bytes", "kv_bytes_per_token", "embedding_bytes", "head_bytes")
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    LAYER_BYTES_FIELD_NUMBER: _ClassVar[int]
+    KV_BYTES_PER_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_BYTES_FIELD_NUMBER: _ClassVar[int]
+    HEAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    dtype: str
+    weights: str
+    layer_bytes: float
+    kv_bytes_per_token: float
+    embedding_bytes: float
+    head_bytes: float
+    def __init__(self, dtype: _Optional[str] = ..., weights: _Optional[str] = ..., layer_bytes: _Optional[float] = ..., kv_bytes_per_token: _Optional[float] = ..., embedding_bytes: _Optional[float] = ..., head_bytes: _Optional[float] = ...) -> None: ...
 
 class Assignment(_message.Message):
     __slots__ = ("model", "start", "end", "standby", "epoch")

@@ -27,6 +27,16 @@ function deviceCell(hw) {
   );
 }
 
+// Memory offered, and how the node holds the model (the planner sizes it with this).
+function memoryCell(hw) {
+  const fmt = hw.format;
+  const sub = fmt
+    ? el("div", { class: "dev-sub", title: `${fmt.dtype} compute, ${fmt.weights} weights` },
+        `${fmt.label} · ${bytes(fmt.layer_bytes)}/layer`)
+    : null;
+  return el("td", { class: "num" }, bytes(hw.memory_bytes), sub);
+}
+
 function layersCell(node) {
   const assigned = node.assignment.range;
   const loaded = node.loaded;
@@ -60,7 +70,7 @@ function row(node) {
     { "data-node-id": node.node_id, "data-state": node.state },
     el("td", {}, el("div", { class: "name" }, node.name), el("div", { class: "addr" }, node.address)),
     deviceCell(node.hardware),
-    el("td", { class: "num" }, bytes(node.hardware.memory_bytes)),
+    memoryCell(node.hardware),
     layersCell(node),
     statusCell(node),
     el("td", { class: "num" }, String(st.running_requests)),
