@@ -36,7 +36,15 @@ def load_cluster(path: str) -> Cluster:
     return parse_cluster(data, resolve)
 
 
-def as_json(alloc: Allocation, why: list[NodeExplain] | None = None) -> dict:
+def formats(cluster: Cluster) -> dict[str, str]:
+    """Each node's weight format as planned: its own, or the model's dtype_bytes."""
+    default = f"{cluster.options.dtype_bytes} B/param"
+    return {n.node_id: n.footprint.label if n.footprint else default for n in cluster.nodes}
+
+
+def as_json(
+    alloc: Allocation, why: list[NodeExplain] | None = None, fmt: dict[str, str] | None = None
+) -> dict:
     out = {
         "assignments": {
             n: [r.start, r.end] if r is not None else None for n, r in alloc.assignments.items()
@@ -49,14 +57,16 @@ def as_json(alloc: Allocation, why: list[NodeExplain] | None = None) -> dict:
     }
     if why is not None:
         out["nodes"] = {e.node_id: e.as_json() for e in why}
+        for nid, label in (fmt or {}).items():
+            out["nodes"][nid]["format"] = label
     return out
 
 
 def table(cluster: Cluster, alloc: Allocation, why: list[NodeExplain]) -> str:
-    by_id = {e.node_id: e for e in why}
+    by_id, fmt = {e.node_id: e for e in why}, formats(cluster)
     rows = sorted(alloc.assignments.items(), key=lambda kv: (kv[1] is None, kv[1] or (0, 0), kv[0]))
     head = (
-        f"{'node':<16} {'gpu':<12} {'region':<8} {'GiB':>6}  {'layers':<13} "
+        f"{'node':<16} {'gpu':<12} {'region':<8} {'GiB':>6} {'format':<12} {'layers':<13} "
         f"{'weights':>7} {'KV':>6} {'reserve':>7} {'batch':>5}"
     )
     lines = [head, "-" * len(head)]
@@ -66,13 +76,14 @@ def table(cluster: Cluster, alloc: Allocation, why: list[NodeExplain]) -> str:
         gpu = cluster.gpus.get(nid, "")
         lines.append(
             f"{nid:<16} {gpu:<12} {cluster_region(cluster, nid):<8} "
-            f"{e.memory_bytes / GIB:>6.1f}  {held:<13} {e.weights_bytes / GIB:>7.2f} "
+            f"{e.memory_bytes / GIB:>6.1f} {fmt[nid]:<12} {held:<13} {e.weights_bytes / GIB:>7.2f} "
             f"{e.kv_bytes / GIB:>6.2f} {e.reserve_bytes / GIB:>7.2f} {e.batch:>5.0f}"
         )
         lines.append(f"{'':<16} why: {e.why}")
     lines += [
         "",
         "memory in GiB: weights (layers, embedding, head) + KV room + reserve = the node's",
+        'format: how the node holds the weights (a node spec\'s "weights"/"dtype")',
         "batch: sequences a node decodes per step when busy (its KV holds about this many",
         "times the chain's stages in flight)",
         "",
@@ -99,7 +110,10 @@ def run_plan(config: PlanConfig) -> int:
     )
     alloc = allocate(cluster.nodes, cluster.model, opts)
     why = explain(alloc.assignments, cluster.nodes, PerfModel.of(cluster.model, opts))
-    print(json.dumps(as_json(alloc, why), indent=2) if config.json else table(cluster, alloc, why))
+    if config.json:
+        print(json.dumps(as_json(alloc, why, formats(cluster)), indent=2))
+    else:
+        print(table(cluster, alloc, why))
     return 0
 
 

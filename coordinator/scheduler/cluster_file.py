@@ -8,11 +8,13 @@ A pure function over an already-parsed JSON dict; reading the file is the caller
      "context_tokens": 2048,
      "workload"?: {"prompt_tokens", "output_tokens"},
      "nodes": [{"id", "memory_gb", "mem_bw_gbps", "tflops" (spec-sheet peak), "region"?,
-                "gpu"?}],
+                "gpu"?, "weights"?: fp32|bf16|fp16|q8|q4, "dtype"?: float32|bfloat16|float16}],
      "regions": {"intra_rtt_ms", "intra_gbps", "inter": {"A-B": {"rtt_ms", "gbps"}},
                  "per_region": {"A": {"intra_rtt_ms", "intra_gbps"}}}}
 
-`memory_gb` is GiB (2^30 bytes). Without a "workload" the plan is for decode-heavy
+`memory_gb` is GiB (2^30 bytes). A node with "weights" or "dtype" is sized in that
+format (parallax/models/footprint.py; q8/q4 compute in bfloat16 unless "dtype" says
+otherwise, floats follow their weights); others in the model's "dtype_bytes". Without a "workload" the plan is for decode-heavy
 load with sequences half full on average (mean context = context_tokens / 2, no
 prefill share); with one, the mean context is the prompt plus half the output.
 """
@@ -26,6 +28,7 @@ from typing import Any
 from coordinator.scheduler.options import AllocateOptions
 from coordinator.scheduler.types import LinkSpec, NodeCapacity
 from parallax.errors import InvalidArgument
+from parallax.models.footprint import DTYPE_BYTES, FLOAT_WEIGHTS, Footprint, footprint
 from parallax.models.spec import ModelSpec
 from parallax.types import NodeId
 
@@ -95,6 +98,22 @@ def parse_model(raw: Mapping[str, Any]) -> tuple[ModelSpec, int]:
     return spec, dtype
 
 
+def node_format(d: Mapping[str, Any], where: str, model: ModelSpec) -> Footprint | None:
+    """A node's own bytes from its "weights" and "dtype" (None: neither given)."""
+    weights, dtype = d.get("weights"), d.get("dtype")
+    if weights is None and dtype is None:
+        return None
+    if dtype is not None and dtype not in DTYPE_BYTES:
+        raise InvalidArgument(f"{where}.dtype={dtype!r}: expected one of {', '.join(DTYPE_BYTES)}")
+    if dtype is None:
+        by_weights = {w: t for t, w in FLOAT_WEIGHTS.items()}
+        dtype = by_weights.get(weights, "bfloat16")  # q8/q4 run bfloat16 activations
+    try:
+        return footprint(model, dtype, "auto" if weights is None else weights)
+    except InvalidArgument as e:
+        raise InvalidArgument(f"{where}: {e}") from None
+
+
 def parse_links(raw: Mapping[str, Any]) -> tuple[LinkSpec, dict[tuple[str, str], LinkSpec]]:
     w = "regions"
     intra = LinkSpec(_num(raw, "intra_rtt_ms", w, 1.0), _num(raw, "intra_gbps", w, 10.0))
@@ -153,6 +172,7 @@ def parse_cluster(data: Any, resolve_model: Callable[[str], ModelSpec] | None = 
                 flops=_num(d, "tflops", where) * 1e12 * SPEC_FLOPS_EFFICIENCY,
                 mem_bandwidth=_num(d, "mem_bw_gbps", where) * 1e9,
                 region=region,
+                footprint=node_format(d, where, model),
             )
         )
         if "gpu" in d:
