@@ -7,10 +7,12 @@ import dataclasses
 
 import pytest
 import torch
+from rich.console import Console
 
 from coordinator.registry_types import NodeRecord
 from coordinator.snapshot import node_json
 from coordinator.state_file import StateFile
+from coordinator.status_cli import nodes_table
 from node.control import ControlClient, JoinRefused
 from node.model_format import model_format
 from parallax.config.node import NodeConfig
@@ -46,6 +48,11 @@ def test_the_join_carries_the_nodes_format_and_the_coordinator_plans_with_it() -
             assert node_json(_record(reg, nid2), 0.0)["hardware"]["format"]["label"] == (
                 "q4/float32"
             )
+            # `parallax status` shows it beside the memory.
+            console = Console(width=240, record=True, no_color=True)
+            console.print(nodes_table({"nodes": [node_json(r, 0.0) for r in reg.nodes]}))
+            text = console.export_text()
+            assert "bf16" in text and "q4/float32" in text
             # An older node sends none: the cluster-wide dtype.
             nid3, _, _ = await ControlClient(address).join(cfg, "127.0.0.1:5903", HW)
             assert _record(reg, nid3).hardware.footprint is None
