@@ -25,6 +25,7 @@ CONFIG = TestbedConfig(
     delay_ms=(2.0, 15.0, 5.0, 25.0),
     memory_gb=(1.0, 0.6, 0.8, 0.5),
     cpus=("0", "1", "0", "1"),
+    coordinator_delay_ms=10.0,  # joins, heartbeats and deliveries cross a delayed link too
     min_stages=2,
 )
 

@@ -115,13 +115,16 @@ def one_testbed(cfg: ExperimentConfig, policy: str, round_: int, work: Path) -> 
                 f"p90 {r['p90_tpot_ms']:6.0f} ms  failed {r['failed']}"
             )
             runs.append({k: r[k] for k in (*METRICS, "completed", "failed", "duration")})
-        assignments = {n["name"]: n["assignment"]["range"] for n in st["nodes"]}
+    by_name = sorted(st["nodes"], key=lambda n: n["name"])
     return {
         "policy": policy,
         "round": round_,
         "ready_s": ready_s,
-        "assignments": dict(sorted(assignments.items())),
+        "assignments": {n["name"]: n["assignment"]["range"] for n in by_name},
+        # What the planner saw: measured speeds (two nodes share a core here).
+        "hardware": {n["name"]: n["hardware"] for n in by_name},
         "planned_tok_s": st["allocation"]["throughput_tok_s"],
+        "decisions": [d["message"] for d in st["decisions"] if d["kind"] != "heartbeat"][:8],
         "runs": runs,
     }
 
