@@ -47,7 +47,7 @@ class ManifestSource:
 
     def sources(self) -> tuple[str, ...]:
         """Nodes that hold layers, those serving first; "" (this coordinator) last."""
-        live = [r for r in self.registry.nodes() if r.alive and not r.quarantined]
+        live = [r for r in self.registry.nodes if r.alive and not r.quarantined]
         held = [r for r in live if r.assignment.range is not None]
         held.sort(key=lambda r: not r.serving)
         return (*(r.address for r in held), *([""] if self.serves else ()))
