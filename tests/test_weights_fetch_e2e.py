@@ -81,6 +81,10 @@ def test_volunteer_fetches_only_its_layers_from_a_peer_and_resumes(smollm2_path,
     allowed = {n for r in ranges for n in needed_regions(manifest, spec, r)}
     assert {name for name, _ in held} <= allowed
     assert len(allowed) < len(manifest.regions)
+    # And nothing else takes disk: the cached file is sparse (a page of slack per region).
+    (cached,) = cache.glob("*/model.gguf")
+    on_disk = cached.stat().st_blocks * 512
+    assert on_disk <= sum(size[c] for c in held) + 8192 * len(allowed) < manifest.file_bytes
     # Resumed: what was on disk before the kill was not fetched again.
     assert had <= held and rejected == 0 and fetched > 0
     assert fetched == sum(size[c] for c in held - had)
