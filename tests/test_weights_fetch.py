@@ -58,7 +58,7 @@ async def _serve(
 
 def _sources(*addresses):
     async def sources():
-        return list(addresses)
+        return [list(addresses)]
 
     return sources
 
@@ -116,7 +116,7 @@ def test_a_lying_source_is_dropped_and_the_shard_loads_from_the_cache(
         return cache, report, fetcher, honest_service, liar_at
 
     cache, report, fetcher, honest_service, liar_at = asyncio.run(main())
-    assert report.rejected_chunks == 1 and fetcher.banned == {liar_at}
+    assert report.rejected_chunks >= 1 and fetcher.banned == {liar_at}
     assert report.fetched_bytes == report.needed_bytes == _region_bytes(cache, regions)
     assert honest_service.bytes_served == report.needed_bytes
     # Only the range's regions are on disk: the journal names no other tensor.
@@ -195,6 +195,34 @@ def test_a_fetched_cache_serves_what_it_holds_and_only_that(manifest, smollm2_pa
         assert second.read(name, index) == first.read(name, index)
     first.close()
     second.close()
+
+
+def test_runs_spread_over_peers_and_the_fallback_tier_is_used_last(
+    manifest, smollm2_path, tmp_path
+):
+    regions = needed_regions(manifest, spec_from_gguf(smollm2_path), LayerRange(5, 9))
+
+    async def main():
+        served = [await _serve(FileStore(smollm2_path)) for _ in range(3)]
+        (a, a_at, a_svc), (b, b_at, b_svc), (c, c_at, c_svc) = served
+        cache = WeightCache(tmp_path, manifest)
+
+        async def tiers():
+            return [[a_at, b_at], [c_at]]
+
+        fetcher = Fetcher(cache, tiers, progress=False)
+        try:
+            report = await fetcher.ensure(regions)
+        finally:
+            await fetcher.close()
+            cache.close()
+            for server, _, _ in served:
+                await server.stop(None)
+        return report, a_svc.bytes_served, b_svc.bytes_served, c_svc.bytes_served
+
+    report, a, b, c = asyncio.run(main())
+    assert a > 0 and b > 0 and c == 0
+    assert a + b == report.fetched_bytes == report.needed_bytes
 
 
 def test_bad_fetches_are_refused_with_their_status(manifest, smollm2_path, tmp_path):

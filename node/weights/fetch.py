@@ -65,12 +65,15 @@ class FetchReport:
     rejected_chunks: int  # failed their hash; asked again elsewhere
 
 
-Sources = Callable[[], Awaitable[list[str]]]
+# Tiers of source addresses, best first: peers, then the coordinator.
+Sources = Callable[[], Awaitable[list[list[str]]]]
+PARALLEL = 4  # runs fetched at once, each from its own source
 
 
 class Fetcher:
-    """`sources()` gives the addresses to try, best first; it is asked again when every
-    source has failed, until `patience_s` has passed (peers may still be loading)."""
+    """`sources()` gives the addresses to try, in tiers, best first; it is asked again
+    when every source has failed, until `patience_s` has passed (peers may still be
+    loading)."""
 
     def __init__(
         self,
@@ -133,11 +136,9 @@ class Fetcher:
         give_up = time.monotonic() + self.patience_s
         try:
             while runs := self._missing(regions):
-                addresses = [a for a in await self.sources() if a not in self.banned]
-                for region, run in runs:
-                    for address in addresses:
-                        if await self._fetch_run(address, region, run, bar):
-                            break
+                tiers = [[a for a in t if a not in self.banned] for t in await self.sources()]
+                addresses = [a for t in tiers for a in t]
+                await self._fetch_runs(runs, tiers, bar)
                 if self._missing(regions) and time.monotonic() > give_up:
                     raise WeightsUnavailable(
                         f"no source served {len(self._missing(regions))} runs of weight chunks "
@@ -154,6 +155,29 @@ class Fetcher:
         )
         log.info("weights fetched", extra=report.__dict__)
         return report
+
+    async def _fetch_runs(self, runs: list, tiers: list[list[str]], bar) -> None:
+        """Fetch runs in parallel, one worker per source of the first tier (at most
+        PARALLEL): worker k starts at that tier's k-th source, so the runs spread over
+        the sources, and falls back to the others, then to the next tiers."""
+        queue = list(runs)
+        workers = max(1, min(PARALLEL, len(tiers[0]) if tiers else 1))
+
+        async def worker(k: int) -> None:
+            while queue:
+                region, run = queue.pop(0)
+                for tier in tiers:
+                    order = tier[k % len(tier) :] + tier[: k % len(tier)] if tier else []
+                    if await self._first_that_serves(order, region, run, bar):
+                        break
+
+        await asyncio.gather(*(worker(k) for k in range(workers)))
+
+    async def _first_that_serves(self, order: list[str], region: str, run, bar) -> bool:
+        for address in order:
+            if await self._fetch_run(address, region, run, bar):
+                return True
+        return False
 
     def _count(self, region: str) -> int:
         return len(self.cache.manifest.regions[region].chunk_sha256)

@@ -63,11 +63,11 @@ class PeerModel:
                 f"({e.code().name}: {e.details()}); give this node the model with --model"
             ) from None
 
-    async def sources(self) -> list[str]:
+    async def sources(self) -> list[list[str]]:
         """Peers holding layers first, the coordinator last (when it serves weights)."""
         reply = await self._manifest()
         peers = [s for s in reply.sources if s and s != self.own_address]
-        return peers + ([self.coordinator] if "" in reply.sources else [])
+        return [peers, [self.coordinator] if "" in reply.sources else []]
 
     async def open(self, model_name: str, model_digest: str) -> ResolvedModel:
         """Fetch the manifest and the shared regions; the model as this node reads it."""
