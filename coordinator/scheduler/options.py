@@ -47,6 +47,11 @@ class AllocateOptions:
     # Matmuls over few rows reach a fraction rows / (rows + this) of the device's
     # measured (large, square) FLOP/s; 0 = full rate at any batch.
     matmul_half_rows: float = 0.0
+    # Or measured: (rows, fraction of that FLOP/s) points of a matmul over weights too
+    # big for the caches, rows ascending; interpolated in log(rows), flat past the ends.
+    # CPU BLAS libraries run few-row matmuls with kernels far from any smooth curve (on
+    # the dev box 8 rows took about as long as 16), so a probe's points beat the formula.
+    matmul_row_rates: tuple[tuple[float, float], ...] = ()
     # The workload's mix: prefill is compute-bound, so slow-FLOP nodes (Macs, T4s) are
     # worth less per layer than their bandwidth suggests when prompts are long.
     mean_prompt_tokens: int = 512
@@ -83,6 +88,14 @@ class AllocateOptions:
             (self.layer_overhead_s >= 0, "layer_overhead_s must be >= 0"),
             (self.kv_read_factor >= 1, "kv_read_factor must be >= 1"),
             (self.matmul_half_rows >= 0, "matmul_half_rows must be >= 0"),
+            (
+                all(r >= 1 and 0 < f <= 1 for r, f in self.matmul_row_rates)
+                and all(
+                    a[0] < b[0]
+                    for a, b in zip(self.matmul_row_rates, self.matmul_row_rates[1:], strict=False)
+                ),
+                "matmul_row_rates must be (rows >= 1, fraction in (0, 1]) pairs, rows ascending",
+            ),
             (
                 self.mean_context_tokens is None or self.mean_context_tokens >= 1,
                 "mean_context_tokens must be >= 1 or None",

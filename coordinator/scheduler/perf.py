@@ -13,6 +13,7 @@ sequences at once: the solvers weigh weights against KV through this.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from coordinator.scheduler.memory import MemoryModel
@@ -93,6 +94,9 @@ class PerfModel:
 
     def gemm_rate(self, flops: float, rows: float) -> float:
         """FLOP/s a matmul over `rows` rows reaches on a device measured at `flops`."""
+        points = self.options.matmul_row_rates
+        if points:
+            return flops * interpolate_log(points, rows)
         half = self.options.matmul_half_rows
         return flops * rows / (rows + half) if half > 0 else flops
 
@@ -171,3 +175,14 @@ class PerfModel:
         """One token's activation from a to b: half the RTT plus serialisation."""
         link = self.link(a, b)
         return link.rtt_ms / 2e3 + self.act_bytes * 8 / (link.gbps * 1e9)
+
+
+def interpolate_log(points: tuple[tuple[float, float], ...], x: float) -> float:
+    """y at x from (x, y) points with x ascending: linear in log(x), flat past the ends."""
+    if x <= points[0][0]:
+        return points[0][1]
+    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+        if x <= x1:
+            w = math.log(x / x0) / math.log(x1 / x0)
+            return y0 + w * (y1 - y0)
+    return points[-1][1]
