@@ -14,6 +14,7 @@ from pathlib import Path
 from parallax.errors import ModelFormatError, ModelNotFound
 from parallax.models.gguf_file import GGUF_MAGIC
 from parallax.models.gguf_meta import spec_from_gguf
+from parallax.models.hub import hub_snapshot, looks_like_repo_id
 from parallax.models.spec import ModelSpec
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -63,6 +64,8 @@ def resolve_model(name: str) -> ResolvedModel:
     path = Path(name).expanduser()
     if path.exists():
         return _resolved(name, path)
+    if looks_like_repo_id(name):  # owner/name: from the Hugging Face hub's cache
+        return _resolved(name, hub_snapshot(name))
     if _looks_like_path(name):
         raise ModelNotFound(f"model path {str(path)!r} does not exist; check the path")
     raise ModelNotFound(f"unknown model {name!r}; {_choices()}")
@@ -72,7 +75,7 @@ def _choices() -> str:
     names = ", ".join(sorted(builtin_models()))
     return (
         f"built-in models: {names}; a path to a .gguf file or to a Hugging Face "
-        "folder (with config.json) is also accepted"
+        "folder (with config.json), or a Hugging Face repo id (owner/name), is also accepted"
     )
 
 
