@@ -84,11 +84,11 @@ async def run_node(cfg: NodeConfig) -> int:
     from node.hardware import measure_hardware
     from node.model_format import model_format
     from node.server import NodeServer
-    from node.weights.peer_model import PeerModel, file_store, local_model
+    from node.weights.peer_model import file_store, local_model, open_remote
     from parallax.models.identity import ModelIdentity, model_identity
     from parallax.models.registry import resolve_model
     from parallax.tokenizer import Tokenizer
-    from parallax.weights.serve import CacheStore, WeightsService
+    from parallax.weights.serve import WeightsService
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -100,7 +100,7 @@ async def run_node(cfg: NodeConfig) -> int:
     address = f"{cfg.advertise_host or cfg.host}:{port}"
     print(f"node grpc listening on {address}", flush=True)
     client = ControlClient(cfg.coordinator, tls=tls)
-    peer_model: PeerModel | None = None  # set when the weights come from peers
+    remote = None  # a PeerModel or HubModel when the weights come from elsewhere
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -122,10 +122,18 @@ async def run_node(cfg: NodeConfig) -> int:
         server.set_identity(node_id, client.secret, client.route_key)
         served = ModelIdentity.of_parts(client.model_parts) if client.model_parts else None
         resolved = own or await local_model(cfg.fetch_weights, assignment.model)
-        if resolved is None:  # fetched: every chunk is checked against the manifest
-            peer_model = PeerModel(cfg.coordinator, address, cfg.cache_dir, tls)
-            resolved = await peer_model.open(assignment.model, served.digest if served else "")
-            weights.hold(CacheStore(peer_model.cache), peer_model.cache.manifest.model_digest)
+        if resolved is None:  # fetched from peers (each chunk checked) or the hub
+            remote = await open_remote(
+                assignment.model,
+                cfg.fetch_weights,
+                cfg.coordinator,
+                address,
+                cfg.cache_dir,
+                served,
+                weights,
+                tls,
+            )
+            resolved = remote.resolved
         else:
             if own is None:
                 await _check_identity(client, resolved)
@@ -145,8 +153,8 @@ async def run_node(cfg: NodeConfig) -> int:
             # A coordinator restart re-joins us under a new id: always take the current one.
             server.set_identity(client.node_id, client.secret, client.route_key)
             async with loading:
-                if peer_model is not None:  # fetch what these layers lack first
-                    await peer_model.ensure(layers)
+                if remote is not None:  # fetch what these layers lack first
+                    await remote.ensure(layers)
                 await server.load(layers)
             if server.pipeline is not None:
                 server.pipeline.node_id = client.node_id
@@ -168,8 +176,8 @@ async def run_node(cfg: NodeConfig) -> int:
     finally:
         await client.close()
         await server.stop()
-        if peer_model is not None:
-            await peer_model.close()
+        if remote is not None:
+            await remote.close()
     return 0
 
 

@@ -18,7 +18,8 @@ import grpc
 from node.weights.fetch import Fetcher, FetchReport, needed_regions
 from parallax.errors import ParallaxError
 from parallax.models.gguf_meta import spec_from_gguf
-from parallax.models.identity import ModelMismatch
+from parallax.models.hub import looks_like_repo_id
+from parallax.models.identity import ModelIdentity, ModelMismatch
 from parallax.models.registry import ResolvedModel
 from parallax.rpc import deadlines
 from parallax.rpc import parallax_pb2 as pb
@@ -113,6 +114,8 @@ async def local_model(fetch_weights: str, name: str) -> ResolvedModel | None:
 
     if fetch_weights == "always":
         return None
+    if fetch_weights == "auto" and looks_like_repo_id(name) and not Path(name).exists():
+        return None  # the hub, but only the files of this node's layers (HubModel)
     try:
         return await asyncio.to_thread(resolve_model, name)
     except (ModelNotFound, ModelFormatError) as e:
@@ -127,3 +130,29 @@ def file_store(resolved: ResolvedModel):
     from parallax.weights.serve import FileStore
 
     return FileStore(resolved.path) if resolved.format == "gguf" else None
+
+
+async def open_remote(
+    name: str,
+    fetch_weights: str,
+    coordinator: str,
+    own_address: str,
+    cache_dir: str,
+    served: ModelIdentity | None,
+    weights,  # parallax.weights.serve.WeightsService: shares what the node fetched
+    tls: Tls | None = None,
+):
+    """The coordinator's model from elsewhere: a repo id from the Hugging Face hub
+    (`auto`), anything else from peers, chunk by chunk. Returns the PeerModel or
+    HubModel; its `resolved` is the model and its `ensure(layers)` fetches a range."""
+    from node.weights.hub_model import HubModel
+    from parallax.weights.serve import CacheStore
+
+    if fetch_weights == "auto" and looks_like_repo_id(name):
+        hub = HubModel(name, served)
+        await hub.open()
+        return hub
+    peers = PeerModel(coordinator, own_address, cache_dir, tls)
+    await peers.open(name, served.digest if served else "")
+    weights.hold(CacheStore(peers.cache), peers.cache.manifest.model_digest)
+    return peers

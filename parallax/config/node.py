@@ -44,7 +44,8 @@ class NodeConfig(EngineConfig):
         "auto",
         help="where the weights come from without --model: 'auto' uses the coordinator's "
         "model path when it exists on this machine, else fetches the assigned layers from "
-        "peers; 'always' fetches; 'never' needs the local file",
+        "peers (a Hugging Face repo id: their files from the hub); 'always' fetches from "
+        "peers; 'never' needs the local file",
         choices=("auto", "always", "never"),
     )
     cache_dir: str = opt(
