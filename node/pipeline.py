@@ -15,7 +15,7 @@ import torch
 from node.engine.runner import Chunk, ShardRunner
 from node.engine.sampler import sample
 from node.engine.scheduler import Scheduler, Sequence
-from node.last_hop import sampleable, token_event
+from node.last_hop import sampleable, start_grammar, token_event
 from node.outbox import Outbox, split_rows
 from node.request import NodeRequest
 from node.submit_check import check_hop, check_request, check_submit
@@ -32,8 +32,16 @@ log = logging.getLogger(__name__)
 
 class NodePipeline:
     def __init__(
-        self, node_id: str, runner: ShardRunner, cfg, eos_ids, wire_dtype=None, vocab_limit=None
+        self,
+        node_id: str,
+        runner: ShardRunner,
+        cfg,
+        eos_ids,
+        wire_dtype=None,
+        vocab_limit=None,
+        grammars=None,
     ):
+        self.grammars = grammars  # node/grammar.py: None refuses constrained requests
         self.vocab_limit = vocab_limit
         self.micro_batches = cfg.micro_batches
         self.max_batch_tokens = cfg.max_batch_tokens
@@ -67,6 +75,7 @@ class NodePipeline:
         idx = check_hop(request, node_id=self.node_id, held=self.runner.model.range)
         h = request.route.hops[idx]
         req = self.reqs[request.request_id] = NodeRequest(request, idx, LayerRange(h.start, h.end))
+        start_grammar(req, self.spec.num_layers, self.grammars)
         return req
 
     def check_submit(self, request: pb.SubmitRequest) -> None:
@@ -344,10 +353,10 @@ class NodePipeline:
 
     def _sample(self, chunks: list[Chunk], logits: torch.Tensor, out: Outbox) -> None:
         reqs, samplers, logits, failed = sampleable(
-            chunks, logits, self.reqs, self.eos_ids, self.max_context
+            chunks, logits, self.reqs, self.eos_ids, self.max_context, self.grammars
         )
-        for rid, why in failed:
-            self.fail(rid, FailureKind.INTERNAL, why, out)
+        for rid, kind, why in failed:
+            self.fail(rid, kind, why, out)
         if not reqs:
             return
         for req, s, res in zip(

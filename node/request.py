@@ -7,7 +7,9 @@ chunk (other hops) until it finishes, fails or is released.
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 from node.engine.sampler import RequestSampler
 from node.engine.scheduler import Sequence
@@ -26,6 +28,10 @@ class NodeRequest:
     preempted: int = 0  # times this first hop preempted it (it re-prefills from 0)
     restarted: int = 0  # times this hop started it over on such a re-prefill
     awaiting_reprefill: bool = False  # a KV-only release freed its KV before that
+    # Last hop of a constrained request only (node/grammar.py): its grammar, compiling
+    # from the moment the request arrived, and its matcher, made at its first sample.
+    grammar: Future | None = None
+    matcher: Any = None  # llguidance.LLMatcher
 
     @property
     def rid(self) -> str:

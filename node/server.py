@@ -15,6 +15,7 @@ import grpc
 
 from node import inbox
 from node.engine.engine import DTYPES, compute_dtype, make_runner
+from node.grammar import Grammars
 from node.metrics import NodeMetrics
 from node.outbox import Outbox
 from node.peers import CHANNEL_OPTIONS, Peers
@@ -43,6 +44,7 @@ class NodeServer(pb_grpc.NodeServicer):
         self.resolved = self.spec = None
         self.vocab_limit: int | None = None
         self.eos_ids: tuple[int, ...] = ()
+        self.grammars: Grammars | None = None
         self.dtype = compute_dtype(cfg)
         self.wire_dtype = DTYPES[wire_dtype] if wire_dtype else None
         self.node_id = ""
@@ -77,6 +79,7 @@ class NodeServer(pb_grpc.NodeServicer):
         """The model comes from the coordinator's join reply, after the server started."""
         self.resolved, self.spec, self.eos_ids = resolved, resolved.spec, tuple(eos_ids)
         self.vocab_limit = vocab_limit
+        self.grammars = Grammars.for_model(resolved)  # built on the first constrained request
         # Largest legal Forward: the protocol's row cap in fp32, whatever this node's
         # own step budget (peers may run larger steps; they split what they send).
         self.max_bytes = MAX_FORWARD_ROWS * self.spec.hidden_size * 4
@@ -140,7 +143,13 @@ class NodeServer(pb_grpc.NodeServicer):
         del old
         runner = make_runner(model, self.cfg)
         self.pipeline = NodePipeline(
-            self.node_id, runner, self.cfg, self.eos_ids, self.wire_dtype, self.vocab_limit
+            self.node_id,
+            runner,
+            self.cfg,
+            self.eos_ids,
+            self.wire_dtype,
+            self.vocab_limit,
+            grammars=self.grammars,
         )
         self.pipeline.enforce_grants = self.verifier is not None
         self.pipeline.on_denied = self._denied

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from parallax.errors import InvalidArgument
+from parallax.grammar import GrammarSpec
 from parallax.rpc import parallax_pb2 as pb
 
 MAX_STOP_TOKEN_IDS = 64
@@ -29,6 +30,7 @@ class SamplingParams:
     ignore_eos: bool = False
     logprobs: int = -1  # -1 none; 0 the chosen token; n: plus the top n
     logit_bias: Mapping[int, float] = field(default_factory=lambda: MappingProxyType({}))
+    grammar: GrammarSpec | None = None  # structured output: the sampling hop masks the rest
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
@@ -89,6 +91,7 @@ class SamplingParams:
             ignore_eos=self.ignore_eos,
             logprobs=self.logprobs,
             logit_bias=dict(self.logit_bias),
+            grammar=self.grammar.to_proto() if self.grammar else None,
         )
 
     @classmethod
@@ -109,4 +112,5 @@ class SamplingParams:
             ignore_eos=m.ignore_eos,
             logprobs=m.logprobs,
             logit_bias=dict(m.logit_bias),
+            grammar=GrammarSpec.from_proto(m.grammar),
         )

@@ -122,8 +122,8 @@ def test_error_cases(client):
     with pytest.raises(openai.NotFoundError):
         _chat(client, model="gpt-4o")
     tools = [{"type": "function", "function": {"name": "f"}}]
-    with pytest.raises(openai.BadRequestError):  # a forced call needs constrained decoding
-        _chat(client, tools=tools, tool_choice={"type": "function", "function": {"name": "f"}})
+    with pytest.raises(openai.BadRequestError):  # a forced call of a tool not offered
+        _chat(client, tools=tools, tool_choice={"type": "function", "function": {"name": "g"}})
     with pytest.raises(openai.BadRequestError) as err:
         _chat(client, max_tokens=10_000_000)
     assert err.value.body["code"] == "context_length_exceeded"

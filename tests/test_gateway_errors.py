@@ -33,14 +33,19 @@ def _error_body(err: openai.APIStatusError) -> dict:
 @pytest.mark.parametrize(
     ("kwargs", "param"),
     [
-        (
-            {"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"},
-            "tool_choice",
-        ),
+        ({"tool_choice": "required"}, "tool_choice"),  # forcing a call needs tools
         ({"tools": [{"type": "function", "function": {"name": 3}}]}, "tools.0.function.name"),
         ({"extra_body": {"functions": [{"name": "f"}]}}, "functions"),
         ({"metadata": {"k": 1}}, "metadata.k"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": {"type": "nope"}},
+                }
+            },
+            "response_format",
+        ),
         ({"top_logprobs": 2}, "top_logprobs"),
         ({"stream_options": {"include_usage": True}}, "stream_options"),
         ({"temperature": 5}, "temperature"),

@@ -1,7 +1,7 @@
 """Tool calling through the official client: tools rendered by the model's chat
 template (compared with transformers), calls parsed out of the model's text,
 streamed deltas that assemble into exactly the non-streamed call, a second turn
-carrying the tool's result, and the tool_choice values that are refused for now."""
+carrying the tool's result, forced calls as grammars, and what is refused."""
 
 from __future__ import annotations
 
@@ -171,27 +171,38 @@ def test_a_second_turn_with_the_tool_result_is_accepted(qwen_like):
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "param"),
+    ("kwargs", "param", "why"),
     [
-        ({"tool_choice": "required"}, "tool_choice"),
-        ({"tool_choice": {"type": "function", "function": {"name": "get_weather"}}}, "tool_choice"),
-        ({"tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        (
+            {"tool_choice": {"type": "function", "function": {"name": "nope"}}},
+            "tool_choice",
+            "nope",
+        ),
         (
             {
                 "response_format": {
                     "type": "json_schema",
-                    "json_schema": {"name": "w", "schema": {}},
+                    "json_schema": {"name": "w", "schema": {"type": "nosuch"}},
                 }
             },
             "response_format",
+            "nosuch",
         ),
-        ({"tools": [WEATHER_TOOL, WEATHER_TOOL]}, "tools"),
-        ({"tools": [{"type": "function", "function": {"name": "a b"}}]}, "tools.0.function.name"),
-        ({"tools": [{"type": "retrieval"}]}, "tools.0.type"),
+        (
+            {"tool_choice": "required", "response_format": {"type": "json_object"}},
+            "response_format",
+            "both constrain",
+        ),
+        ({"tools": [WEATHER_TOOL, WEATHER_TOOL]}, "tools", "same function name"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "a b"}}]},
+            "tools.0.function.name",
+            "",
+        ),
+        ({"tools": [{"type": "retrieval"}]}, "tools.0.type", ""),
     ],
 )
-def test_what_needs_constrained_decoding_is_refused_clearly(qwen_like, kwargs, param):
+def test_bad_tool_choices_and_schemas_are_refused_clearly(qwen_like, kwargs, param, why):
     with _gateway(qwen_like, CALL_TEXT) as gw:
         with pytest.raises(openai.BadRequestError) as err:
             gw.client().chat.completions.create(
@@ -200,8 +211,34 @@ def test_what_needs_constrained_decoding_is_refused_clearly(qwen_like, kwargs, p
         assert gw.backend.requests == []
     body = err.value.response.json()["error"]
     assert body["param"] == param
-    if param in ("response_format",) or kwargs.get("tool_choice") == "required":
-        assert "not support" in body["message"]
+    assert why in body["message"]
+
+
+@pytest.mark.parametrize(
+    "choice", ["required", {"type": "function", "function": {"name": "get_weather"}}]
+)
+def test_a_forced_call_is_a_grammar_in_the_template_s_call_format(qwen_like, choice):
+    """The grammar sent to the cluster accepts the call as the template's model writes
+    it (between <tool_call> tags) and nothing else."""
+    import llguidance as llg
+
+    with _gateway(qwen_like, CALL_TEXT) as gw:
+        out = gw.client().chat.completions.create(
+            model=MODEL_ID, messages=USER, tools=[WEATHER_TOOL], tool_choice=choice
+        )
+        spec = gw.backend.requests[-1].sampling.grammar
+    assert out.choices[0].message.tool_calls[0].function.name == "get_weather"
+    assert spec is not None and spec.kind == "lark"
+    tok = llg.LLTokenizer(qwen_like.backend.to_str(), n_vocab=qwen_like.vocab_size)
+    for text, fits in [
+        (CALL_TEXT, True),
+        (CALL_TEXT.replace("get_weather", "get_time"), False),
+        (CALL_TEXT.replace('"city"', '"town"'), False),
+        (CALL_TEXT.removeprefix("<tool_call>\n"), False),
+    ]:
+        m = llg.LLMatcher(tok, spec.engine_grammar(), log_level=0)
+        ok = m.consume_tokens(qwen_like.encode(text))
+        assert (ok and m.is_accepting()) is fits, text
 
 
 def test_a_tool_message_needs_its_call_id_and_arguments_must_be_json(qwen_like):

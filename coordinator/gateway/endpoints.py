@@ -6,6 +6,7 @@ are spelled: each has a `Format` (see responder.py; chat's is in chat_format.py)
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,7 @@ from coordinator.gateway.generation import (
 from coordinator.gateway.params import base_sampling, check_request, for_choice
 from coordinator.gateway.responder import Envelope, respond
 from coordinator.gateway.schemas import MAX_CHOICES, ChatCompletionRequest, CompletionRequest
+from coordinator.gateway.structured import request_grammar
 from coordinator.gateway.textstream import LogprobEntry, Piece, TokenTexts
 
 
@@ -63,6 +65,7 @@ def chat_router(gw: GatewayContext, strict_params: bool = False) -> APIRouter:
         check_request(gw, body, strict_params)
         prompt = chat_prompt(gw, body)
         base = base_sampling(body, len(prompt), gw.context_length, gw.tokenizer.vocab_size)
+        base = dataclasses.replace(base, grammar=request_grammar(body, gw.tokenizer))
         n = body.n or 1
         plans = [ChoicePlan(i, 0, prompt, for_choice(base, i)) for i in range(n)]
         http_id = new_id("chatcmpl")

@@ -5,8 +5,9 @@ As in vLLM, an unknown top-level or message field is accepted and listed by
 --strict-params); known fields without effect here (`metadata`, `store`, `user`,
 `service_tier`, `name` on messages) are accepted. Values are validated strictly:
 a wrong type is a 400 naming the field. Parameters that would change the answer
-but are not implemented (`response_format` json modes, a forced `tool_choice`,
-`echo`...) are accepted only with their neutral value: see `unsupported_values`.
+but are not implemented (`echo`, `suffix`...) are accepted only with their neutral
+value: see `unsupported_values`. `response_format` and a forced `tool_choice` become a
+grammar (structured.py).
 """
 
 from __future__ import annotations
@@ -90,8 +91,8 @@ class ChatCompletionRequest(_SamplingFields):
     parallel_tool_calls: bool | None = None
     store: bool | None = None  # nothing is stored: logged when true
     chat_template_kwargs: dict[str, Any] | None = None  # vLLM: extra template variables
+    response_format: ResponseFormat | None = None  # json modes: see structured.py
     # Accepted only with their neutral values; see `unsupported_values`.
-    response_format: ResponseFormat | None = None
     modalities: list[str] | None = None
     # OpenAI's deprecated spelling of tools: refused with a pointer to `tools`.
     functions: list[Any] | None = None
@@ -118,8 +119,6 @@ class CompletionRequest(_SamplingFields):
     suffix: str | None = None
 
 
-# Grammar-constrained decoding runs on the node that samples; it is not there yet.
-_NEEDS_GRAMMAR = "it needs grammar-constrained decoding, which this server does not support yet"
 # Variables the request sets itself; chat_template_kwargs may not override them.
 _RESERVED_TEMPLATE_VARS = frozenset({"messages", "tools", "add_generation_prompt"})
 
@@ -128,8 +127,6 @@ def _chat_unsupported(req: ChatCompletionRequest) -> tuple[str, str] | None:
     if req.functions is not None or req.function_call is not None:
         param = "functions" if req.functions is not None else "function_call"
         return param, "it is deprecated by OpenAI; send tools and tool_choice instead"
-    if req.response_format is not None and req.response_format.type != "text":
-        return "response_format", f"{req.response_format.type!r}: {_NEEDS_GRAMMAR}"
     names = [t.function.name for t in req.tools or ()]
     if len(set(names)) != len(names):
         return "tools", "two tools have the same function name"
@@ -138,8 +135,6 @@ def _chat_unsupported(req: ChatCompletionRequest) -> tuple[str, str] | None:
         return "tool_choice", "a tool_choice other than none/auto needs tools"
     if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
         return "tool_choice", f"no tool is named {choice.function.name!r}"
-    if choice == "required" or isinstance(choice, NamedToolChoice):
-        return "tool_choice", f"forcing a tool call: {_NEEDS_GRAMMAR}; use 'auto'"
     reserved = sorted(_RESERVED_TEMPLATE_VARS & set(req.chat_template_kwargs or {}))
     if reserved:
         return "chat_template_kwargs", f"{reserved} are set by the request's own fields"
