@@ -8,7 +8,7 @@ import math
 import pytest
 
 from deploy.testbed.config import ExperimentConfig
-from deploy.testbed.experiment import METRICS, format_summary, summarize
+from deploy.testbed.experiment import METRICS, format_summary, settled, summarize
 from parallax.errors import ConfigError
 
 
@@ -47,3 +47,18 @@ def test_ratios_are_within_a_round_and_latency_ratios_say_how_much_faster_ours_i
 def test_config_refuses_what_cannot_run(change: dict) -> None:
     with pytest.raises(ConfigError):
         ExperimentConfig(**change)
+
+
+def test_a_cluster_is_not_settled_until_the_last_join_is_allocated() -> None:
+    node = {"name": "n0", "serving": True, "assignment": {"range": [0, 30]}, "loaded": [0, 30]}
+    late = {"name": "n1", "serving": False, "assignment": {"range": None}, "loaded": None}
+    st = {
+        "nodes": [node, late],
+        "coverage": {"serving": True},
+        # Newest first: n1 joined; its allocation (seconds of solving) is not made yet.
+        "decisions": [{"kind": "join"}, {"kind": "allocate"}],
+    }
+    assert not settled(st, 2)
+    assert settled(st | {"decisions": [{"kind": "allocate"}, *st["decisions"]]}, 2)
+    loading = dict(node, loaded=None)
+    assert not settled(st | {"nodes": [loading, late], "decisions": [{"kind": "allocate"}]}, 2)

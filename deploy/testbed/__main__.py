@@ -13,6 +13,7 @@ import sys
 
 from deploy.testbed.bed import Testbed
 from deploy.testbed.config import ExperimentConfig, TestbedConfig
+from deploy.testbed.cpu import remove_cgroup, stale_cgroups
 from deploy.testbed.netns import TestbedError, namespaces, remove_namespace
 from parallax.cli import add_config_arguments, config_from_args
 
@@ -26,6 +27,9 @@ def clean() -> int:
         if m and not os.path.exists(f"/proc/{m.group(1)}"):
             remove_namespace(ns)
             print(f"removed {ns}")
+    for path in stale_cgroups(STALE):
+        remove_cgroup(path)
+        print(f"removed {path}")
     return 0
 
 

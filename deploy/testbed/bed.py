@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from deploy.testbed.config import TestbedConfig
+from deploy.testbed.cpu import in_cgroup, make_quota, remove_cgroup
 from deploy.testbed.netns import InNamespace, Network, TestbedError
 from parallax.procs import Child, stop_all
 
@@ -52,6 +53,7 @@ class Testbed:
         self.coordinator_proxy: Child | None = None
         self.nodes: list[Child | None] = []
         self.proxies: list[Child | None] = []
+        self.cgroups: list[Path] = []  # per-node CPU quotas
         self._client: InNamespace | None = None
         # The API listens on the coordinator namespace's loopback: only `in_coordinator_ns`
         # (or `ip netns exec NS ...`) reaches it, so it needs no API key.
@@ -114,6 +116,11 @@ class Testbed:
         memory = cfg.per_node("memory_gb", i, 0.0)
         cpus = cfg.per_node("cpus", i, "")
         taskset = ["taskset", "-c", cpus] if cpus else []
+        share = cfg.per_node("cpu_share", i, 0.0)
+        # Numbered: a node started again gets a fresh cgroup.
+        cgroup = make_quota(f"{self.prefix}-n{i}-{len(self.cgroups)}", share) if share else None
+        if cgroup is not None:
+            self.cgroups.append(cgroup)
         self.nodes[i] = self._launch(
             ns,
             [*taskset, sys.executable, "-m", "parallax", "join",
@@ -122,6 +129,7 @@ class Testbed:
              "--advertise-host", self.node_address(i), "--memory-gb", str(memory),
              "--threads", str(cfg.threads), "--kv-cache-mb", str(cfg.kv_cache_mb),
              *cfg.node_args],
+            cgroup,
         )  # fmt: skip
 
     def _proxy(self, ns: str, host: str, port: int, delay_ms: float) -> Child:
@@ -134,9 +142,12 @@ class Testbed:
         proxy.wait_for(r"proxy listening", 30)
         return proxy
 
-    def _launch(self, ns: str, argv: list[str]) -> Child:
+    def _launch(self, ns: str, argv: list[str], cgroup: Path | None = None) -> Child:
+        # `ip netns exec` mounts the namespace's own /sys, where no cgroup is to be seen:
+        # the process enters its cgroup first. Each step execs: the pid is argv's.
+        full = ["ip", "netns", "exec", ns, *argv]
         p = subprocess.Popen(
-            ["ip", "netns", "exec", ns, *argv],  # execs argv: the pid is argv's
+            full if cgroup is None else in_cgroup(cgroup, full),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -196,3 +207,6 @@ class Testbed:
                 self._client.close()
                 self._client = None
             self.net.teardown()
+            for path in self.cgroups:
+                remove_cgroup(path)
+            self.cgroups.clear()

@@ -9,7 +9,7 @@ from parallax.config.base import ConfigBase, opt
 
 # Per-node settings are tuples: empty = the default for every node, one value = that value
 # for every node, N values = one per node.
-PER_NODE = ("rate_mbit", "delay_ms", "memory_gb", "cpus")
+PER_NODE = ("rate_mbit", "delay_ms", "memory_gb", "cpus", "cpu_share")
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,11 @@ class TestbedConfig(ConfigBase):
     )
     cpus: tuple[str, ...] = opt(
         (), help="each node's CPU list for taskset (e.g. 0 or 0-1); repeat per node"
+    )
+    cpu_share: tuple[float, ...] = opt(
+        (),
+        help="each node's CPU quota (a cpu cgroup), e.g. 0.5; repeat per node; default none",
+        unit="cores",
     )
     coordinator_rate_mbit: float = opt(
         1000.0, help="the coordinator's link bandwidth", unit="Mbit/s"
@@ -64,6 +69,7 @@ class TestbedConfig(ConfigBase):
         self.require(all(r > 0 for r in self.rate_mbit), "rate_mbit", "must be positive")
         self.require(all(d >= 0 for d in self.delay_ms), "delay_ms", "must be >= 0")
         self.require(all(m > 0 for m in self.memory_gb), "memory_gb", "must be positive")
+        self.require(all(c > 0 for c in self.cpu_share), "cpu_share", "must be positive")
         self.require(self.coordinator_rate_mbit > 0, "coordinator_rate_mbit", "must be positive")
         self.require(self.coordinator_delay_ms >= 0, "coordinator_delay_ms", "must be >= 0")
         octets = self.subnet.split(".")
@@ -94,7 +100,7 @@ class ExperimentConfig(TestbedConfig):
         "and a PNG; needs root"
     )
 
-    # The bed: unequal memory (none holds SmolLM2 alone), links and delays; two nodes per core.
+    # The bed: unequal memory (none holds SmolLM2 alone), links, delays and CPU quotas.
     rate_mbit: tuple[float, ...] = opt(
         (200.0, 50.0, 100.0, 20.0), help="each node's link bandwidth; repeat", unit="Mbit/s"
     )
@@ -104,7 +110,10 @@ class ExperimentConfig(TestbedConfig):
     memory_gb: tuple[float, ...] = opt(
         (0.5, 0.3, 0.4, 0.25), help="each node's --memory-gb; repeat", unit="GiB"
     )
-    cpus: tuple[str, ...] = opt(("0", "1", "0", "1"), help="each node's taskset CPU list")
+    cpus: tuple[str, ...] = opt((), help="each node's taskset CPU list; default any")
+    cpu_share: tuple[float, ...] = opt(
+        (0.6, 0.3, 0.45, 0.25), help="each node's CPU quota; repeat", unit="cores"
+    )
     coordinator_delay_ms: float = opt(
         10.0, help="one-way delay into the coordinator's gRPC", unit="ms"
     )

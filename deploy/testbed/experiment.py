@@ -44,20 +44,32 @@ def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def settled(st: dict, nodes: int) -> bool:
+    """Every node joined, the allocation after the last join is made (the registry logs
+    the join before it allocates, which may take seconds), and every node that holds
+    layers serves them."""
+    holders = [n for n in st["nodes"] if n["assignment"]["range"] is not None]
+    return (
+        len(st["nodes"]) == nodes
+        and bool(st["decisions"])
+        and st["decisions"][0]["kind"] != "join"  # newest first
+        and st["coverage"]["serving"]
+        and all(n["serving"] and n["loaded"] == n["assignment"]["range"] for n in holders)
+    )
+
+
 def wait_serving(bed: Testbed, nodes: int) -> dict:
-    """Every node joined, and every one that holds layers serves them."""
+    """The settled cluster, the same on two polls a second apart."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     st: dict = {}
+    last = None
     while time.monotonic() < deadline:
         st = bed.status()
-        holders = [n for n in st["nodes"] if n["assignment"]["range"] is not None]
-        if (
-            len(st["nodes"]) == nodes
-            and st["coverage"]["serving"]
-            and all(n["serving"] and n["loaded"] == n["assignment"]["range"] for n in holders)
-        ):
+        now = {n["name"]: n["assignment"]["range"] for n in st["nodes"]}
+        if settled(st, nodes) and now == last:
             return st
-        time.sleep(0.5)
+        last = now if settled(st, nodes) else None
+        time.sleep(1.0)
     raise TestbedError(f"testbed not serving after {READY_TIMEOUT_S} s: {st}")
 
 
