@@ -48,7 +48,11 @@ def hub_snapshot(repo_id: str, allow_patterns: Sequence[str] = MODEL_PATTERNS) -
     offline = hub_offline()
     try:
         folder = snapshot_download(
-            repo_id, allow_patterns=list(allow_patterns), local_files_only=offline
+            repo_id,
+            allow_patterns=list(allow_patterns),
+            local_files_only=offline,
+            # Like HF_HUB_OFFLINE, read now: the library reads its variables at import.
+            cache_dir=os.environ.get("HF_HUB_CACHE") or None,
         )
     except Exception as e:  # the hub raises many kinds (HTTP, offline cache miss, auth)
         how = (
