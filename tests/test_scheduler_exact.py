@@ -103,3 +103,15 @@ def test_fast_within_stated_bound_of_exact() -> None:
     fast_flow = window_flow(speeds, model.num_layers)
     assert fast_flow >= 0.90 * bound
     assert obj <= bound * (1 + 1e-6)
+
+
+def test_exact_covers_a_tight_cluster_that_fits_one_context_per_layer() -> None:
+    # Too tight for a full batch of KV on every layer, roomy enough for one context
+    # (what MemoryModel.fits asks): the MILP must not call "no layers" optimal.
+    spec = ModelSpec("llama", 30, 576, 1536, 9, 3, 64, 49152, tie_word_embeddings=True)
+    opts = AllocateOptions(solver="exact")
+    nodes = [NodeCapacity(NodeId(x), 450 * 2**20, 5e10, 1e10) for x in "ab"]
+    got = allocate(nodes, spec, opts)
+    held = sorted(r for r in got.assignments.values() if r is not None)
+    assert held and held[0].start == 0 and held[-1].end == 30, got.reason
+    assert got.throughput_tok_s > 0

@@ -42,14 +42,27 @@ def layer_flow_bound(assign: Assignments, speeds: dict[NodeId, float], num_layer
 def solve_group(
     nodes: Sequence[NodeCapacity], perf: PerfModel, time_limit_s: float
 ) -> tuple[Assignments | None, float, float, str]:
-    """(assignments, objective F in tokens/s, best bound, status) for one region group."""
+    """(assignments, objective F in tokens/s, best bound, status) for one region group.
+
+    Each held layer keeps KV room for a full batch, so the flow is not starved of
+    resident sequences (the model itself has no Little's law). Where memory is too tight
+    for that to cover the model, it keeps one context per layer, as `MemoryModel.fits`
+    does: a cluster the heuristics can cover is never given up on as "flow 0"."""
+    mem = perf.mem
+    full = max(float(mem.reserve_tokens), perf.batch_size * perf.mean_context)
+    got = _solve_group(nodes, perf, time_limit_s, full)
+    if got[0] is not None and got[1] <= 0 and full > mem.reserve_tokens:
+        got = _solve_group(nodes, perf, time_limit_s, float(mem.reserve_tokens))
+    return got
+
+
+def _solve_group(
+    nodes: Sequence[NodeCapacity], perf: PerfModel, time_limit_s: float, reserve: float
+) -> tuple[Assignments | None, float, float, str]:
     mem, L = perf.mem, perf.num_layers
     speed = {n.node_id: perf.speed(n) for n in nodes}
     unit = max(speed.values()) / FLOW_RESOLUTION
     V = {nid: max(1, int(v / unit)) for nid, v in speed.items()}
-    # KV room for a full batch on every held layer, so the flow is not starved of
-    # resident sequences (the model itself has no Little's law).
-    reserve = max(float(mem.reserve_tokens), perf.batch_size * perf.mean_context)
     # Memory in integer units of a thousandth of a (cluster-default) layer: costs round
     # up, capacities down, so rounding can only make the model stricter, by at most 0.1%
     # of a layer each.
@@ -138,8 +151,8 @@ def solve_exact(nodes: Sequence[NodeCapacity], perf: PerfModel) -> tuple[Assignm
         out.update(got)
         obj, bound = obj + o, bound + b
         statuses.append(status)
-    if not out:
-        return None, "MILP found nothing"
+    if not out or obj <= 0:
+        return None, "MILP found nothing that covers the model"
     gap = (bound - obj) / bound if bound > 0 else 0.0
     state = "optimal" if all(s == "OPTIMAL" for s in statuses) else f"gap {gap:.1%}"
     return out, f"MILP {state}, flow {obj:,.0f} tok/s, bound {bound:,.0f}"

@@ -133,6 +133,11 @@ class CoordinatorConfig(ConfigBase):
     verify_tokens: int = opt(
         8, help="tokens each spot-check chain generates and compares", unit="tokens"
     )
+    verify_prompts: str = opt(
+        "",
+        help="file of spot-check prompts, one per line, kept private to this cluster (nodes "
+        "cannot learn them from the source); empty = built-in varied prompts",
+    )
     verify_tolerance: float = opt(
         0.5,
         help="where two chains pick different tokens, a log-probability gap at most this "
@@ -140,11 +145,6 @@ class CoordinatorConfig(ConfigBase):
         unit="nats",
     )
 
-    verify_prompts: str = opt(
-        "",
-        help="file of spot-check prompts, one per line, kept private to this cluster (nodes "
-        "cannot learn them from the source); empty = built-in varied prompts",
-    )
     def validate(self) -> None:
         self.require(0 <= self.verify_rate <= 1, "verify_rate", "must be in [0, 1]")
         self.require(self.verify_idle_s >= 0, "verify_idle_s", "must be >= 0 (0 = never)")
