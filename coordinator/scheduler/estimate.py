@@ -4,8 +4,9 @@ Nodes are grouped by region: a region whose nodes cover every layer serves on it
 (chains stay inside it); the other regions pool into one group whose chains cross.
 In a group, the latency-best chain gives the depth D and the token loop time T.
 A node keeping S sequences' KV decodes about S / D of them per step (a deep chain
-needs D batches in flight to keep every stage busy), and a layer's throughput is
-bounded by its holders' compute and by Little's law: resident sequences / T.
+needs D batches in flight to keep every stage busy), and a node's supply (layer-tokens/s)
+is bounded by its compute and by Little's law: resident layer-sequences / T; the
+group's throughput is the flow routes can carry with those supplies (`flow.py`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from coordinator.scheduler.flow import routable_flow
 from coordinator.scheduler.perf import PerfModel
 from coordinator.scheduler.types import HOP_WAIT_STEPS, Held, NodeCapacity, Pipeline
 from parallax.types import LayerRange, NodeId
@@ -98,12 +100,19 @@ def group_estimate(held: Held, perf: PerfModel) -> Estimate:
         loop += sum(
             perf.hop_s(a, b) for (a, _), (b, _) in zip(chain, chain[1:] + chain[:1], strict=True)
         )
-    rates = [
-        (r, perf.range_rate(n, r, batch[n.node_id]) if seqs[n.node_id] >= 1 else 0.0)
+    # A node gives at most its compute rate and, by Little's law, its resident
+    # layer-sequences per token loop, in layer-tokens/s, shared by every hop it runs;
+    # the flow credits only what chains entering and leaving at cuts can use.
+    supply = [
+        (
+            r,
+            min(perf.range_rate(n, r, batch[n.node_id]), seqs[n.node_id] * len(r) / loop)
+            if seqs[n.node_id] >= 1
+            else 0.0,
+        )
         for n, r in held
     ]
-    kv_seqs = [(r, seqs[n.node_id] * len(r)) for n, r in held]  # in layer-sequences
-    flow = min(window_flow(rates, L), window_flow(kv_seqs, L) / loop)
+    flow = routable_flow(supply, L)
     return Estimate(max(flow, 0.0), loop * 1e3, depth)
 
 
