@@ -40,6 +40,9 @@ VARIANTS = {
     "q4": ("float32", "q4", False),
     "compile": ("float32", "auto", True),
     "bf16_q4": ("bfloat16", "q4", False),
+    "q8_compile": ("float32", "q8", True),
+    "q4_compile": ("float32", "q4", True),
+    "bf16_compile": ("bfloat16", "auto", True),
 }
 
 

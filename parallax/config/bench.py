@@ -18,11 +18,13 @@ GOODPUT_KEYS = ("ttft", "tpot", "e2el")
 
 @dataclass(frozen=True)
 class BenchConfig(ConfigBase):
-    command_help: ClassVar[str] = "run a benchmark: engine, hop, pipeline, schedule or serve"
+    command_help: ClassVar[str] = (
+        "run a benchmark: engine, hop, pipeline, schedule, serve or grammar"
+    )
 
     kind: str = opt(
         help="which benchmark",
-        choices=("engine", "hop", "pipeline", "schedule", "serve"),
+        choices=("engine", "hop", "pipeline", "schedule", "serve", "grammar"),
         positional=True,
     )
     model: str = opt(
@@ -38,7 +40,8 @@ class BenchConfig(ConfigBase):
         "bf16,q8,q4,compile",
         help="engine: more variants of ours timed in the same interleaved rounds, comma "
         "separated: bf16 (--dtype bfloat16), q8 and q4 (--weights, fp32 activations), "
-        "bf16_q4, compile (fp32 with --compile); '' = none",
+        "bf16_q4, compile (fp32 with --compile), q8_compile, q4_compile, bf16_compile; "
+        "'' = none",
     )
     output: str = opt("", help="JSON result path; default bench-output/KIND.json")
     quick: bool = opt(False, help="smaller, faster run (smoke check)")
