@@ -41,7 +41,9 @@ def plot_experiment(report: dict, path: Path) -> None:
         f"Testbed: {cfg['model']} on {cfg['nodes']} namespaced CPU nodes, memory "
         f"{'/'.join(f'{m:g}' for m in cfg['memory_gb'])} GiB, links "
         f"{'/'.join(f'{r:g}' for r in cfg['rate_mbit'])} Mbit/s, delays "
-        f"{'/'.join(f'{d:g}' for d in cfg['delay_ms'])} ms; {cfg['rounds']} interleaved rounds "
+        f"{'/'.join(f'{d:g}' for d in cfg['delay_ms'])} ms, CPU quotas "
+        f"{'/'.join(f'{c:g}' for c in cfg.get('cpu_share', ())) or 'none'} cores; "
+        f"{cfg['rounds']} interleaved rounds "
         "(bars: medians, dots: rounds)",
         fontsize=9,
     )
