@@ -170,9 +170,9 @@ def run_scenario(
             [(r, perf.speed(n)) for n in s.nodes if (r := ours[n.node_id])], perf.num_layers
         )
         row["milp"] = {"flow": obj, "bound": bound, "status": status, "ours_flow": fast_flow}
-        say(
-            f"  {s.name:<16} MILP flow bound {bound:,.0f}; ours {fast_flow:,.0f} ({fast_flow / bound:.1%})"
-        )
+        # A solve cut short on a loaded box may report no bound (0): say so, not crash.
+        share = f"{fast_flow / bound:.1%}" if bound > 0 else "no bound in time"
+        say(f"  {s.name:<16} MILP flow bound {bound:,.0f}; ours {fast_flow:,.0f} ({share})")
     return row
 
 
