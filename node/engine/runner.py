@@ -116,9 +116,11 @@ class ShardRunner:
                 metas[active] = self._meta(ordered)
             meta, positions = metas[active]
             x = _merge(part)
-            decode_only = not meta.prefills
+            # Compiled graphs serve batch-1 decode steps only: at 16 streams they measured
+            # 2-4x slower than eager (docs/BENCHMARKS.md, compiled decode in groups).
+            single = not meta.prefills and meta.num_decode == 1
             x = model.run_layers(
-                x, positions, self.caches, meta, LayerRange(lo, hi), compiled=decode_only
+                x, positions, self.caches, meta, LayerRange(lo, hi), compiled=single
             )
             _split(part, x)
         return [g.result(model, self.device) for g in gs]

@@ -31,9 +31,9 @@ class EngineConfig(ConfigBase):
     )
     compile: bool = opt(
         False,
-        help="torch.compile decode steps, 6 layers per graph (inductor with its C++ "
-        "wrapper on CPU): compiles on the first decodes (a minute or more per batch "
-        "shape class); prefill stays eager",
+        help="torch.compile batch-1 decode steps, 6 layers per graph (inductor with its "
+        "C++ wrapper on CPU): compiles on the first such step (a minute or more); "
+        "prefill and batched decode stay eager",
     )
     device: str = opt("cpu", help="torch device", choices=("cpu", "cuda"))
     threads: int = opt(0, help="torch CPU threads; 0 = torch's default")
