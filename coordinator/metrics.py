@@ -94,7 +94,8 @@ def _verify_metrics(report: dict[str, Any] | None) -> Iterator[Metric]:
         return
     checks = CounterMetricFamily(
         "parallax_verify_checks",
-        "spot checks, by outcome (agree, disagree, undecided, skipped)",
+        "spot checks, by outcome (agree, disagree, undecided, failed: a chain gave no "
+        "answer, skipped)",
         labels=["outcome"],
     )
     for outcome, n in sorted(report["checks"].items()):

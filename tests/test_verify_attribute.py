@@ -132,6 +132,8 @@ def test_a_failed_chain_decides_nothing():
     st = state(8, ("a", 0, 8), ("b", 0, 8), ("c", 0, 8))
     v = check(st, "a", {"b": {1}}, fail="b")
     assert v.match is Match.UNDECIDED and not v.blame and not v.credit
+    assert v.failed  # counted apart: a quarantine's "after N checks" counts verified ones
+    assert not check(st, "a", {"b": {1}}).failed
 
 
 def test_two_liars_telling_different_lies_blame_nobody_honest():

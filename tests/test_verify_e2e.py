@@ -119,7 +119,7 @@ def test_a_node_serving_tampered_weights_is_quarantined(tmp_path, monkeypatch):
         names = {n["node_id"]: n["name"] for n in st["nodes"]}
         [q] = st["verification"]["quarantines"]
         assert names[q["node_id"]] == "liar", st["verification"]
-        assert q["after_checks"] <= MAX_CHECKS, st["verification"]
+        assert q["after_checks"] <= MAX_CHECKS, st["verification"]["checks"]
         liar_rec = next(n for n in st["nodes"] if n["name"] == "liar")
         assert "spot checks" in liar_rec["quarantined"] and not liar_rec["serving"]
         assert not any(n["quarantined"] for n in st["nodes"] if n["name"] != "liar")

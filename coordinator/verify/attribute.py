@@ -35,12 +35,13 @@ class Verdict:
     blame: dict[NodeId, str] = field(default_factory=dict)  # node -> why
     unverified: dict[NodeId, str] = field(default_factory=dict)  # node -> why
     runs: int = 0  # chains run
+    failed: bool = False  # a chain of the pair gave no answer: nothing was verified
 
 
 async def check_pair(pair: Pair, state: ClusterState, run: Runner, tolerance: float) -> Verdict:
     ga, gb = await asyncio.gather(run(pair.a), run(pair.b))
     if ga is None or gb is None:
-        return Verdict(Match.UNDECIDED, runs=2)
+        return Verdict(Match.UNDECIDED, runs=2, failed=True)
     match = compare(ga, gb, tolerance)
     verdict = Verdict(match, runs=2)
     if match is Match.AGREE:

@@ -170,7 +170,7 @@ class Verifier:
 
         verdict = await check_pair(pair, state, run, self.options.tolerance)
         self.runs += verdict.runs
-        self.outcomes[str(verdict.match)] += 1
+        self.outcomes["failed" if verdict.failed else str(verdict.match)] += 1
         await self._apply(verdict)
         log.info(
             "spot check",
@@ -200,7 +200,8 @@ class Verifier:
         reason = f"spot checks: blamed {s.blames} times; last: {why}"
         # Re-allocation may take seconds (the exact solver): off the event loop.
         if await asyncio.to_thread(self.registry.quarantine, node, reason, self._clock()):
-            checks = sum(n for k, n in self.outcomes.items() if k != "skipped")
+            # Checks that verified something: not skipped, and both chains answered.
+            checks = sum(n for k, n in self.outcomes.items() if k not in ("skipped", "failed"))
             self.quarantines.append({"node_id": node, "after_checks": checks, "reason": reason})
             log.warning(
                 "node quarantined",
@@ -247,7 +248,7 @@ class Verifier:
             "idle_s": self.options.idle_s,
             "tokens": self.options.tokens,
             "tolerance": self.options.tolerance,
-            "checks": {k: self.outcomes.get(k, 0) for k in (*map(str, Match), "skipped")},
+            "checks": {k: self.outcomes.get(k, 0) for k in (*map(str, Match), "failed", "skipped")},
             "runs": self.runs,
             "quarantined": len(self.quarantines),
             "quarantines": self.quarantines[-MAX_REPORTED:],
