@@ -117,3 +117,25 @@ def test_rebalance_when_gain_exceeds_threshold() -> None:
     assert better.throughput_tok_s > poor.throughput_tok_s * 1.15
     lazy = allocate(nodes, MODEL, replace(OPTS, previous=poor, rebalance_gain=9.0))
     assert dict(lazy.assignments) == dict(poor.assignments)
+
+
+@pytest.mark.parametrize("bandwidth", [1e9, 1e10, 3e10])
+@pytest.mark.parametrize("latency_ms", [None, 0.01, 0.2, 1.0])
+def test_a_minimum_depth_holds_when_neighbours_grow_into_each_other(
+    bandwidth: float, latency_ms: float | None
+) -> None:
+    # A pipeline's overlap pass grows a neighbour into the bottleneck's layers; on two
+    # nodes of a 4-layer model it could grow one to all 4 (seen live: 2 nodes, 2 stages
+    # asked, both serving [0, 4)).
+    from parallax.models.spec import ModelSpec
+    from parallax.types import LayerRange
+
+    spec = ModelSpec("llama", 4, 64, 128, 4, 2, 16, 256)
+    a = NodeCapacity(NodeId("a"), 22e9, 59e9, bandwidth, layer_latency_ms=latency_ms)
+    b = NodeCapacity(NodeId("b"), 22e9, 60e9, bandwidth)
+    opts = replace(OPTS, min_stages_when_possible=2)
+    for previous in (None, allocate([replace(a, current=None)], spec, opts)):
+        first = replace(a, current=LayerRange(0, 4)) if previous else a
+        got = allocate([first, b], spec, replace(opts, previous=previous))
+        held = [r for r in got.assignments.values() if r is not None]
+        assert len(held) == 2 and all(len(r) < 4 for r in held), got.assignments

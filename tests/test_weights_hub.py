@@ -93,9 +93,13 @@ def test_a_cluster_serves_a_repo_id_from_the_offline_hub_cache(sharded, tmp_path
         # Each node's last ask: the files of the range it serves now (a node alone at
         # first holds the whole model, so asked for every file then).
         last = [[x for x in w.lines if "from the hub" in x][-1] for w in cluster.workers]
+        ranges = [n["assignment"]["range"] for n in cluster.status()["nodes"]]
+        decisions = [x for x in cluster.coordinator.lines if "decision" in x]
     assert got == want
     asked = [set(json.loads(line[line.index("{") :])["files"]) for line in last]
     files = set(
         json.loads((sharded / "model.safetensors.index.json").read_text())["weight_map"].values()
     )
-    assert all(0 < len(a) < len(files) for a in asked) and set.union(*asked) == files
+    assert all(0 < len(a) < len(files) for a in asked) and set.union(*asked) == files, "\n".join(
+        [str(ranges), *decisions]
+    )

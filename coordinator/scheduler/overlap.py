@@ -40,8 +40,11 @@ def widest_fit(
 
 
 def overlap(pipe: Pipeline, perf: PerfModel) -> Pipeline:
-    """Neighbours of the bottleneck stage take over part of its layers, while it helps."""
-    if len(pipe) < 2:
+    """Neighbours of the bottleneck stage take over part of its layers, while it helps.
+
+    Not under a minimum depth: grown ranges may reach the whole model, and a chain
+    through one node would then undo the depth asked for."""
+    if len(pipe) < 2 or perf.options.min_stages_when_possible > 1:
         return pipe
     best = list(pipe)
     score = group_estimate(best, perf).throughput_tok_s
