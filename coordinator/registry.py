@@ -294,9 +294,10 @@ class Registry:
 
     # ---- views ----
     def recovering(self) -> bool:
-        """Whether the live nodes' assignments cover every layer (some may still be
-        loading theirs): requests should wait for them rather than fail."""
-        return assignments_cover(self.nodes, self.spec.num_layers)
+        """Whether requests should wait rather than fail: live nodes' assignments cover
+        every layer (some may be loading), or a membership change (a death's seconds of
+        re-solving, say) is being applied."""
+        return self._membership.locked() or assignments_cover(self.nodes, self.spec.num_layers)
 
     def node_secret(self, node_id: NodeId) -> bytes | None:
         """A live node's secret (the gateway checks what it delivers); None if unknown."""

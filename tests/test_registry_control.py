@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 
 import pytest
 
+import coordinator.registry as registry_module
 from coordinator.registry import Registry
 from coordinator.registry_types import HardwareInfo, NodeReport, NodeState
 from parallax.errors import InvalidArgument
@@ -199,3 +201,36 @@ def test_cluster_state_is_kept_for_loads_and_rebuilt_for_topology() -> None:
     assert {n.node_id: n.running for n in reg.cluster_state().nodes}[a] == 9
     assert reg.leave(b, now=3.0)
     assert [n.node_id for n in reg.cluster_state().nodes] == [a], "a leave shows at once"
+
+
+def test_requests_wait_while_a_death_is_being_re_allocated(monkeypatch) -> None:
+    # Between a node's death and the end of the re-allocation (seconds of solving on a
+    # big cluster), the assignments leave its layers to nobody: the gateway must wait
+    # then, not answer 503 "no node holds layers" (seen in the chaos e2e test).
+    reg = registry()
+    ids = [reg.join(n, f"127.0.0.1:500{i}", hw(HALF), now=0.0)[0] for i, n in enumerate("abc")]
+    holder = next(i for i in ids if reg.get(i).assignment.range is not None)
+    others = [i for i in ids if i != holder]
+    for t in (1.0, 2.0, 3.0, 4.0, 5.0):
+        for i in ids if t < 2.0 else others:
+            ready(reg, i, now=t)
+    assert reg.recovering()
+    solving, release = threading.Event(), threading.Event()
+    real = registry_module.allocate_by
+
+    def slow(*args, **kwargs):
+        solving.set()
+        release.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(registry_module, "allocate_by", slow)
+    expiry = threading.Thread(target=reg.expire, kwargs={"now": 5.5})
+    expiry.start()
+    try:
+        assert solving.wait(10)
+        assert reg.get(holder).state is NodeState.DEAD
+        assert reg.recovering()
+    finally:
+        release.set()
+        expiry.join(10)
+    assert reg.recovering() and covers([reg.get(i).assignment.range for i in others])
