@@ -48,7 +48,11 @@ def _worker(cluster: Cluster, name: str):
 
 
 def test_streams_survive_kills_a_restart_and_a_drain():
-    with Cluster(MODEL, nodes=4, min_stages=3, node_args=("--drain-s", "15")) as cluster:
+    # Each node offers a fixed 2 GiB: free memory at join time varies by machine (a CI
+    # box offered room for ~20 of 30 layers), and after the kills two survivors must be
+    # able to hold the model, or the cluster rightly answers 503 "not covered".
+    args = ("--drain-s", "15", "--memory-gb", "2")
+    with Cluster(MODEL, nodes=4, min_stages=3, node_args=args) as cluster:
         client = openai.OpenAI(
             api_key="none", base_url=cluster.http_url + "/v1", max_retries=0, timeout=240
         )
