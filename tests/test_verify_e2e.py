@@ -41,12 +41,16 @@ identity.model_identity = lambda resolved: claimed
 from parallax.cli import main
 sys.exit(main(sys.argv[1:]))
 """
-BAD_LAYER = 10
+# One tampered layer in each half of the model: wherever the planner puts the liar (a
+# strict two-stage split gives it [0, 16) or [16, 30)), its range serves one of them.
+BAD_LAYERS = (10, 22)
 MAX_CHECKS = 20
 
 
-def tampered_copy(src: Path, dst: Path, layer: int, scale: float = 0.5, seed: int = 0) -> Path:
-    """`src` with noise (`scale` times each tensor's std) on every tensor of `layer`."""
+def tampered_copy(
+    src: Path, dst: Path, layers: tuple[int, ...], scale: float = 0.5, seed: int = 0
+) -> Path:
+    """`src` with noise (`scale` times each tensor's std) on every tensor of each of `layers`."""
     reader = gguf.GGUFReader(str(src))
     arch = reader.fields[gguf.Keys.General.ARCHITECTURE].contents()
     writer = gguf.GGUFWriter(str(dst), arch, endianess=reader.endianess)
@@ -59,7 +63,7 @@ def tampered_copy(src: Path, dst: Path, layer: int, scale: float = 0.5, seed: in
     tensors = []
     for t in reader.tensors:
         data = t.data
-        if t.name.startswith(f"blk.{layer}."):
+        if any(t.name.startswith(f"blk.{layer}.") for layer in layers):
             w = dequantize(data, t.tensor_type)
             w = w + rng.standard_normal(w.shape).astype(np.float32) * (scale * float(np.std(w)))
             plain = t.tensor_type == gguf.GGMLQuantizationType.F32
@@ -77,7 +81,7 @@ def tampered_copy(src: Path, dst: Path, layer: int, scale: float = 0.5, seed: in
 
 
 def test_a_node_serving_tampered_weights_is_quarantined(tmp_path, monkeypatch):
-    bad = tampered_copy(smollm2_path(), tmp_path / "smollm2.gguf", BAD_LAYER)
+    bad = tampered_copy(smollm2_path(), tmp_path / "smollm2.gguf", BAD_LAYERS)
     args = ("--verify-rate", "1", "--verify-idle-s", "1", "--verify-tokens", "6")
     with Cluster(str(smollm2_path()), nodes=0, min_stages=2, coordinator_args=args) as cluster:
         for i in range(4):
@@ -107,8 +111,10 @@ def test_a_node_serving_tampered_weights_is_quarantined(tmp_path, monkeypatch):
         ranges = {n["name"]: n["assignment"]["range"] for n in st["nodes"]}
         liar_range = ranges["liar"]
         # The liar's layer has at least two other holders: a majority can outvote it.
-        others = [r for n, r in ranges.items() if n != "liar" and r[0] <= BAD_LAYER < r[1]]
-        assert liar_range[0] <= BAD_LAYER < liar_range[1] and len(others) >= 2, ranges
+        served = [x for x in BAD_LAYERS if liar_range[0] <= x < liar_range[1]]
+        assert served, ranges
+        others = [r for n, r in ranges.items() if n != "liar" and r[0] <= served[0] < r[1]]
+        assert len(others) >= 2, ranges
         assert chat(cluster.http_url, "hello")  # user traffic: each request owes a check
 
         def caught():
