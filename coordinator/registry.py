@@ -294,9 +294,8 @@ class Registry:
 
     # ---- views ----
     def recovering(self) -> bool:
-        """Whether requests should wait rather than fail: live nodes' assignments cover
-        every layer (some may be loading), or a membership change (a death's seconds of
-        re-solving, say) is being applied."""
+        """Wait rather than fail: assignments cover every layer (some may be loading),
+        or a membership change (a death's seconds of re-solving) is being applied."""
         return self._membership.locked() or assignments_cover(self.nodes, self.spec.num_layers)
 
     def node_secret(self, node_id: NodeId) -> bytes | None:

@@ -142,15 +142,8 @@ class NodeServer(pb_grpc.NodeServicer):
         )
         del old
         runner = make_runner(model, self.cfg)
-        self.pipeline = NodePipeline(
-            self.node_id,
-            runner,
-            self.cfg,
-            self.eos_ids,
-            self.wire_dtype,
-            self.vocab_limit,
-            grammars=self.grammars,
-        )
+        args = (self.eos_ids, self.wire_dtype, self.vocab_limit, self.grammars)
+        self.pipeline = NodePipeline(self.node_id, runner, self.cfg, *args)
         self.pipeline.enforce_grants = self.verifier is not None
         self.pipeline.on_denied = self._denied
         self.state = "ready"
