@@ -258,7 +258,13 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         if await self._prove("Heartbeat", request, context) is Proof.UNKNOWN:
             return pb.HeartbeatReply(unknown_node=True)
-        assignment = self.registry.heartbeat(node_id, report, rtts, self.clock())
+        args = (node_id, report, rtts, self.clock())
+        if report.state is NodeState.LEAVING:
+            # A drain re-allocates (seconds of solving on a big cluster) under the
+            # membership lock: off the event loop, which must keep hearing other nodes.
+            assignment = await asyncio.to_thread(self.registry.heartbeat, *args)
+        else:
+            assignment = self.registry.heartbeat(*args)
         if assignment is None:
             return pb.HeartbeatReply(unknown_node=True)
         peers = [

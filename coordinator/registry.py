@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import secrets
 import threading
 import time
@@ -24,6 +25,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from coordinator.liveness import Listening, silent_nodes
 from coordinator.registry_types import (
     AddressTaken,
     Assignment,
@@ -40,14 +42,11 @@ from coordinator.registry_views import (
     assignments_cover,
     capacity_of,
     closest_peers,
+    node_slug,
+    range_text,
     routable_state,
 )
-from coordinator.scheduler import (
-    AllocateOptions,
-    Allocation,
-    ClusterState,
-    NodeCapacity,
-)
+from coordinator.scheduler import AllocateOptions, Allocation, ClusterState, NodeCapacity
 from coordinator.scheduler.baselines import allocate_by, check_policy
 from coordinator.scheduler.perf import PerfModel
 from coordinator.snapshot import build_snapshot
@@ -75,11 +74,13 @@ class Registry:
         forget_after_s: float = 300.0,
         state_max_age_s: float = 0.1,
         policy: str = "ours",  # or a baseline's (coordinator/scheduler/baselines.py)
+        stall_after_s: float = math.inf,  # see coordinator/liveness.py
     ) -> None:
         self.model_name = model_name
         self.spec = spec
         self.dead_after_s = dead_after_s
         self.forget_after_s = forget_after_s
+        self._listening = Listening(stall_after_s)
         self.options = options or AllocateOptions()
         self.policy = check_policy(policy)
         self._perf = PerfModel.of(spec, self.options)
@@ -130,7 +131,7 @@ class Registry:
                     del self._nodes[old.node_id]
                     self._version += 1
                     self._decide(now, "leave", f"{old.node_id} replaced by a re-join")
-                node_id = NodeId(f"{_slug(name)}-{secrets.token_hex(3)}")
+                node_id = NodeId(f"{node_slug(name)}-{secrets.token_hex(3)}")
                 self._version += 1
                 self._nodes[node_id] = NodeRecord(
                     node_id=node_id,
@@ -196,7 +197,18 @@ class Registry:
     def heartbeat(
         self, node_id: NodeId, report: NodeReport, rtts: Mapping[NodeId, float], now: float
     ) -> Assignment | None:
-        """The node's assignment, or None if unknown or declared dead: it must re-join."""
+        """The node's assignment, or None if unknown or declared dead: it must re-join.
+        A report of LEAVING (a drain) re-allocates: call it off the event loop."""
+        if report.state is NodeState.LEAVING:
+            # Under the membership lock before the node stops counting as alive, so
+            # `recovering()` holds until others are assigned its layers.
+            with self._membership:
+                return self._beat(node_id, report, rtts, now)
+        return self._beat(node_id, report, rtts, now)
+
+    def _beat(
+        self, node_id: NodeId, report: NodeReport, rtts: Mapping[NodeId, float], now: float
+    ) -> Assignment | None:
         with self._lock:
             rec = self._nodes.get(node_id)
             if rec is None or rec.state is NodeState.DEAD:
@@ -229,10 +241,9 @@ class Registry:
         if draining:
             # It takes no new requests while its own run out: others take over its layers
             # now, so new requests find a chain meanwhile (it keeps its assignment).
-            with self._membership:
-                with self._lock:
-                    self._decide(now, "drain", f"{node_id} is draining; it held {_range_text(rec)}")
-                self._reallocate(now)
+            with self._lock:
+                self._decide(now, "drain", f"{node_id} is draining; it held {range_text(rec)}")
+            self._reallocate(now)
         return rec.assignment
 
     def leave(self, node_id: NodeId, now: float) -> bool:
@@ -242,28 +253,27 @@ class Registry:
                 if rec is None:
                     return False
                 self._version += 1
-                self._decide(now, "leave", f"{node_id} left; it held {_range_text(rec)}")
+                self._decide(now, "leave", f"{node_id} left; it held {range_text(rec)}")
             self._reallocate(now)
             return True
 
     def expire(self, now: float) -> list[NodeId]:
-        """Mark nodes silent for `dead_after_s` dead, re-allocate; forget long-dead ones."""
+        """Mark nodes silent for `dead_after_s` (while this coordinator listened) dead,
+        re-allocate; forget long-dead ones. Called once per period."""
         with self._membership:
             with self._lock:
-                died = [
-                    r.node_id
-                    for r in self._nodes.values()
-                    if r.state is not NodeState.DEAD and now - r.last_heartbeat > self.dead_after_s
-                ]
+                heard_since = self._listening.round(now)
+                died = silent_nodes(self._nodes.values(), now, self.dead_after_s, heard_since)
                 for node_id in died:
                     rec = self._nodes[node_id]
                     self._nodes[node_id] = dataclasses.replace(rec, state=NodeState.DEAD)
                     self._version += 1
+                    silence = now - max(rec.last_heartbeat, heard_since)
                     self._decide(
                         now,
                         "dead",
-                        f"{node_id} silent for {now - rec.last_heartbeat:.1f} s "
-                        f"(limit {self.dead_after_s:g} s); it held {_range_text(rec)}",
+                        f"{node_id} silent for {silence:.1f} s "
+                        f"(limit {self.dead_after_s:g} s); it held {range_text(rec)}",
                     )
                 for rec in list(self._nodes.values()):
                     if (
@@ -388,13 +398,3 @@ class Registry:
                     assignment = Assignment(self.model_name, new, rec.assignment.epoch + 1)
                     self._nodes[c.node_id] = dataclasses.replace(rec, assignment=assignment)
                     self._version += 1
-
-
-def _slug(name: str) -> str:
-    keep = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name)
-    return keep.strip("-")[:32] or "node"
-
-
-def _range_text(rec: NodeRecord) -> str:
-    r = rec.assignment.range
-    return f"layers {r}" if r is not None else "no layers"

@@ -76,3 +76,13 @@ def closest_peers(records: Sequence[NodeRecord], node_id: NodeId, limit: int) ->
     others = [r for r in records if r.alive and r.node_id != node_id]
     others.sort(key=lambda r: abs((r.assignment.range.start if r.assignment.range else 0) - start))
     return others[:limit]
+
+
+def node_slug(name: str) -> str:
+    keep = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name)
+    return keep.strip("-")[:32] or "node"
+
+
+def range_text(rec: NodeRecord) -> str:
+    r = rec.assignment.range
+    return f"layers {r}" if r is not None else "no layers"

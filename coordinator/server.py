@@ -149,6 +149,9 @@ async def serve(
         dead_after_s=config.dead_after_s,
         options=options,
         policy=config.allocation_policy,
+        # The expiry loop runs every heartbeat period: a round this late means this
+        # process stalled, and heartbeats it missed meanwhile are not the nodes' fault.
+        stall_after_s=max(2 * config.heartbeat_s, config.dead_after_s / 2),
     )
     state_file = StateFile(config.state_dir) if config.state_dir else None
     if state_file is not None:

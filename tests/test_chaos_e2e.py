@@ -43,6 +43,12 @@ def _by_range(cluster: Cluster) -> dict[str, tuple[int, int]]:
     }
 
 
+def _decisions(cluster: Cluster) -> list[str]:
+    """The coordinator's latest scheduler decisions, oldest first, for a failure message."""
+    got = cluster.status()["decisions"][:20]
+    return [f"{d['time']:.1f} {d['kind']}: {d['message']}" for d in reversed(got)]
+
+
 def _worker(cluster: Cluster, name: str):
     return next(w for w in cluster.workers if f"--name {name} " in " ".join(w.popen.args) + " ")
 
@@ -59,7 +65,12 @@ def test_streams_survive_kills_a_restart_and_a_drain():
         want = {p: _text(client, p) for p in PROMPTS}
         results: list[tuple[str, str | None, str | None]] = []  # prompt, text, error
         lock = threading.Lock()
-        stop_at = time.monotonic() + RUN_S
+        t0 = time.monotonic()
+        stop_at = t0 + RUN_S
+        events: list[str] = []  # what the test did, and when: for the failure message
+
+        def event(what: str) -> None:
+            events.append(f"{time.monotonic() - t0:.1f}s {what}")
 
         def stream_loop(k: int) -> None:
             i = k
@@ -69,7 +80,7 @@ def test_streams_survive_kills_a_restart_and_a_drain():
                 try:
                     got, err = _text(client, prompt), None
                 except Exception as e:  # counted as failed, never lost
-                    got, err = None, f"{type(e).__name__}: {e}"
+                    got, err = None, f"{time.monotonic() - t0:.1f}s {type(e).__name__}: {e}"
                 with lock:
                     results.append((prompt, got, err))
 
@@ -84,23 +95,34 @@ def test_streams_survive_kills_a_restart_and_a_drain():
         inner = [n for n, r in ranges.items() if r[0] > 0 and r[1] < last]
         middle = (inner or [n for n, r in ranges.items() if r[0] > 0] or sorted(ranges))[0]
         os.killpg(_worker(cluster, middle).popen.pid, signal.SIGKILL)
+        event(f"SIGKILL {middle} {ranges}")
         time.sleep(10)
         cluster.add_node(middle + "-again")
+        event(f"join {middle}-again")
         time.sleep(10)
         ranges = _by_range(cluster)
         drained = next(n for n in ranges if n not in (middle, middle + "-again"))
         os.killpg(_worker(cluster, drained).popen.pid, signal.SIGTERM)
+        event(f"SIGTERM {drained} {ranges}")
         time.sleep(15)
         ranges = _by_range(cluster)
         tail = next((n for n, r in ranges.items() if r[1] == last and n != drained), None)
         assert tail, ranges
         os.killpg(_worker(cluster, tail).popen.pid, signal.SIGKILL)
+        event(f"SIGKILL {tail} {ranges}")
         for t in threads:
             t.join(300)
         assert not any(t.is_alive() for t in threads), "a stream hung"
         failed = [(p, e) for p, _, e in results if e is not None]
         wrong = [(p, t) for p, t, e in results if e is None and t != want[p]]
         print(f"chaos: {len(results)} requests, {len(failed)} failed, {len(wrong)} wrong")
+        print("\n".join(events + _decisions(cluster)))
         assert len(results) >= STREAMS
-        assert not failed, failed[:3]
+        assert not failed, (
+            failed[:3],
+            failed[-1:],
+            events,
+            f"t0={time.time() - (time.monotonic() - t0):.1f}",
+            _decisions(cluster),
+        )
         assert not wrong, wrong[:3]  # a lost or duplicated token shows here

@@ -80,7 +80,7 @@ async def coordinator(
     async def expire():
         while True:
             await asyncio.sleep(BEAT_S)
-            reg.expire(clock())
+            await asyncio.to_thread(reg.expire, clock())  # off the loop, as the server does
 
     task = asyncio.create_task(expire())
 
