@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -75,6 +76,7 @@ def build_gateway(
     snapshot: Callable[[], dict[str, Any]],
     tls: Tls | None = None,
     signer: RouteSigner | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> tuple[FastAPI, ClusterBackend]:
     """The gateway app over the cluster. Call before `server.start()`: it adds Deliver.
 
@@ -100,7 +102,7 @@ def build_gateway(
         tls=tls,
         signer=signer,
         secret_of=lambda node_id: registry.node_secret(NodeId(node_id)),
-        recovering=registry.recovering,
+        recovering=lambda: registry.recovering(clock()),
     )
     dashboard.watch_admission(lambda: backend.admission.stats)
     dashboard.metrics.watch_denied(lambda: backend.denied_deliveries)

@@ -40,6 +40,7 @@ from coordinator.registry_types import (
 )
 from coordinator.registry_views import (
     assignments_cover,
+    calibrated,
     capacity_of,
     closest_peers,
     node_slug,
@@ -58,9 +59,6 @@ log = logging.getLogger(__name__)
 
 MAX_DECISIONS = 200
 MAX_PEERS = 16  # RTT probes per heartbeat stay bounded in big clusters
-# A node whose measured layer time is this many times what its claimed hardware predicts
-# is flagged (a volunteer may overstate what it has; the measurement wins either way).
-SLOWER_THAN_CLAIMED = 4.0
 
 
 class Registry:
@@ -81,6 +79,7 @@ class Registry:
         self.dead_after_s = dead_after_s
         self.forget_after_s = forget_after_s
         self._listening = Listening(stall_after_s)
+        self._cover_lost_at = -math.inf  # when a re-allocation last left layers to nobody
         self.options = options or AllocateOptions()
         self.policy = check_policy(policy)
         self._perf = PerfModel.of(spec, self.options)
@@ -222,19 +221,10 @@ class Registry:
                 rtt_ms=known,
             )
             if new.report.layer_latency_ms != rec.report.layer_latency_ms:
-                cap = capacity_of(new)
-                slow = self._perf.calibration(cap)
-                flag = slow if slow > SLOWER_THAN_CLAIMED else 0.0
-                if flag and not rec.slower_than_claimed:
-                    self._decide(
-                        now,
-                        "flag",
-                        f"{node_id} runs {slow:.1f}x slower than the hardware it claimed; "
-                        "it is planned and routed by its measured speed",
-                    )
-                new = self._nodes[node_id] = dataclasses.replace(
-                    new, decode_speed=self._perf.speed(cap), slower_than_claimed=flag
-                )
+                new, flag = calibrated(self._perf, rec, new)
+                self._nodes[node_id] = new
+                if flag:
+                    self._decide(now, "flag", flag)
             if new.serving != rec.serving:  # routable or not: the cached state must go
                 self._version += 1
             draining = new.state is NodeState.LEAVING and rec.state is not NodeState.LEAVING
@@ -303,10 +293,13 @@ class Registry:
             return True
 
     # ---- views ----
-    def recovering(self) -> bool:
+    def recovering(self, now: float) -> bool:
         """Wait rather than fail: assignments cover every layer (some may be loading),
-        or a membership change (a death's seconds of re-solving) is being applied."""
-        return self._membership.locked() or assignments_cover(self.nodes, self.spec.num_layers)
+        a membership change (a death's seconds of re-solving) is being applied, or the
+        cover was lost under `dead_after_s` ago (nodes taken for dead re-join at once)."""
+        if self._membership.locked() or now - self._cover_lost_at < self.dead_after_s:
+            return True
+        return assignments_cover(self.nodes, self.spec.num_layers)
 
     def node_secret(self, node_id: NodeId) -> bytes | None:
         """A live node's secret (the gateway checks what it delivers); None if unknown."""
@@ -374,6 +367,8 @@ class Registry:
     def _reallocate(self, now: float) -> None:
         """Re-run allocation; the caller holds `_membership`, so membership cannot change."""
         capacities = self.node_capacities()
+        if self.allocation.covers(self.spec.num_layers):
+            self._cover_lost_at = now  # until the new allocation says it still covers
         if not capacities:
             with self._lock:
                 self.allocation = Allocation(assignments={}, reason="no live nodes")
@@ -388,6 +383,8 @@ class Registry:
             kept = {c.node_id: c.current for c in capacities}
             alloc = Allocation(assignments=kept, reason=f"waiting for more nodes: {e}")
             kind = "not_covered"
+        if alloc.covers(self.spec.num_layers):
+            self._cover_lost_at = -math.inf
         with self._lock:
             self._decide(now, kind, alloc.reason)
             self.allocation = alloc

@@ -3,11 +3,17 @@ gateway read. No locks and no clock here: the registry passes a snapshot of reco
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from coordinator.registry_types import NodeRecord
 from coordinator.scheduler import ClusterState, NodeCapacity, NodeLoad
+from coordinator.scheduler.perf import PerfModel
 from parallax.types import NodeId
+
+# A node whose measured layer time is this many times what its claimed hardware predicts
+# is flagged (a volunteer may overstate what it has; the measurement wins either way).
+SLOWER_THAN_CLAIMED = 4.0
 
 
 def routable_state(records: Sequence[NodeRecord], num_layers: int) -> ClusterState:
@@ -86,3 +92,18 @@ def node_slug(name: str) -> str:
 def range_text(rec: NodeRecord) -> str:
     r = rec.assignment.range
     return f"layers {r}" if r is not None else "no layers"
+
+
+def calibrated(perf: PerfModel, old: NodeRecord, new: NodeRecord) -> tuple[NodeRecord, str]:
+    """`new` with its speed from its measured layer time, and the message flagging it
+    ("" if none) when it first turns out far slower than the hardware it claimed."""
+    cap = capacity_of(new)
+    slow = perf.calibration(cap)
+    flag = slow if slow > SLOWER_THAN_CLAIMED else 0.0
+    message = ""
+    if flag and not old.slower_than_claimed:
+        message = (
+            f"{new.node_id} runs {slow:.1f}x slower than the hardware it claimed; "
+            "it is planned and routed by its measured speed"
+        )
+    return dataclasses.replace(new, decode_speed=perf.speed(cap), slower_than_claimed=flag), message

@@ -194,7 +194,7 @@ async def serve(
     # Requests may only be as long as the KV every node reserves per layer.
     context = options.context_tokens
     app, backend = build_gateway(
-        config, resolved, registry, server, grpc_address, context, snapshot, tls, signer
+        config, resolved, registry, server, grpc_address, context, snapshot, tls, signer, clock
     )
     verifier = build_verifier(config, resolved, registry, backend, clock)
     await server.start()

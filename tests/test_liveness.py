@@ -98,7 +98,7 @@ def test_a_drain_shows_only_once_its_re_allocation_may_start() -> None:
     beat.join(10)
     assert reg.get(leaving).state is NodeState.LEAVING
     others = [reg.get(i).assignment.range for i in ids if i != leaving]
-    assert covers(others) and reg.recovering()
+    assert covers(others) and reg.recovering(now=1.0)
 
 
 def test_a_draining_heartbeat_does_not_block_the_coordinators_event_loop() -> None:
@@ -145,3 +145,20 @@ def test_a_draining_heartbeat_does_not_block_the_coordinators_event_loop() -> No
             await other.stop()
 
     run(main())
+
+
+def test_requests_wait_a_while_after_the_whole_cluster_was_lost() -> None:
+    # Nodes taken for dead (a stall of their own) find out at their next heartbeat and
+    # join again at once: until then nothing covers the model, and the gateway should
+    # wait for them, not answer 503 to every request meanwhile.
+    reg = _registry(math.inf)
+    a, b = _two(reg)
+    assert reg.recovering(now=1.0)
+    assert set(reg.expire(now=5.0)) == {a, b}
+    assert reg.recovering(now=5.0) and reg.recovering(now=8.9)
+    assert not reg.recovering(now=9.1)  # dead_after_s later, nobody came back: 503 at once
+    again = reg.join("a", "127.0.0.1:5100", hw(HALF), now=9.5)[0]
+    ready(reg, again, now=9.6)
+    assert not reg.recovering(now=9.7)  # one half-sized node cannot hold the model
+    reg.join("b", "127.0.0.1:5101", hw(HALF), now=10.0)
+    assert reg.recovering(now=10.1)  # covered again, loading

@@ -214,7 +214,7 @@ def test_requests_wait_while_a_death_is_being_re_allocated(monkeypatch) -> None:
     for t in (1.0, 2.0, 3.0, 4.0, 5.0):
         for i in ids if t < 2.0 else others:
             ready(reg, i, now=t)
-    assert reg.recovering()
+    assert reg.recovering(now=6.0)
     solving, release = threading.Event(), threading.Event()
     real = registry_module.allocate_by
 
@@ -229,8 +229,8 @@ def test_requests_wait_while_a_death_is_being_re_allocated(monkeypatch) -> None:
     try:
         assert solving.wait(10)
         assert reg.get(holder).state is NodeState.DEAD
-        assert reg.recovering()
+        assert reg.recovering(now=6.0)
     finally:
         release.set()
         expiry.join(10)
-    assert reg.recovering() and covers([reg.get(i).assignment.range for i in others])
+    assert reg.recovering(now=6.0) and covers([reg.get(i).assignment.range for i in others])

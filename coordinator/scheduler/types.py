@@ -53,6 +53,10 @@ class Allocation:
     def holders(self, layer: int) -> list[NodeId]:
         return [n for n, r in self.assignments.items() if r is not None and layer in r]
 
+    def covers(self, num_layers: int) -> bool:
+        """Whether every layer of [0, num_layers) has a holder."""
+        return all(self.holders(layer) for layer in range(num_layers))
+
 
 @dataclass(frozen=True)
 class NodeLoad:
