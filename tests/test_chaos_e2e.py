@@ -105,8 +105,11 @@ def test_streams_survive_kills_a_restart_and_a_drain():
         os.killpg(_worker(cluster, drained).popen.pid, signal.SIGTERM)
         event(f"SIGTERM {drained} {ranges}")
         time.sleep(15)
-        ranges = _by_range(cluster)
-        tail = next((n for n, r in ranges.items() if r[1] == last and n != drained), None)
+        tail, deadline = None, time.monotonic() + 30
+        while tail is None and time.monotonic() < deadline:  # a re-solve may still be loading
+            ranges = _by_range(cluster)
+            tail = next((n for n, r in ranges.items() if r[1] == last and n != drained), None)
+            time.sleep(0.5)
         assert tail, ranges
         os.killpg(_worker(cluster, tail).popen.pid, signal.SIGKILL)
         event(f"SIGKILL {tail} {ranges}")
