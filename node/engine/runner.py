@@ -9,6 +9,7 @@ import torch
 from node.engine.kv_blocks import KVBlockManager
 from node.kernels import AttentionMeta
 from node.model import ShardModel
+from node.model.packed import can_pack, pack_linears
 from parallax.errors import CapacityError, InvalidArgument
 from parallax.types import LayerRange
 
@@ -36,6 +37,10 @@ class ShardRunner:
         self.model, self.kv, self.caches, self.device = model, kv, caches, device
         if compile and model.compiled is None:
             model.compile_decode()  # decode steps only: prefill shapes vary too much
+        elif not compile and can_pack(device, next(model.parameters()).dtype):
+            # bf16 on CPU: weights reordered once for oneDNN (node/model/packed.py).
+            # Not under --compile: its graphs trace the dense modules.
+            pack_linears(model, getattr(model.embed_tokens, "weight", None))
 
     def check(self, chunk: Chunk) -> None:
         """Reserve KV for a chunk, or raise: it must continue its request's KV exactly.
@@ -145,10 +150,13 @@ class ShardRunner:
                 t = self.kv.table(c.request_id)[:nblk]
                 tables[r, : len(t)] = torch.tensor(t)
             all_slots = (tables.unsqueeze(-1) * bs + torch.arange(bs)).view(len(decodes), -1)
-            decode_slots = all_slots[:, :lmax].to(dev)
+            decode_slots = all_slots[:, :lmax].contiguous().to(dev)
             q_pos = torch.tensor(lengths).unsqueeze(1) - 1
             visible = _visible(q_pos, torch.arange(lmax).unsqueeze(0), window)
-            decode_mask = visible.view(len(decodes), 1, 1, lmax).to(dev)
+            # Every key visible (one decode, or equal lengths and no window): no mask,
+            # which SDPA takes as a cheaper call.
+            if not bool(visible.all()):
+                decode_mask = visible.view(len(decodes), 1, 1, lmax).to(dev)
             if self.model.kernels.paged_decode and window is None:
                 decode_tables = tables.to(dev, torch.int32)
                 decode_lengths = torch.tensor(lengths, dtype=torch.int32, device=dev)

@@ -17,6 +17,7 @@ from node.kernels.triton_ops import add_rms_norm, rotary_, silu_mul
 
 class TritonKernels(TorchKernels):
     paged_decode = True  # the runner builds block tables and lengths for the decodes
+    rotary_signed_sin = False  # `rotary_` takes the plain sin table
 
     def rms_norm(self, x, weight, eps):
         return add_rms_norm(x, None, weight, eps)[0]
@@ -27,8 +28,8 @@ class TritonKernels(TorchKernels):
     def silu_mul(self, gate_up):
         return silu_mul(gate_up)
 
-    def rotary(self, q, k, cos, sin):
-        return rotary_(q, cos, sin), rotary_(k, cos, sin)
+    def rotary(self, x, cos, sin):
+        return rotary_(x, cos, sin)
 
     def attention(self, q, k, v, k_cache, v_cache, meta: AttentionMeta, scale):
         if meta.decode_tables is None or not meta.num_decode:

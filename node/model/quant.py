@@ -105,13 +105,18 @@ class QuantLinear(nn.Module):
         self.in_features = qweight.shape[1] * (2 if self.kind == "q4" else 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features).to(_ACT)
+        dtype, lead = x.dtype, x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        if dtype != _ACT:  # no cast at all when the engine computes in bf16
+            x2 = x2.to(_ACT)
         if self.kind == "q8":
             y = torch._weight_int8pack_mm(x2, self.qweight, self.qscale)
         else:
             y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, self.qweight, Q4_GROUP, self.qscale)
-        y = y.to(x.dtype).view(*lead, self.out_features)
+        if dtype != _ACT:
+            y = y.to(dtype)
+        if len(lead) != 1:
+            y = y.view(*lead, self.out_features)
         return y + self.bias if self.bias is not None else y
 
 
@@ -131,10 +136,11 @@ class QuantEmbedding(nn.Module):
 
 
 def module_bytes(module: nn.Module) -> int:
-    """Bytes of a module's parameters and buffers as held in memory (shared ones once)."""
+    """Bytes of a module's parameters and buffers as held in memory (shared ones once),
+    plus the weights `PackedLinear` holds in oneDNN's layout (no storage to share)."""
     seen, total = set(), 0
     for t in list(module.parameters()) + list(module.buffers()):
         if t.data_ptr() not in seen:
             seen.add(t.data_ptr())
             total += t.numel() * t.element_size()
-    return total
+    return total + sum(getattr(m, "packed_bytes", 0) for m in module.modules())

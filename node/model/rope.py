@@ -41,6 +41,13 @@ class RotaryTable:
         emb = torch.cat((freqs, freqs), dim=-1)
         self.cos = emb.cos().to(dtype)
         self.sin = emb.sin().to(dtype)
+        half = emb.shape[-1] // 2
+        # rotate_half's sign folded into the table (`apply_rotary_signed`).
+        self.sin_signed = torch.cat((-self.sin[:, :half], self.sin[:, half:]), -1)
 
-    def lookup(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
+    def lookup(
+        self, positions: torch.Tensor, signed: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin [T, 1, D] of `positions`; `signed`: sin with its first half negated."""
+        sin = self.sin_signed if signed else self.sin
+        return self.cos[positions].unsqueeze(1), sin[positions].unsqueeze(1)

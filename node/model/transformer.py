@@ -49,15 +49,16 @@ class Attention(nn.Module):
         self.scale = self.d**-0.5
 
     def forward(self, x, cos, sin, k_cache, v_cache, meta: AttentionMeta, kernels: Kernels):
-        t = x.shape[0]
-        q, k, v = self.qkv(x).split([self.nq * self.d, self.nkv * self.d, self.nkv * self.d], -1)
-        q = q.view(t, self.nq, self.d)
-        k = k.view(t, self.nkv, self.d)
-        v = v.view(t, self.nkv, self.d)
+        t, nq = x.shape[0], self.nq
+        heads = self.qkv(x).view(t, nq + 2 * self.nkv, self.d)
+        qk, v = heads[:, : nq + self.nkv], heads[:, nq + self.nkv :]
         if self.spec.qk_norm:
-            q = kernels.rms_norm(q, self.q_norm, self.spec.rms_norm_eps)
-            k = kernels.rms_norm(k, self.k_norm, self.spec.rms_norm_eps)
-        q, k = kernels.rotary(q, k, cos, sin)
+            q = kernels.rms_norm(qk[:, :nq], self.q_norm, self.spec.rms_norm_eps)
+            k = kernels.rms_norm(qk[:, nq:], self.k_norm, self.spec.rms_norm_eps)
+            qk = torch.cat((q, k), 1)
+        # q and k rotate together: one set of ops over all their heads, not two.
+        qk = kernels.rotary(qk, cos, sin)
+        q, k = qk[:, :nq], qk[:, nq:]
         o = kernels.attention(q, k, v.contiguous(), k_cache, v_cache, meta, self.scale)
         return self.o_proj(o.reshape(t, self.nq * self.d))
 
@@ -163,7 +164,7 @@ class ShardModel(nn.Module):
         if self.rotary is None:
             raise RuntimeError("call setup_rotary() before forward()")
         a, b = layers.start - self.range.start, layers.end - self.range.start
-        cos, sin = self.rotary.lookup(positions)
+        cos, sin = self.rotary.lookup(positions, self.kernels.rotary_signed_sin)
         if compiled and self.compiled is not None:
             for lo, hi in _groups(a, b, self.compile_group):
                 group = list(self.layers[lo:hi])
