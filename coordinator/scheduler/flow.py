@@ -45,16 +45,21 @@ def routable_flow(supply: Sequence[tuple[LayerRange, float]], num_layers: int) -
     spans = sorted((index[s], index[e], x) for s, e, x in holders)
     lengths = [b - a for a, b in zip(cuts, cuts[1:], strict=False)]
     # Upper bound: the thinnest single segment (what its holders can give it alone).
+    # Lower bound: each holder spreads its capacity evenly over its layers (always
+    # routable); it is often close, which saves most of the bisection.
     per_segment = [0.0] * len(lengths)
+    per_layer = [0.0] * len(lengths)
     for a, b, x in spans:
+        even = x / (cuts[b] - cuts[a])
         for j in range(a, b):
             per_segment[j] += x
+            per_layer[j] += even
     hi = min(p / n for p, n in zip(per_segment, lengths, strict=True))
     if hi <= 0:
         return 0.0
     if _feasible(spans, lengths, hi):
         return hi
-    lo = 0.0
+    lo = min(per_layer)
     while hi - lo > REL_TOLERANCE * hi:
         mid = (lo + hi) / 2
         if _feasible(spans, lengths, mid):
