@@ -43,6 +43,7 @@ VARIANTS = {
     "q8_compile": ("float32", "q8", True),
     "q4_compile": ("float32", "q4", True),
     "bf16_compile": ("bfloat16", "auto", True),
+    "bf16_q4_compile": ("bfloat16", "q4", True),
 }
 
 

@@ -87,6 +87,19 @@ def _filter(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
     return probs
 
 
+def _plain_greedy(s: RequestSampler) -> bool:
+    """Greedy with nothing `_adjust` would change and no logprobs asked."""
+    p = s.params
+    return (
+        p.greedy
+        and p.logprobs < 0
+        and not p.logit_bias
+        and p.repetition_penalty == 1.0
+        and not ((p.presence_penalty or p.frequency_penalty) and s.generated)
+        and len(s.generated) >= p.min_tokens
+    )
+
+
 def sample(
     logits: torch.Tensor, samplers: list[RequestSampler], vocab_limit: int | None = None
 ) -> list[Sampled]:
@@ -100,8 +113,16 @@ def sample(
     if vocab_limit is not None and vocab_limit < logits.shape[-1]:
         logits = logits.clone()
         logits[:, vocab_limit:] = float("-inf")
+    # Plain greedy rows (nothing to adjust, no logprobs) take one batched argmax: no
+    # per-row copy of the logits.
+    plain = [i for i, s in enumerate(samplers) if _plain_greedy(s)]
+    argmaxes = dict(zip(plain, logits[plain].argmax(-1).tolist(), strict=True)) if plain else {}
     out = []
-    for row, s in zip(logits, samplers, strict=True):
+    for i, (row, s) in enumerate(zip(logits, samplers, strict=True)):
+        if i in argmaxes:
+            s.generated.append(argmaxes[i])
+            out.append(Sampled(argmaxes[i], 0.0, ()))
+            continue
         row = _adjust(row.clone(), s)
         p = s.params
         if p.greedy:

@@ -40,7 +40,8 @@ class BenchConfig(ConfigBase):
         "bf16,q8,q4,compile",
         help="engine: more variants of ours timed in the same interleaved rounds, comma "
         "separated: bf16 (--dtype bfloat16), q8 and q4 (--weights, fp32 activations), "
-        "bf16_q4, compile (fp32 with --compile), q8_compile, q4_compile, bf16_compile; "
+        "bf16_q4, compile (fp32 with --compile), q8_compile, q4_compile, bf16_compile, "
+        "bf16_q4_compile; "
         "'' = none",
     )
     output: str = opt("", help="JSON result path; default bench-output/KIND.json")
