@@ -8,10 +8,19 @@ import itertools
 
 import pytest
 
-from coordinator.gateway.admission import Admission, QueueFull, route_has_room
+from coordinator.gateway.admission import (
+    Admission,
+    QueueFull,
+    fit_to_kv,
+    kv_token_limit,
+    route_has_room,
+)
+from coordinator.gateway.backend import GenerationRequest
 from coordinator.gateway.replay import Budget, Used, plan_replay
 from coordinator.scheduler.types import ClusterState, Hop, NodeLoad, Route
+from parallax.errors import ContextOverflow
 from parallax.failures import FailureKind
+from parallax.sampling import SamplingParams
 from parallax.types import LayerRange, NodeId
 
 BUDGET = Budget(max_replays=2, capacity_retries=3, replay_wait_s=30.0)
@@ -156,3 +165,40 @@ async def _admits_at_once() -> int:
 
 def test_room_admits_at_once():
     assert asyncio.run(_admits_at_once()) == 1
+
+
+def _holder(i: str, start: int, end: int, cap: int) -> NodeLoad:
+    return NodeLoad(NodeId(i), "127.0.0.1:1", LayerRange(start, end), kv_capacity_tokens=cap)
+
+
+@pytest.mark.parametrize(
+    ("nodes", "want"),
+    [
+        ([], None),  # nothing serves: not bounded here (the router says "not covered")
+        ([("a", 0, 4, 100)], 84),  # one block (16 tokens) is kept to decode into
+        ([("a", 0, 2, 100), ("b", 2, 4, 500)], 84),  # a chain needs every layer
+        ([("a", 0, 4, 100), ("b", 0, 4, 500)], 484),  # the bigger replica can take it
+        ([("a", 0, 3, 300), ("b", 1, 4, 100), ("c", 2, 4, 200)], 184),
+        ([("a", 0, 2, 100), ("b", 2, 4, 0)], 84),  # b never reported: bounds nothing
+        ([("a", 0, 4, 0)], None),
+        ([("a", 0, 2, 100)], None),  # layers 2-3 unserved
+        ([("a", 0, 4, 10)], 1),
+    ],
+)
+def test_kv_token_limit_is_the_best_chain_s_smallest_cache(nodes, want):
+    state = ClusterState(4, nodes=tuple(_holder(*n) for n in nodes))
+    assert kv_token_limit(state) == want
+
+
+def test_a_request_is_fitted_to_the_cluster_s_kv_or_refused_at_once():
+    def req(prompt: int, max_tokens: int) -> GenerationRequest:
+        return GenerationRequest("r", tuple(range(prompt)), SamplingParams(max_tokens=max_tokens))
+
+    assert fit_to_kv(req(50, 10**6), None).sampling.max_tokens == 10**6  # not bounded
+    assert fit_to_kv(req(50, 20), 100).sampling.max_tokens == 20
+    assert fit_to_kv(req(50, 50), 100).sampling.max_tokens == 50
+    assert fit_to_kv(req(50, 51), 100).sampling.max_tokens == 50  # lowered: ends "length"
+    assert fit_to_kv(req(99, 4000), 100).sampling.max_tokens == 1
+    for prompt in (100, 101, 5000):
+        with pytest.raises(ContextOverflow, match="--kv-cache-mb"):
+            fit_to_kv(req(prompt, 1), 100)

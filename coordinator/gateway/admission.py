@@ -16,12 +16,17 @@ import contextlib
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from coordinator.gateway.backend import GenerationRequest
 from coordinator.scheduler.types import ClusterState, Route
-from parallax.errors import CapacityError
+from parallax.errors import CapacityError, ContextOverflow
 
 POLL_S = 0.25
+UNBOUNDED = 1 << 62  # a node that did not report its KV capacity bounds nothing
+# A node's first hop starts a request only when its prompt fits plus one KV block (16
+# tokens by default, --kv-block-size) to decode into (node/engine/scheduler.py).
+DECODE_SLACK_TOKENS = 16
 
 
 class QueueFull(CapacityError):
@@ -176,3 +181,54 @@ def route_has_room(route: Route, state: ClusterState, need_tokens: int) -> bool:
             if node.kv_free_tokens - unseen * need_tokens < need_tokens:
                 return False
     return True
+
+
+def kv_token_limit(state: ClusterState) -> int | None:
+    """The most KV tokens one request can hold on the best chain: for each layer the
+    largest KV capacity among the nodes serving it, and the smallest of those over the
+    layers. None when that is not bounded: a layer has no server, or one that did not
+    report its capacity."""
+    num_layers = state.num_layers
+    best = [0] * num_layers
+    for node in state.nodes:
+        cap = max(1, node.kv_capacity_tokens - DECODE_SLACK_TOKENS)
+        cap = cap if node.kv_capacity_tokens else UNBOUNDED
+        for layer in range(node.range.start, min(node.range.end, num_layers)):
+            best[layer] = max(best[layer], cap)
+    limit = min(best, default=0)
+    return None if limit in (0, UNBOUNDED) else limit
+
+
+class KvLimit:
+    """`kv_token_limit` of the live state, computed again only when the state object
+    changes (the registry keeps one until the cluster does)."""
+
+    def __init__(self, state_fn: Callable[[], ClusterState]) -> None:
+        self._state_fn = state_fn
+        self._of: ClusterState | None = None
+        self._limit: int | None = None
+
+    def __call__(self) -> int | None:
+        state = self._state_fn()
+        if state is not self._of:
+            self._of, self._limit = state, kv_token_limit(state)
+        return self._limit
+
+
+def fit_to_kv(req: GenerationRequest, limit: int | None) -> GenerationRequest:
+    """`req` with max_tokens lowered to what the cluster's KV cache can hold beside its
+    prompt (it then ends with finish_reason "length", as at the end of the context);
+    ContextOverflow (HTTP 400) when even the prompt cannot fit: waiting for room would
+    never help."""
+    if limit is None:
+        return req
+    prompt = len(req.prompt_ids)
+    if prompt >= limit:
+        raise ContextOverflow(
+            f"the prompt has {prompt} tokens, and the nodes serving this model hold at most "
+            f"{limit} tokens of KV cache per request: shorten the prompt, or restart nodes "
+            "with a larger --kv-cache-mb (or add nodes with more memory)"
+        )
+    if req.sampling.max_tokens <= limit - prompt:
+        return req
+    return replace(req, sampling=replace(req.sampling, max_tokens=limit - prompt))

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
-from coordinator.gateway.admission import Admission, QueueFull, route_has_room
+from coordinator.gateway.admission import Admission, KvLimit, QueueFull, fit_to_kv, route_has_room
 from coordinator.gateway.backend import GenerationRequest, TokenOut
 from coordinator.gateway.replay import Budget, Replay, Used, plan_replay
 from coordinator.gateway.tasks import TaskKeeper
@@ -109,6 +109,7 @@ class ClusterBackend:
         self._budget = Budget(max_replays, capacity_retries, replay_wait_s)
         self._state_fn = state_fn
         self._num_layers = num_layers
+        self._kv_limit = KvLimit(state_fn)
         self._self_address = self_address
         self._route_fn = route_fn
         self._stall_s = stall_s
@@ -145,6 +146,7 @@ class ClusterBackend:
         self._route_fn(RouteRequest("readiness-probe", 1, 1), self._state_fn())
 
     async def generate(self, req: GenerationRequest) -> AsyncIterator[TokenOut]:
+        req = fit_to_kv(req, self._kv_limit())
         try:
             first: Route | None = self._route(req)
         except NotCovered:
