@@ -80,6 +80,7 @@ class Registry:
         self.forget_after_s = forget_after_s
         self._listening = Listening(stall_after_s)
         self._cover_lost_at = -math.inf  # when a re-allocation last left layers to nobody
+        self._replan = False  # a node's measured speed belies its claim: `expire` re-plans
         self.options = options or AllocateOptions()
         self.policy = check_policy(policy)
         self._perf = PerfModel.of(spec, self.options)
@@ -223,8 +224,9 @@ class Registry:
             if new.report.layer_latency_ms != rec.report.layer_latency_ms:
                 new, flag = calibrated(self._perf, rec, new)
                 self._nodes[node_id] = new
-                if flag:
+                if flag:  # planned on a claim far from the truth: the next round re-plans
                     self._decide(now, "flag", flag)
+                    self._replan = True
             if new.serving != rec.serving:  # routable or not: the cached state must go
                 self._version += 1
             draining = new.state is NodeState.LEAVING and rec.state is not NodeState.LEAVING
@@ -271,7 +273,8 @@ class Registry:
                         and now - rec.last_heartbeat > self.forget_after_s
                     ):
                         del self._nodes[rec.node_id]
-            if died:
+            if died or self._replan:
+                self._replan = False
                 self._reallocate(now)
             return died
 

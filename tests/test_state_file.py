@@ -100,3 +100,35 @@ def test_a_node_far_slower_than_it_claimed_is_flagged_and_an_honest_one_is_not()
     flags = [d.message for d in reg.decisions if d.kind == "flag"]
     assert len(flags) == 1 and liar in flags[0]
     assert reg.status_snapshot(3.0)["nodes"][1]["slower_than_claimed"] in (0.0, 10.0)
+
+
+def test_a_node_flagged_slower_than_it_claimed_gets_fewer_layers_at_the_next_round():
+    # Planned on its claim, it holds a full share; once its measured layer time is in,
+    # the next expiry round re-plans (off the event loop) instead of waiting for the
+    # next join or death.
+    from coordinator.registry_views import capacity_of
+    from tests.support.registry import HALF, hw
+
+    reg = registry()
+    ids = [reg.join(f"n{i}", f"127.0.0.1:{7200 + i}", hw(HALF), now=0.0)[0] for i in range(3)]
+    for node_id in ids:
+        ready(reg, node_id, now=0.5)
+    before = {i: reg.get(i).assignment.range for i in ids}
+    liar = max(ids, key=lambda i: len(before[i]))
+    for node_id in ids:
+        rec = reg.get(node_id)
+        slow = 10.0 if node_id == liar else 1.0
+        report = NodeReport(
+            state=NodeState.READY,
+            loaded=rec.assignment.range,
+            layer_latency_ms=reg._perf.roofline_s(capacity_of(rec), 1.0) * 1000 * slow,
+        )
+        reg.heartbeat(node_id, report, {}, now=1.0)
+    assert [d.kind for d in reg.decisions][-1] == "flag"
+    assert reg.expire(now=1.5) == []
+    assert [d.kind for d in reg.decisions][-1] == "allocate"
+    after = reg.get(liar).assignment.range
+    assert after is None or len(after) < len(before[liar]), (before, after)
+    n = len(reg.decisions)
+    reg.expire(now=2.5)
+    assert len(reg.decisions) == n  # once: no re-plan without a new flag
