@@ -82,11 +82,13 @@ def check_grammar(spec: GrammarSpec) -> None:
         raise InvalidArgument(f"the {spec.kind} grammar cannot be used: {why}")
 
 
-def tool_call_lark(calls: list[tuple[str, dict[str, Any]]], open_tag: str, close_tag: str) -> str:
-    """A Lark grammar for exactly one call of one of `calls` [(name, parameters schema)]:
-    `{"name": NAME, "arguments": {...}}` between `open_tag` and `close_tag` (both may be
-    empty: a bare JSON call, as Llama 3 writes them). The gateway's tool parser reads
-    both forms back (coordinator/gateway/tools.py)."""
+def tool_call_lark(
+    calls: list[tuple[str, dict[str, Any]]], open_tag: str, close_tag: str, many: bool = False
+) -> str:
+    """A Lark grammar for one call of one of `calls` [(name, parameters schema)], or with
+    `many` one or more: `{"name": NAME, "arguments": {...}}` between `open_tag` and
+    `close_tag` (both may be empty: bare JSON calls joined by "; ", as Llama 3 writes
+    them). The gateway's tool parser reads both forms back (coordinator/gateway/tools.py)."""
     options = []
     for name, params in calls:
         schema = {
@@ -101,4 +103,6 @@ def tool_call_lark(calls: list[tuple[str, dict[str, Any]]], open_tag: str, close
     body = " | ".join(f"call_{i}" for i in range(len(options)))
     head = f"{json.dumps(open_tag)} " if open_tag else ""
     tail = f" {json.dumps(close_tag)}" if close_tag else ""
-    return "\n".join([f"start: {head}({body}){tail}", *rules])
+    join = json.dumps("\n" if open_tag else "; ")
+    start = f"start: call ({join} call)*" if many else "start: call"
+    return "\n".join([start, f"call: {head}({body}){tail}", *rules])

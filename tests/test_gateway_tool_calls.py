@@ -256,3 +256,35 @@ def test_a_tool_message_needs_its_call_id_and_arguments_must_be_json(qwen_like):
         ):
             with pytest.raises(openai.BadRequestError, match=needle):
                 client.chat.completions.create(model=MODEL_ID, messages=history)
+
+
+@pytest.mark.parametrize(
+    ("choice", "parallel", "many"),
+    [
+        ("required", None, True),  # OpenAI's default: parallel calls allowed
+        ("required", True, True),
+        ("required", False, False),
+        ({"type": "function", "function": {"name": "get_weather"}}, None, False),
+    ],
+)
+def test_required_tool_calls_may_be_several_unless_parallel_calls_are_off(
+    qwen_like, choice, parallel, many
+):
+    import llguidance as llg
+
+    two = f"{CALL_TEXT}\n{CALL_TEXT.replace('Paris', 'Zürich')}"
+    extra = {} if parallel is None else {"parallel_tool_calls": parallel}
+    with _gateway(qwen_like, two if many else CALL_TEXT) as gw:
+        out = gw.client().chat.completions.create(
+            model=MODEL_ID, messages=USER, tools=[WEATHER_TOOL], tool_choice=choice, **extra
+        )
+        spec = gw.backend.requests[-1].sampling.grammar
+    calls = out.choices[0].message.tool_calls
+    assert [json.loads(c.function.arguments)["city"] for c in calls] == (
+        ["Paris", "Zürich"] if many else ["Paris"]
+    )
+    tok = llg.LLTokenizer(qwen_like.backend.to_str(), n_vocab=qwen_like.vocab_size)
+    for text, fits in [(CALL_TEXT, True), (two, many), (two + "\n", False)]:
+        m = llg.LLMatcher(tok, spec.engine_grammar(), log_level=0)
+        ok = m.consume_tokens(qwen_like.encode(text))
+        assert (ok and m.is_accepting()) is fits, text

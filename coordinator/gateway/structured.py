@@ -3,7 +3,8 @@ follow, checked here at the edge (a bad schema is a 400) and enforced by the hop
 samples (node/grammar.py) through `SamplingParams.grammar`.
 
 - `response_format` `json_object`: any JSON object; `json_schema`: its schema.
-- `tool_choice` "required" (any offered tool) or a named function: exactly one call
+- `tool_choice` "required": one or more calls of offered tools (exactly one when
+  `parallel_tool_calls` is false); a named function: exactly one call
   `{"name": ..., "arguments": {...}}` whose arguments follow the function's
   `parameters`; wrapped in `<tool_call>` tags where the model's chat template uses
   them (Hermes, Qwen), bare JSON otherwise (Llama 3). The tool parser
@@ -36,7 +37,8 @@ def forced_tool_grammar(body: ChatCompletionRequest, tokenizer: Tokenizer) -> Gr
         tools = [f for f in tools if f.name == choice.function.name]
     calls = [(f.name, f.parameters or {}) for f in tools]
     tags = (OPEN + "\n", "\n" + CLOSE) if _hermes(tokenizer) else ("", "")
-    return GrammarSpec("lark", tool_call_lark(calls, *tags))
+    many = choice == "required" and body.parallel_tool_calls is not False
+    return GrammarSpec("lark", tool_call_lark(calls, *tags, many=many))
 
 
 def response_grammar(body: ChatCompletionRequest) -> GrammarSpec | None:
