@@ -22,6 +22,11 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+# The clock the decode timings read: `--clock wall` (perf_counter) or `cpu` (process
+# time; with one thread it is the work the process did, whatever else runs).
+_now = time.perf_counter
+
+
 def measure_bandwidth_gbs(seconds: float = 1.0) -> float:
     src = torch.empty(64 * 2**20 // 4, dtype=torch.float32).uniform_()
     dst = torch.empty_like(src)
@@ -67,25 +72,25 @@ def load_ours(resolved, dtype: str = "float32", weights: str = "auto", compile: 
 def ours_b1(eng, prompt: list[int], tokens: int) -> float:
     eng.add_request("b1", prompt, SamplingParams(max_tokens=tokens))
     eng.step()  # prefill: timed separately as TTFT
-    t0, n = time.perf_counter(), 0
+    t0, n = _now(), 0
     while eng.has_work():
         n += len(eng.step())
-    return n / (time.perf_counter() - t0)
+    return n / (_now() - t0)
 
 
 def ours_aggregate(eng, prompt: list[int], tokens: int, conc: int) -> float:
-    t0 = time.perf_counter()
+    t0 = _now()
     res = eng.generate([prompt] * conc, SamplingParams(max_tokens=tokens))
-    return sum(map(len, res)) / (time.perf_counter() - t0)
+    return sum(map(len, res)) / (_now() - t0)
 
 
 def ours_ttft(eng, prompt: list[int]) -> float:
     long_prompt = (prompt * (512 // len(prompt) + 1))[:512]
-    t0 = time.perf_counter()
+    t0 = _now()
     eng.add_request("ttft", long_prompt, SamplingParams(max_tokens=1))
     while eng.has_work():
         eng.step()
-    return time.perf_counter() - t0
+    return _now() - t0
 
 
 def mixed_cuts(eng, shared: bool, batch: int = 16, steps: int = 8) -> float:
@@ -107,13 +112,13 @@ def mixed_cuts(eng, shared: bool, batch: int = 16, steps: int = 8) -> float:
         ]
         for rid in ids:  # run_groups expects the step's KV reserved, as a node does
             runner.kv.grow(rid, 33 + s)
-        t0 = time.perf_counter()
+        t0 = _now()
         if shared:
             runner.run_groups(groups)
         else:
             for g in groups:
                 runner.run(*g)
-        elapsed += time.perf_counter() - t0
+        elapsed += _now() - t0
     for rid in ids:
         runner.kv.free(rid)
     return elapsed / steps * 1e3
@@ -131,7 +136,7 @@ def load_reference(resolved):
 
 
 def ref_generate(ref, batch: torch.Tensor, new: int) -> float:
-    t0 = time.perf_counter()
+    t0 = _now()
     with torch.no_grad():
         ref.generate(
             batch,
@@ -141,7 +146,7 @@ def ref_generate(ref, batch: torch.Tensor, new: int) -> float:
             do_sample=False,
             pad_token_id=0,
         )
-    return time.perf_counter() - t0
+    return _now() - t0
 
 
 def ref_b1(ref, prompt: list[int], tokens: int) -> float:
@@ -165,6 +170,13 @@ def median(xs: list[float]) -> float:
 
 
 def bench_engine(config: BenchConfig) -> dict[str, Any]:
+    global _now
+    if config.clock == "cpu" and config.threads != 1:
+        raise ConfigError(
+            "--clock cpu needs --threads 1: with more threads process time counts every "
+            "thread's spinning too"
+        )
+    _now = time.process_time if config.clock == "cpu" else time.perf_counter
     torch.set_num_threads(config.threads)
     resolved = resolve_model(config.model)
     from parallax.tokenizer import Tokenizer
@@ -175,7 +187,7 @@ def bench_engine(config: BenchConfig) -> dict[str, Any]:
     rounds = 1 if config.quick else 3
     _say(
         f"bench engine: {resolved.name}, {config.threads} threads, ours {config.dtype} vs "
-        f"reference float32, {rounds} rounds"
+        f"reference float32, {rounds} rounds, {config.clock} clock"
     )
     eng, ref = load_ours(resolved, config.dtype), load_reference(resolved)
     eng.generate([prompt], SamplingParams(max_tokens=4))  # warm up both
@@ -215,6 +227,7 @@ def bench_engine(config: BenchConfig) -> dict[str, Any]:
         "threads": config.threads,
         "dtype": config.dtype,
         "reference_dtype": "float32",
+        "clock": config.clock,
         "decode_tokens": tokens,
         "rounds": rounds,
         "median": med,

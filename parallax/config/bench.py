@@ -45,6 +45,12 @@ class BenchConfig(ConfigBase):
         "'' = none",
     )
     output: str = opt("", help="JSON result path; default bench-output/KIND.json")
+    clock: str = opt(
+        "wall",
+        help="engine: time decode with the wall clock, or with process CPU time (needs "
+        "--threads 1; on a shared, loaded machine it counts the work, not the waiting)",
+        choices=("wall", "cpu"),
+    )
     quick: bool = opt(False, help="smaller, faster run (smoke check)")
     seed: int = opt(0, help="random seed of generated workloads (serve: prompts and arrivals)")
     sched_eval: str = opt(
