@@ -34,3 +34,11 @@ def test_mixed_rows_each_get_their_own_rule():
     row = logits[:1, 1:]  # its best ids: 6 (was 7), then the random rest
     (limited,) = sample(row, [_sampler()], vocab_limit=6)
     assert limited.token_id == int(row[0, :6].argmax()) != 6
+
+
+def test_batched_greedy_breaks_ties_to_the_first_id_as_argmax():
+    logits = torch.zeros(3, 40)
+    logits[:, 9] = logits[:, 4] = 5.0
+    logits[2, 30] = 6.0
+    got = sample(logits, [_sampler() for _ in range(3)])
+    assert [s.token_id for s in got] == [4, 4, 30]
