@@ -290,3 +290,18 @@ def test_bad_verify_settings_name_the_flag(field, value):
     with pytest.raises(ConfigError, match="--" + field.replace("_", "-")):
         CoordinatorConfig(**{field: value})
     assert CoordinatorConfig(verify_rate=0, verify_idle_s=0).verify_tokens == 8
+
+
+def test_a_lie_in_a_span_no_third_node_holds_whole_is_settled_piece_by_piece():
+    # a and b both hold [0, 6); nobody else holds all of it, but c holds [0, 3) and d
+    # [3, 8): the disputed span is tried in pieces and d settles the piece with the lie.
+    st = state(8, ("a", 0, 6), ("b", 0, 6), ("c", 0, 3), ("d", 3, 8), ("e", 6, 8))
+    calls: list[Route] = []
+    v = check(st, "a", {"b": {4}}, calls=calls)
+    assert v.match is Match.DISAGREE and set(v.blame) == {"b"}, v
+    assert "layers [3, 6)" in v.blame["b"] and v.credit >= {"a", "d"}
+    assert v.runs == len(calls) <= 2 + 1 + 2 * 2  # the pair, the span, per piece 2
+    # Where no piece has a third holder either, nobody is blamed.
+    st = state(8, ("a", 0, 6), ("b", 0, 6), ("e", 6, 8))
+    v = check(st, "a", {"b": {4}})
+    assert not v.blame and "no third holder" in v.unverified["a"]

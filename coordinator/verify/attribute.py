@@ -15,6 +15,7 @@ fake comparer.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -60,8 +61,11 @@ async def _settle(
     run: Runner,
     tolerance: float,
     verdict: Verdict,
+    split: bool = True,
 ) -> None:
-    """Whether the span's two holders disagree, and if so which one a third sides with."""
+    """Whether the span's two holders disagree, and if so which one a third sides with.
+    With no third holder of the whole span, its pieces between other holders' range
+    ends are tried alone (once: `split`), so a lie in a long span is still settled."""
     nodes = {n.node_id: n for n in state.nodes}
     # Try the span on the other holder within chain A, or else within chain B (a node
     # takes one hop per request, so one of the two may not fit).
@@ -109,5 +113,23 @@ async def _settle(
         for n in (mine, other, z.node_id):
             verdict.unverified[n] = why
         return
+    pieces = _pieces(seg, state, exclude={mine, other}) if split and not tried else []
+    for piece in pieces:
+        await _settle(piece, pair, outputs, state, run, tolerance, verdict, split=False)
+        if verdict.blame:
+            return
     why = f"{span}: {mine} and {other} differ and no third holder could settle it"
     verdict.unverified[mine] = verdict.unverified[other] = why
+
+
+def _pieces(seg: Segment, state: ClusterState, exclude: set[NodeId]) -> list[Segment]:
+    """`seg` cut where other nodes' ranges start or end inside it (pieces a third holder
+    may hold whole); [] when nothing cuts it."""
+    cuts = {seg.start, seg.end}
+    for n in state.nodes:
+        if n.node_id not in exclude:
+            cuts |= {c for c in (n.range.start, n.range.end) if seg.start < c < seg.end}
+    if len(cuts) == 2:
+        return []
+    ends = sorted(cuts)
+    return [Segment(lo, hi, seg.a_node, seg.b_node) for lo, hi in itertools.pairwise(ends)]
