@@ -41,9 +41,10 @@ identity.model_identity = lambda resolved: claimed
 from parallax.cli import main
 sys.exit(main(sys.argv[1:]))
 """
-# One tampered layer in each half of the model: wherever the planner puts the liar (a
-# strict two-stage split gives it [0, 16) or [16, 30)), its range serves one of them.
-BAD_LAYERS = (10, 22)
+# A tampered layer every 4: wherever the planner puts the liar, its range serves some,
+# and one of them has two other holders (a single pair of layers could fall where only
+# one honest node holds it, and then no majority can outvote the liar: seen under load).
+BAD_LAYERS = tuple(range(2, 30, 4))
 MAX_CHECKS = 20
 
 
@@ -110,11 +111,13 @@ def test_a_node_serving_tampered_weights_is_quarantined(tmp_path, monkeypatch):
         st = cluster.wait_ready(6)
         ranges = {n["name"]: n["assignment"]["range"] for n in st["nodes"]}
         liar_range = ranges["liar"]
-        # The liar's layer has at least two other holders: a majority can outvote it.
+
+        # A layer it lies on has at least two other holders: a majority can outvote it.
+        def holders(layer: int) -> int:
+            return sum(1 for n, r in ranges.items() if n != "liar" and r[0] <= layer < r[1])
+
         served = [x for x in BAD_LAYERS if liar_range[0] <= x < liar_range[1]]
-        assert served, ranges
-        others = [r for n, r in ranges.items() if n != "liar" and r[0] <= served[0] < r[1]]
-        assert len(others) >= 2, ranges
+        assert any(holders(x) >= 2 for x in served), ranges
         assert chat(cluster.http_url, "hello")  # user traffic: each request owes a check
 
         def caught():
