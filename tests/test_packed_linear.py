@@ -85,3 +85,24 @@ def test_signed_rotary_and_fused_rms_norm_equal_the_reference_forms():
         h32 = h.float()
         ref = w * (h32 * torch.rsqrt(h32.pow(2).mean(-1, keepdim=True) + 1e-6)).to(dtype)
         assert torch.equal(k.rms_norm(h, w, 1e-6), ref), dtype
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_signed_rotary_is_bit_equal_and_batch_invariant(dtype):
+    # A sharded run must equal the local one token for token, and their steps batch
+    # tokens differently: the rotary of a row may not depend on the rows beside it
+    # (addcmul's fused path in bfloat16 did, and the bf16 chain parity test caught it).
+    from node.kernels.torch_kernels import apply_rotary, apply_rotary_signed
+    from node.model.rope import RotaryTable
+    from parallax.models.spec import ModelSpec
+
+    spec = ModelSpec("llama", 1, 576, 1536, 9, 3, 64, 100)
+    table = RotaryTable(spec, 512, dtype, "cpu")
+    torch.manual_seed(0)
+    x = torch.randn(37, 12, 64).to(dtype)
+    positions = torch.arange(37) * 7 % 512
+    whole = apply_rotary_signed(x, *table.lookup(positions, signed=True))
+    assert torch.equal(whole, apply_rotary(x, *table.lookup(positions)))
+    for n in (1, 3, 16, 17):
+        part = apply_rotary_signed(x[:n], *table.lookup(positions[:n], signed=True))
+        assert torch.equal(part, whole[:n]), n
