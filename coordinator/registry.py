@@ -338,13 +338,10 @@ class Registry:
         if cached is not None and cached[1] == version and now - cached[2] < self.state_max_age_s:
             return cached[0]
         # Built from records read after `version`: newer than it, never older.
-        state = self._build_cluster_state()
+        state = routable_state(self.nodes, self.spec.num_layers)
         with self._lock:
             self._state_cache = (state, version, now)
         return state
-
-    def _build_cluster_state(self) -> ClusterState:
-        return routable_state(self.nodes, self.spec.num_layers)
 
     def peers_of(self, node_id: NodeId) -> list[NodeRecord]:
         """Other live nodes this one should measure RTT to, closest in the pipeline first."""
@@ -370,11 +367,12 @@ class Registry:
     def _reallocate(self, now: float) -> None:
         """Re-run allocation; the caller holds `_membership`, so membership cannot change."""
         capacities = self.node_capacities()
-        if self.allocation.covers(self.spec.num_layers):
-            self._cover_lost_at = now  # until the new allocation says it still covers
+        was_covered = self.allocation.covers(self.spec.num_layers)
         if not capacities:
             with self._lock:
                 self.allocation = Allocation(assignments={}, reason="no live nodes")
+            if was_covered:
+                self._cover_lost_at = now
             return
         options = dataclasses.replace(self.options, previous=self.allocation)
         kind = "allocate"
@@ -388,6 +386,8 @@ class Registry:
             kind = "not_covered"
         if alloc.covers(self.spec.num_layers):
             self._cover_lost_at = -math.inf
+        elif was_covered:
+            self._cover_lost_at = now
         with self._lock:
             self._decide(now, kind, alloc.reason)
             self.allocation = alloc

@@ -19,7 +19,7 @@ from node.last_hop import sampleable, start_grammar, token_event
 from node.outbox import Outbox, split_rows
 from node.request import NodeRequest
 from node.submit_check import check_hop, check_request, check_submit
-from parallax.errors import CapacityError, ContextOverflow, InvalidArgument, ParallaxError
+from parallax.errors import CapacityError, InvalidArgument, ParallaxError
 from parallax.failures import FailureKind, failure_event
 from parallax.rpc import parallax_pb2 as pb
 from parallax.rpc.grants import same_signature
@@ -88,10 +88,7 @@ class NodePipeline:
             vocab_size=self.spec.vocab_size,
             max_context=self.max_context,
         )
-        kv, n = self.runner.kv, len(request.prompt_ids)
-        if n + kv.block_size > kv.total_tokens:  # prompt plus a block to decode: else no start
-            why = f"{n} prompt tokens, {kv.total_tokens} KV slots: raise --kv-cache-mb"
-            raise ContextOverflow(f"the prompt does not fit this node's KV cache ({why})")
+        self.runner.kv.check_fits(len(request.prompt_ids))
 
     def submit(self, request: pb.SubmitRequest) -> None:
         rid = request.request_id

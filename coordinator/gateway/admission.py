@@ -191,8 +191,8 @@ def kv_token_limit(state: ClusterState) -> int | None:
     num_layers = state.num_layers
     best = [0] * num_layers
     for node in state.nodes:
-        cap = max(1, node.kv_capacity_tokens - DECODE_SLACK_TOKENS)
-        cap = cap if node.kv_capacity_tokens else UNBOUNDED
+        reported = node.kv_capacity_tokens
+        cap = max(1, reported - DECODE_SLACK_TOKENS) if reported else UNBOUNDED
         for layer in range(node.range.start, min(node.range.end, num_layers)):
             best[layer] = max(best[layer], cap)
     limit = min(best, default=0)

@@ -90,11 +90,7 @@ class LocalEngine:
             raise ContextOverflow(
                 f"the prompt has {len(prompt_ids)} tokens; the context holds {self.max_context}"
             )
-        if len(prompt_ids) + self.kv.block_size > self.kv.total_tokens:
-            raise ContextOverflow(
-                f"the prompt needs {len(prompt_ids)} KV slots; this engine's cache holds "
-                f"{self.kv.total_tokens}: raise --kv-cache-mb"
-            )
+        self.kv.check_fits(len(prompt_ids))
         seq = Sequence(request_id, list(prompt_ids), len(prompt_ids))
         self.seqs[request_id] = seq
         self.samplers[request_id] = RequestSampler(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from parallax.errors import InvalidArgument
+from parallax.errors import ContextOverflow, InvalidArgument
 
 
 @dataclass
@@ -37,6 +37,17 @@ class KVBlockManager:
     @property
     def total_tokens(self) -> int:
         return self.num_blocks * self.block_size
+
+    def check_fits(self, prompt_tokens: int) -> None:
+        """ContextOverflow unless a prompt this long can start on the whole cache: the
+        prompt plus one block to decode into, as the scheduler admits it (else it would
+        wait for ever)."""
+        if prompt_tokens + self.block_size > self.total_tokens:
+            raise ContextOverflow(
+                f"the prompt needs {prompt_tokens} KV slots plus a {self.block_size}-token "
+                f"block to decode into; this cache holds {self.total_tokens}: raise "
+                "--kv-cache-mb"
+            )
 
     def has(self, request_id: str) -> bool:
         return request_id in self._tables
