@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from node.model.packed import PackedLinear, can_pack, pack_linears
+from node.model.packed import PackedEmbedding, PackedLinear, can_pack, pack_linears
 from node.model.quant import module_bytes
 from node.weights import load_shard_model
 from parallax.models.registry import resolve_model
@@ -53,17 +53,54 @@ def test_bf16_runner_packs_and_decodes_as_unpacked(tiny_models, monkeypatch):
         assert torch.equal(a, b)
 
 
-def test_a_tied_head_stays_dense_and_a_packed_shard_can_be_reused(tmp_path):
+def test_a_tied_head_is_packed_once_and_a_packed_shard_can_be_reused(tmp_path):
+    # Hidden 64 (a multiple of 32, as the view needs), vocab 260 (oneDNN pads the last block).
     path = make_tiny_model(tmp_path / "tied", "qwen2", tie_word_embeddings=True)
     r = resolve_model(str(path))
     model = load_shard_model(r, LayerRange(0, 4), torch.bfloat16, progress=False)
+    table = model.embed_tokens.weight.detach().clone()
     assert model.lm_head.weight.data_ptr() == model.embed_tokens.weight.data_ptr()
-    assert pack_linears(model, model.embed_tokens.weight) == 4 * 4  # qkv, o, gate_up, down
-    assert type(model.lm_head) is nn.Linear
+    before = module_bytes(model)
+    ids = torch.tensor([0, 1, 31, 32, 200, 259, 7])
+    x = torch.randn(5, table.shape[1]).to(torch.bfloat16)
+    want_logits, want_rows = model.lm_head(x), model.embed_tokens(ids)
+    assert pack_linears(model, model.embed_tokens.weight) == 4 * 4 + 1  # 4 per layer, head
+    assert type(model.lm_head) is PackedLinear
+    assert type(model.embed_tokens) is PackedEmbedding
+    # The embedding reads the packed table: every row, the head's outputs, bytes once.
+    assert torch.equal(model.embed_tokens(torch.arange(table.shape[0])), table)
+    assert torch.equal(model.embed_tokens(ids), want_rows)
+    assert torch.equal(model.embed_tokens(ids.view(1, -1)), want_rows.view(1, *want_rows.shape))
+    assert torch.equal(model.lm_head(x), want_logits)
+    assert module_bytes(model) == before
     moved = load_shard_model(r, LayerRange(1, 4), torch.bfloat16, progress=False, reuse=model)
     fresh = load_shard_model(r, LayerRange(1, 4), torch.bfloat16, progress=False)
     for (k, a), (_, b) in zip(moved.state_dict().items(), fresh.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
+    whole = load_shard_model(r, LayerRange(0, 4), torch.bfloat16, progress=False, reuse=model)
+    assert torch.equal(whole.embed_tokens.weight, table)
+
+
+def test_a_tied_head_stays_dense_where_the_packed_layout_is_unknown(tmp_path, monkeypatch):
+    path = make_tiny_model(tmp_path / "tied", "qwen2", tie_word_embeddings=True)
+    r = resolve_model(str(path))
+    model = load_shard_model(r, LayerRange(0, 4), torch.bfloat16, progress=False)
+    monkeypatch.setattr("node.model.packed._rows_view", lambda *a: None)
+    assert pack_linears(model, model.embed_tokens.weight) == 4 * 4
+    assert type(model.lm_head) is nn.Linear and type(model.embed_tokens) is nn.Embedding
+
+
+def test_the_rows_view_rejects_a_layout_it_does_not_read():
+    from node.model.packed import _dense_rows, _rows_view
+
+    torch.manual_seed(0)
+    w = torch.randn(256, 64).to(torch.bfloat16)
+    packed = torch.ops.mkldnn._reorder_linear_weight(w, 16)
+    view = _rows_view(packed, w)
+    if view is not None:  # a layout we read: its rows are w's
+        assert torch.equal(_dense_rows(view), w)
+    # Same packed bytes, other values: the check must refuse them.
+    assert _rows_view(packed, w.flip(0)) is None
 
 
 def test_signed_rotary_and_fused_rms_norm_equal_the_reference_forms():
