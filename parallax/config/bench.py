@@ -19,12 +19,13 @@ GOODPUT_KEYS = ("ttft", "tpot", "e2el")
 @dataclass(frozen=True)
 class BenchConfig(ConfigBase):
     command_help: ClassVar[str] = (
-        "run a benchmark: engine, hop, pipeline, schedule, serve or grammar"
+        "run a benchmark: engine, hop, pipeline, schedule, serve, grammar or kernels (the "
+        "Triton kernels against torch on a GPU)"
     )
 
     kind: str = opt(
         help="which benchmark",
-        choices=("engine", "hop", "pipeline", "schedule", "serve", "grammar"),
+        choices=("engine", "hop", "pipeline", "schedule", "serve", "grammar", "kernels"),
         positional=True,
     )
     model: str = opt(
@@ -51,7 +52,11 @@ class BenchConfig(ConfigBase):
         "--threads 1; on a shared, loaded machine it counts the work, not the waiting)",
         choices=("wall", "cpu"),
     )
-    quick: bool = opt(False, help="smaller, faster run (smoke check)")
+    quick: bool = opt(
+        False,
+        help="smaller, faster run (smoke check); kernels: tiny shapes, and without CUDA "
+        "on CPU in Triton's interpreter (set TRITON_INTERPRET=1)",
+    )
     seed: int = opt(0, help="random seed of generated workloads (serve: prompts and arrivals)")
     sched_eval: str = opt(
         "../shared/sched-eval",
