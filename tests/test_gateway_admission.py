@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 
 import pytest
 
@@ -18,7 +19,7 @@ from coordinator.gateway.admission import (
 from coordinator.gateway.backend import GenerationRequest
 from coordinator.gateway.replay import Budget, Used, plan_replay
 from coordinator.scheduler.types import ClusterState, Hop, NodeLoad, Route
-from parallax.errors import ContextOverflow
+from parallax.errors import ContextOverflow, NotCovered
 from parallax.failures import FailureKind
 from parallax.sampling import SamplingParams
 from parallax.types import LayerRange, NodeId
@@ -202,3 +203,32 @@ def test_a_request_is_fitted_to_the_cluster_s_kv_or_refused_at_once():
     for prompt in (100, 101, 5000):
         with pytest.raises(ContextOverflow, match="--kv-cache-mb"):
             fit_to_kv(req(prompt, 1), 100)
+
+
+async def _a_failing_wait() -> tuple[float, int, int]:
+    adm = Admission(max_queue=4, max_queue_s=20.0)
+    gone = [False]
+
+    def uncovered() -> bool:
+        if gone[0]:
+            raise NotCovered("no node holds layers [10,30)")
+        return False
+
+    other = asyncio.create_task(_hold(adm, "b", lambda: gone[0]))  # waits, then has room
+    await asyncio.sleep(0.01)
+    waiting = asyncio.create_task(_hold(adm, "a", uncovered))
+    await asyncio.sleep(0.3)  # polled a time or two: still waiting
+    assert not waiting.done()
+    t = time.monotonic()
+    gone[0] = True
+    with pytest.raises(NotCovered, match=r"\[10,30\)"):
+        await waiting
+    await other  # the failed waiter did not block the one behind it
+    return time.monotonic() - t, adm.queued, adm.stats.admitted
+
+
+def test_a_wait_ends_at_once_with_the_error_its_room_check_raises():
+    # Layers that will not be served again: HTTP 503 within a poll, not a 429 after
+    # --max-queue-s (20 s here).
+    waited, queued, admitted = asyncio.run(_a_failing_wait())
+    assert waited < 1.0 and queued == 0 and admitted == 1

@@ -286,3 +286,35 @@ def test_a_replay_avoids_the_hop_that_was_unreachable():
     assert [t.token_id for t in tokens] == [10, 11, 12, 13, 14]
     assert len(a.submits) == 1  # never tried again
     assert [s.request_id for s in b.submits] == ["r1~r1"]
+
+
+def test_a_request_waiting_out_a_recovery_fails_as_soon_as_the_recovery_ends():
+    # The cover was lost and the registry waits --dead-after-s for nodes to re-join: a
+    # request waits with it, then gets its 503 (NotCovered) when that ends, not a 429
+    # after --max-queue-s (60 s here).
+    recovering = [True]
+
+    def route_fn(_req, _state):
+        raise NotCovered("no node holds layers [0,30)")
+
+    backend = ClusterBackend(
+        state_fn=lambda: ClusterState(LAYERS, ()),
+        num_layers=LAYERS,
+        self_address="127.0.0.1:2",
+        route_fn=route_fn,
+        max_queue_s=60.0,
+        recovering=lambda: recovering[0],
+    )
+
+    async def body() -> float:
+        task = asyncio.create_task(anext(aiter(backend.generate(_request()))))
+        await asyncio.sleep(0.6)
+        assert not task.done()  # still recovering: it waits
+        recovering[0] = False
+        t = time.monotonic()
+        with pytest.raises(NotCovered, match=r"\[0,30\)"):
+            await task
+        return time.monotonic() - t
+
+    assert asyncio.run(body()) < 2.0
+    assert backend.admission.queued == 0

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 
 from coordinator.gateway.backend import GenerationRequest
 from coordinator.scheduler.types import ClusterState, Route
-from parallax.errors import CapacityError, ContextOverflow
+from parallax.errors import CapacityError, ContextOverflow, ParallaxError
 
 POLL_S = 0.25
 UNBOUNDED = 1 << 62  # a node that did not report its KV capacity bounds nothing
@@ -68,7 +68,8 @@ class Admission:
 
     @contextlib.asynccontextmanager
     async def slot(self, client: str, has_room: Callable[[], bool]) -> AsyncIterator[None]:
-        """Hold an admitted request's place; raises QueueFull instead of admitting."""
+        """Hold an admitted request's place; raises QueueFull instead of admitting, or
+        the ParallaxError `has_room` raised to say the wait cannot end well."""
         await self._enter(client, has_room)
         try:
             yield
@@ -100,9 +101,10 @@ class Admission:
                 f"no room on the cluster within {self.max_queue_s:g} s (--max-queue-s); "
                 "retry shortly"
             ) from None
-        except BaseException:  # the client left while waiting
+        except BaseException:  # the client left, or its wait failed (`_ask`)
             self._drop(client, waiter)
-            if waiter.admitted.done() and not waiter.admitted.cancelled():
+            done = waiter.admitted
+            if done.done() and not done.cancelled() and done.exception() is None:
                 self.wake()  # it was admitted and will never run: pass its room on
             raise
 
@@ -116,18 +118,30 @@ class Admission:
                 waiter = queue[0]
                 if waiter.admitted.done():  # cancelled meanwhile
                     queue.popleft()
-                elif not waiter.has_room():
-                    continue
                 else:
+                    room = self._ask(waiter)
+                    if room is False:
+                        continue
                     queue.popleft()
-                    waiter.admitted.set_result(None)
-                    self._admitted()
-                    progressed = True
+                    if room:
+                        waiter.admitted.set_result(None)
+                        self._admitted()
+                    progressed = True  # admitted, or its wait failed: try the next one
                 if not queue:
                     del self._queues[client]
                 else:  # this client goes to the back of the round
                     self._queues.move_to_end(client)
         self._changed()
+
+    @staticmethod
+    def _ask(waiter: _Waiter) -> bool | None:
+        """Its `has_room`; None when that raised a ParallaxError (say, layers nobody
+        will serve again), which is then the waiter's answer instead of a longer wait."""
+        try:
+            return waiter.has_room()
+        except ParallaxError as e:
+            waiter.admitted.set_exception(e)
+            return None
 
     def _drop(self, client: str, waiter: _Waiter) -> None:
         queue = self._queues.get(client)

@@ -24,10 +24,10 @@ from coordinator.gateway.backend import GenerationRequest, TokenOut
 from coordinator.gateway.replay import Budget, Replay, Used, plan_replay
 from coordinator.gateway.tasks import TaskKeeper
 from coordinator.gateway.upstream import (
-    DeliverCheck,
     DeliverServicer,
     DeliveryBoard,
     NodeClients,
+    deliver_check,
     event_to_token,
     route_to_proto,
 )
@@ -36,7 +36,7 @@ from coordinator.scheduler.types import ClusterState, Route, RouteRequest
 from parallax.errors import NotCovered, ParallaxError
 from parallax.failures import FailureKind
 from parallax.rpc import parallax_pb2 as pb
-from parallax.rpc.grants import RouteSigner, event_mac_ok
+from parallax.rpc.grants import RouteSigner
 from parallax.rpc.tls import Tls
 from parallax.types import NodeId
 
@@ -162,6 +162,10 @@ class ClusterBackend:
             # together must each see the others' requests.
             try:
                 route = fresh.pop() if fresh else self._route(req)
+            except NotCovered:
+                if not self._recovering():
+                    raise  # nobody will serve those layers again: HTTP 503 now, no longer wait
+                return False
             except ParallaxError:
                 return False
             if not route_has_room(route, self._state(), _kv_need(req)):
@@ -295,7 +299,7 @@ class ClusterBackend:
         req, route = flight.request, flight.route
         submit = self._submit_message(flight, wire_id)
         # Open the queue before Submit: the first token may arrive before its Ack.
-        queue = self._board.open(wire_id, self._deliver_check(route))
+        queue = self._board.open(wire_id, deliver_check(route, self._secret_of))
         log.info(
             "request routed",
             extra={
@@ -362,23 +366,6 @@ class ClusterBackend:
         if self._signer is not None:  # this request may run on these hops, nowhere else
             submit.capability.CopyFrom(self._signer.sign(submit))
         return submit
-
-    def _deliver_check(self, route: Route) -> DeliverCheck | None:
-        """Who may deliver this attempt's events: tokens only its last hop, a failure
-        any of its hops; each event MACed under the sender's own node secret."""
-        secret_of = self._secret_of
-        if secret_of is None:
-            return None
-        hops = {h.node_id for h in route.hops}
-        last = route.hops[-1].node_id
-
-        def check(sender: str, ev: pb.TokenEvent) -> bool:
-            if sender != last and not (ev.failure and sender in hops):
-                return False
-            secret = secret_of(sender)
-            return secret is not None and event_mac_ok(secret, ev)
-
-        return check
 
     def _stalled(self, flight: _Flight, waited_s: float) -> TokenOut:
         log.warning(

@@ -21,6 +21,7 @@ from parallax.failures import FailureKind
 from parallax.rpc import deadlines
 from parallax.rpc import parallax_pb2 as pb
 from parallax.rpc import parallax_pb2_grpc as pb_grpc
+from parallax.rpc.grants import event_mac_ok
 from parallax.rpc.tls import Tls, open_channel
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,26 @@ def event_to_token(ev: pb.TokenEvent, with_logprobs: bool) -> TokenOut:
 
 # Who may deliver an event of a request: (sender node id, event) -> allowed.
 DeliverCheck = Callable[[str, pb.TokenEvent], bool]
+
+
+def deliver_check(
+    route: Route, secret_of: Callable[[str], bytes | None] | None
+) -> DeliverCheck | None:
+    """Who may deliver an attempt's events: tokens only its last hop, a failure any of
+    its hops; each event MACed under the sender's own node secret. None (no check) where
+    no node joined a coordinator (tests with fake nodes)."""
+    if secret_of is None:
+        return None
+    hops = {h.node_id for h in route.hops}
+    last = route.hops[-1].node_id
+
+    def check(sender: str, ev: pb.TokenEvent) -> bool:
+        if sender != last and not (ev.failure and sender in hops):
+            return False
+        secret = secret_of(sender)
+        return secret is not None and event_mac_ok(secret, ev)
+
+    return check
 
 
 class DeliveryBoard:
