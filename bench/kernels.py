@@ -18,12 +18,14 @@ checkout that is not pip-installed (the GPU machine: see docs/BENCHMARKS.md).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import statistics
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +33,9 @@ import torch
 import triton
 
 from bench.kernel_cases import LLAMA_1B, TINY, Rig, say, time_engine, time_kernels
+from parallax.bench import write_result
 from parallax.config.bench import BenchConfig
-from parallax.errors import ConfigError
+from parallax.errors import ConfigError, ParallaxError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -116,34 +119,36 @@ def run_kernel_tests(rig: Rig) -> dict[str, Any]:
 
 
 def _table(result: dict) -> str:
-    """The run as text: one row per kernel case, then the copy and the engine."""
-    cols = ("kernel", "batch", "case", "triton us", "torch us", "torch/triton", "attn/copy")
-    widths = (17, 6, 18, 10, 10, 13, 10)
-    kernel_rows = []
-    for r in result["kernels"]:
-        frac = r.get("triton_fraction_of_copy")
-        kernel_rows.append(
-            (r["kernel"], r["batch"], r["shape"], f"{r['triton_us']:.1f}", f"{r['torch_us']:.1f}")
-            + (f"{r['speedup']:.2f}", "" if frac is None else f"{frac:.2f}")
+    """The run as text: one row per kernel case, the copy, then the engine."""
+    t = result["tests"]
+    lines = [f"kernel tests on the device: {t['passed']} passed, {t['failed']} failed"]
+    widths = (17, 18, 6, 10, 10, 13, 10)
+    cols = ("kernel", "case", "batch", "triton us", "torch us", "torch/triton", "attn/copy")
+    if "kernels" in result:
+        lines.append(_line(cols, widths, left=2))
+        for r in result["kernels"]:
+            frac = r.get("triton_fraction_of_copy")
+            cells = (r["kernel"], r["shape"], r["batch"], f"{r['triton_us']:.1f}")
+            cells += (f"{r['torch_us']:.1f}", f"{r['speedup']:.2f}")
+            lines.append(_line(cells + ("" if frac is None else f"{frac:.2f}",), widths, left=2))
+        c = result["copy"]
+        lines.append(
+            f"device-to-device copy: {c['gbs']:.0f} GB/s ({c['bytes'] >> 20} MiB, read+write)"
         )
-    c, e = result["copy"], result["engine_info"]
-    engine_cols = ("engine batch", "triton tok/s", "torch tok/s", "triton/torch", "CUDA graphs")
-    engine_rows = [
-        (r["batch"], f"{r['triton_tok_s']:.1f}", f"{r['torch_tok_s']:.1f}")
-        + (f"{r['speedup']:.2f}", r["cuda_graphs"])
-        for r in result["engine"]
-    ]
-    return "\n".join(
-        [_line(cols, widths, left=3)]
-        + [_line(r, widths, left=3) for r in kernel_rows]
-        + [f"device-to-device copy: {c['gbs']:.0f} GB/s ({c['bytes'] >> 20} MiB, read + write)"]
-        + [_line(engine_cols, (13, 14, 13, 14, 17))]
-        + [_line(r, (13, 14, 13, 14, 17)) for r in engine_rows]
-        + [
+    if "engine" in result:
+        widths = (13, 14, 13, 14, 17)
+        cols = ("engine batch", "triton tok/s", "torch tok/s", "triton/torch", "CUDA graphs")
+        lines.append(_line(cols, widths))
+        for r in result["engine"]:
+            cells = (r["batch"], f"{r['triton_tok_s']:.1f}", f"{r['torch_tok_s']:.1f}")
+            lines.append(_line(cells + (f"{r['speedup']:.2f}", r["cuda_graphs"]), widths))
+        e = result["engine_info"]
+        lines.append(
             f"batch-1 weight roofline {e['roofline_b1_tok_s']:.0f} tok/s "
             f"({e['weight_bytes'] / 1e9:.2f} GB of weights at the copy's bandwidth)"
-        ]
-    )
+        )
+    lines += [f"FAILED: {part} (traceback in the JSON)" for part in result.get("errors", {})]
+    return "\n".join(lines)
 
 
 def _line(cells, widths, left: int = 1) -> str:
@@ -165,13 +170,7 @@ def bench_kernels(config: BenchConfig) -> dict[str, Any]:
         f"  kernel tests: {tests['passed']} passed, {tests['failed']} failed, "
         f"{tests['errors']} errors ({tests['seconds']:.0f} s)"
     )
-    say("  2/3 kernels against torch ...")
-    timer = _timer(rig.device)
-    with torch.inference_mode():
-        rows, info = time_kernels(rig, timer)
-    say("  3/3 the engine ...")
-    engine, engine_info = time_engine(rig, info["copy"]["gbs"])
-    result = {
+    result: dict[str, Any] = {
         "device": name,
         "quick": config.quick,
         "torch": torch.__version__,
@@ -181,23 +180,47 @@ def bench_kernels(config: BenchConfig) -> dict[str, Any]:
         "dtype": "bfloat16",
         "shape": {k: v for k, v in rig.shape.items() if not isinstance(v, dict)},
         "tests": tests,
-        "kernels": rows,
-        "copy": info["copy"],
-        "engine": engine,
-        "engine_info": engine_info,
-        "raw_us": info["raw_us"],
     }
+    say("  2/3 kernels against torch ...")
+    timer = _timer(rig.device)
+    with torch.inference_mode():
+        kernels = _part(result, "kernels", lambda: time_kernels(rig, timer))
+    if kernels:
+        result["kernels"], info = kernels
+        result["copy"], result["raw_us"] = info["copy"], info["raw_us"]
+    say("  3/3 the engine ...")
+    copy_gbs = result["copy"]["gbs"] if "copy" in result else math.nan
+    engine = _part(result, "engine", lambda: time_engine(rig, copy_gbs))
+    if engine:
+        result["engine"], result["engine_info"] = engine
     print(_table(result), flush=True)
+    if "errors" in result:
+        # One GPU call should bring back every part that worked: write, then fail.
+        write_result(config, result)
+        raise ParallaxError(
+            f"bench kernels: {', '.join(result['errors'])} failed (tracebacks above and in "
+            "the JSON's 'errors')"
+        )
     return result
+
+
+def _part(result: dict, key: str, fn):
+    """Run one part of the benchmark; a failure is recorded with its traceback and the
+    run goes on, so the other parts' figures still come back."""
+    try:
+        return fn()
+    except Exception:  # a benchmark part: reported in full, never swallowed
+        tb = traceback.format_exc()
+        say(tb)
+        result.setdefault("errors", {})[key] = tb[-4000:]
+        return None
 
 
 def _main(argv: list[str]) -> int:
     """`python -m bench.kernels [flags]`: `parallax bench kernels` without an install."""
     import argparse
 
-    from parallax.bench import write_result
     from parallax.cli import add_config_arguments, config_from_args
-    from parallax.errors import ParallaxError
 
     parser = argparse.ArgumentParser(prog="python -m bench.kernels", description=__doc__)
     add_config_arguments(parser, BenchConfig)
