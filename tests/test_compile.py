@@ -35,12 +35,21 @@ def test_compiled_decode_equals_eager_and_recompiles_stay_bounded(tiny_models):
     assert eng.model.compiled is not None
     # Groups of 3 on 4 layers: one 3-layer graph and the one-layer remainder graph.
     eng.model.compile_decode(group=3)
+    rows, graphs = [], eng.model.compiled
+
+    def recorded(group, kv, x, *rest):
+        rows.append(x.shape[0])
+        return graphs(group, kv, x, *rest)
+
+    eng.model.compiled = recorded
     assert eng.generate(ps, params) == expected
+    # Decode steps of every batch size ran compiled (the prefills eager).
+    assert {1, 2, 5} <= set(rows), sorted(set(rows))
     again = eng.generate(ps[:2], params[:2])
     assert again == expected[:2]
-    # Batch-1 steps run compiled (the batch shrinks to 1 at the end): one graph per group
-    # size for every context length (dynamic from the start), nothing recompiles per step
-    # or per layer.
+    # Decode steps run compiled: per group size one graph for batch 1 and one for every
+    # larger batch and context length (dynamic from the start); nothing recompiles per
+    # step or per layer.
     frames = counters["stats"]["unique_graphs"]
     assert 2 <= frames <= 4, f"{frames} compiled graphs"
 
@@ -78,3 +87,40 @@ def test_compile_groups_split_a_range_into_full_groups_then_single_layers(tiny_m
     model = load_shard_model(r, LayerRange(0, r.spec.num_layers), torch.float32, progress=False)
     with pytest.raises(ConfigError, match="group"):
         model.compile_decode(group=0)
+
+
+def test_compiled_bf16_decode_calls_the_packed_weights_and_equals_eager(tiny_models, monkeypatch):
+    # bf16 on CPU packs the projections for oneDNN; the compiled graphs reach them through
+    # the `parallax::packed_linear` op (an opaque oneDNN tensor cannot enter a graph).
+    from node.model.packed import PackedLinear, can_pack
+
+    if not can_pack("cpu", torch.bfloat16):
+        pytest.skip("torch built without oneDNN")
+    path = tiny_models["llama"]
+    ps = prompts(4, seed=5)
+    params = [SamplingParams(max_tokens=5 + 2 * i, ignore_eos=True) for i in range(len(ps))]
+
+    def engine(compile: bool) -> LocalEngine:
+        r = resolve_model(str(path))
+        model = load_shard_model(
+            r, LayerRange(0, r.spec.num_layers), torch.bfloat16, progress=False
+        )
+        return LocalEngine(
+            model, EngineConfig(kv_cache_mb=8, dtype="bfloat16", compile=compile), ()
+        )
+
+    import node.model.packed as packed
+
+    looked_up = []
+
+    class Counting(dict):  # the op's weight lookups; eager calls the weights directly
+        def __getitem__(self, key):
+            looked_up.append(key)
+            return super().__getitem__(key)
+
+    expected = engine(False).generate(ps, params)
+    monkeypatch.setattr(packed, "_BY_KEY", Counting())
+    eng = engine(True)  # its layers register their packed weights with `Counting`
+    assert any(isinstance(m, PackedLinear) for m in eng.model.modules())
+    assert eng.generate(ps, params) == expected
+    assert looked_up, "the compiled graphs did not call the packed weights"

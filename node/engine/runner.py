@@ -37,9 +37,9 @@ class ShardRunner:
         self.model, self.kv, self.caches, self.device = model, kv, caches, device
         if compile and model.compiled is None:
             model.compile_decode()  # decode steps only: prefill shapes vary too much
-        elif not compile and can_pack(device, next(model.parameters()).dtype):
-            # bf16 on CPU: weights reordered once for oneDNN (node/model/packed.py).
-            # Not under --compile: its graphs trace the dense modules.
+        if can_pack(device, next(model.parameters()).dtype):
+            # bf16 on CPU: weights reordered once for oneDNN (node/model/packed.py); the
+            # compiled graphs call them through an op of their own (`packed_linear`).
             pack_linears(model, getattr(model.embed_tokens, "weight", None))
 
     def check(self, chunk: Chunk) -> None:
@@ -121,11 +121,11 @@ class ShardRunner:
                 metas[active] = self._meta(ordered)
             meta, positions = metas[active]
             x = _merge(part)
-            # Compiled graphs serve batch-1 decode steps only: at 16 streams they measured
-            # 2-4x slower than eager (docs/BENCHMARKS.md, compiled decode in groups).
-            single = not meta.prefills and meta.num_decode == 1
+            # Compiled graphs serve decode-only steps, one graph for batch 1 and one for
+            # any larger batch (sizes dynamic). 16 rows, 1 thread: bf16 43.5 -> 36.7 ms,
+            # fp32 120 -> 111, q4 101 -> 92 per step (docs/BENCHMARKS.md, #14).
             x = model.run_layers(
-                x, positions, self.caches, meta, LayerRange(lo, hi), compiled=single
+                x, positions, self.caches, meta, LayerRange(lo, hi), compiled=not meta.prefills
             )
             _split(part, x)
         return [g.result(model, self.device) for g in gs]

@@ -12,6 +12,8 @@ of the packed table (`PackedEmbedding`): the table is held once, in oneDNN's lay
 from __future__ import annotations
 
 import ctypes
+import itertools
+import weakref
 
 import torch
 from torch import nn
@@ -28,6 +30,25 @@ def can_pack(device: str, dtype: torch.dtype) -> bool:
     )
 
 
+# Packed weights by key, for compiled graphs: an opaque oneDNN tensor cannot be a graph
+# input, so the graph passes the key (a tensor, so one graph serves every layer) and the
+# op looks the weight up. Weak: a dropped model frees its weights.
+_BY_KEY: weakref.WeakValueDictionary[int, torch.Tensor] = weakref.WeakValueDictionary()
+_KEYS = itertools.count()
+
+
+@torch.library.custom_op("parallax::packed_linear", mutates_args=())
+def packed_linear(
+    x: torch.Tensor, key: torch.Tensor, bias: torch.Tensor | None, out_features: int
+) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, _BY_KEY[int(key)], bias, "none", [], "")
+
+
+@packed_linear.register_fake
+def _(x, key, bias, out_features):
+    return x.new_empty(x.shape[0], out_features)
+
+
 class PackedLinear(nn.Module):
     """y = x W^T + b with W in oneDNN's layout. The state dict still shows a dense
     `weight`, so a shard that reuses this layer's tensors (`load_shard_model(reuse=)`)
@@ -42,12 +63,16 @@ class PackedLinear(nn.Module):
         self.packed = torch.ops.mkldnn._reorder_linear_weight(w, _PACK_ROWS)
         self.packed_bytes = w.numel() * w.element_size()
         self.bias = linear.bias
+        key = next(_KEYS)
+        _BY_KEY[key] = self.packed
+        self.key = torch.tensor(key)  # not a buffer: no bytes, no state
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-1]
-        y = torch.ops.mkldnn._linear_pointwise(
-            x.reshape(-1, self.in_features), self.packed, self.bias, "none", [], ""
-        )
+        lead, x2 = x.shape[:-1], x.reshape(-1, self.in_features)
+        if torch.compiler.is_compiling():
+            y = torch.ops.parallax.packed_linear(x2, self.key, self.bias, self.out_features)
+        else:
+            y = torch.ops.mkldnn._linear_pointwise(x2, self.packed, self.bias, "none", [], "")
         return y.view(*lead, self.out_features)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):

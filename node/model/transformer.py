@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import torch
 from torch import nn
 
@@ -122,8 +124,12 @@ class ShardModel(nn.Module):
         if group < 1:
             raise ConfigError(f"compile group must be >= 1 layer (got {group})")
         self.compile_group = group
+        # A copy of the function's code per model: dynamo keeps its graphs per code
+        # object, up to 8 (recompile_limit), and models of other dtypes or weight kinds in
+        # one process (the bench's variants, a node's shards) each need their own few.
+        run = types.FunctionType(_run_group.__code__.replace(), _run_group.__globals__)
         self.compiled = torch.compile(
-            _run_group, dynamic=True, options={"cpp_wrapper": self.device_type() == "cpu"}
+            run, dynamic=True, options={"cpp_wrapper": self.device_type() == "cpu"}
         )
 
     def device_type(self) -> str:
