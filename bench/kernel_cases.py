@@ -153,7 +153,8 @@ def kernel_cases(rig: Rig, dtype) -> list[tuple[str, int, str, dict, Any, Any]]:
                 lambda gu=gu: ref.silu_mul(gu),
             )
         )
-        qk = rand(b, heads, d)
+        # q and k as the model rotates them: a strided view of the qkv projection's rows.
+        qk = rand(b, (heads + s["num_key_value_heads"]) * d)[:, : heads * d].view(b, heads, d)
         positions = torch.randint(0, rig.context, (b,), device=dev)
         cos, sin = table.lookup(positions)
         _, sin_signed = table.lookup(positions, signed=True)
