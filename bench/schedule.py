@@ -63,6 +63,7 @@ def allocations(s: Scenario, perf: PerfModel, milp_s: float, with_exact: bool) -
     t = time.perf_counter()
     pt = designs.petals_allocation(s.nodes, perf)
     out["petals"] = (pt, lambda: designs.dijkstra_policy(0), time.perf_counter() - t)
+    out["petals-batched"] = out["petals"]  # its allocation on our engine, for reference
     t = time.perf_counter()
     exo, ring = designs.exo_allocation(s.nodes, perf)
     out["exo"] = (exo, lambda: designs.round_robin_policy([ring]), time.perf_counter() - t)
@@ -134,8 +135,9 @@ def run_scenario(
         if not any(r is not None for r in assign.values()):
             row["designs"][name] = {"error": "no allocation"}
             continue
-        sat = simulate(s.nodes, assign, cost, burst, policy_of(), saturated=True)
-        mod = simulate(s.nodes, assign, cost, steady, policy_of())
+        batching = name not in designs.UNBATCHED
+        sat = simulate(s.nodes, assign, cost, burst, policy_of(), saturated=True, batching=batching)
+        mod = simulate(s.nodes, assign, cost, steady, policy_of(), batching=batching)
         row["designs"][name] = {
             "throughput_tok_s": sat.throughput_tok_s,
             "completed": sat.completed,
@@ -281,7 +283,7 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     scen = list(result["scenarios"])
-    names = ["ours", "ours-exact", "parallax", "petals", "exo", "helix"]
+    names = ["ours", "ours-exact", "parallax", "petals", "petals-batched", "exo", "helix"]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     width = 0.8 / len(names)
     for i, d in enumerate(names):

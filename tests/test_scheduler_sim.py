@@ -57,3 +57,29 @@ def test_cluster_json_round_trips_through_the_parser() -> None:
     assert [n.node_id for n in c.nodes] == [n.node_id for n in s.nodes]
     assert c.options.link("us", "eu").rtt_ms == s.options.link("us", "eu").rtt_ms
     assert c.model.num_layers == s.model.num_layers
+
+
+def test_an_unbatched_server_runs_one_request_per_step() -> None:
+    # Petals' servers do not batch sessions together: with 8 requests decoding on one
+    # memory-bound node, each token waits for the other 7 requests' steps; continuous
+    # batching runs them together.
+    s = make_scenario("t", 4, 1, seed=3, model="llama3-8b")
+    cost = SimCost.of(s.model, s.options)
+    perf = PerfModel.of(s.model, s.options)
+    node = max(s.nodes, key=lambda n: n.memory_bytes)
+    assert perf.mem.max_layers(node.memory_bytes) >= s.model.num_layers
+    whole = {node.node_id: LayerRange(0, s.model.num_layers)}
+
+    def one_chain(_req, _view):
+        return [(node.node_id, whole[node.node_id])]
+
+    def run(n: int, batching: bool):
+        reqs = poisson_requests(n, 1e6, 0, (64, 64), (32, 32))
+        res = simulate([node], whole, cost, reqs, one_chain, batching=batching)
+        assert res.completed == n
+        return res.tpot_p50_ms
+
+    alone = run(1, True)
+    assert run(1, False) == alone
+    assert run(8, False) > 7.0 * alone
+    assert run(8, True) < 3.0 * alone

@@ -7,7 +7,12 @@ simulator. The baselines follow their published descriptions, simplified:
   TFLOPS; round-robin over the fixed pipelines; regions ignored; the rest idle.
 - petals: each server in join order takes the span of blocks with the least total
   throughput so far, as many blocks as fit; clients route by Dijkstra over RTT plus
-  per-block compute, without live load.
+  per-block compute, without live load. A server runs one session's inference step at
+  a time, first come first served: its `PrioritizedTaskPool` "does *not* combine
+  incoming requests into batches" (petals/server/task_pool.py) and gives every
+  inference step the same priority (task_prioritizer.py). Petals 2.2 measured on our
+  2-core box agreed: 8 clients got 12-16 tok/s together, one alone about 10.
+  "petals-batched" is the same allocation and routing on our continuous batching.
 - exo: one ring over every node, layers in proportion to memory.
 - helix: MILP maximising the layer flow (our CP-SAT model over all nodes, regions
   ignored); requests routed by weighted random choice per layer span along the flow.
@@ -36,6 +41,9 @@ from coordinator.scheduler.types import (
     RouteRequest,
 )
 from parallax.types import LayerRange
+
+# Designs whose servers batch no requests together (the simulator's `batching`).
+UNBATCHED = frozenset({"petals"})
 
 
 # ---- routing policies ----

@@ -94,10 +94,13 @@ def simulate(
     policy: Policy,
     horizon_s: float = 3600.0,
     saturated: bool = False,
+    batching: bool = True,
 ) -> SimResult:
     """Run to completion (or `horizon_s`). Throughput is tokens over the makespan; with
     `saturated` (every request queued at the start, so admission keeps the cluster full)
-    it counts only the steady phase between the 10th and 50th percentile completions."""
+    it counts only the steady phase between the 10th and 50th percentile completions.
+    Without `batching` a node runs one request's step at a time, first come first
+    served, as a Petals server does (`designs.BATCHING`)."""
     sims: dict[NodeId, NodeSim] = {}
     for n in nodes:
         r = assignments.get(n.node_id)
@@ -110,6 +113,7 @@ def simulate(
     # The engine's --max-running: a node keeps at most this many requests (KV and all),
     # whatever room its KV has left; the rest wait at the gateway.
     max_running = cost.max_running
+    step_limit = max_running if batching else 1
     events: list = []
     tick = itertools.count()
     push = lambda t, kind, data: heapq.heappush(events, (t, next(tick), kind, data))  # noqa: E731
@@ -162,10 +166,12 @@ def simulate(
     def start_step(now: float, s: NodeSim) -> None:
         batch, budget, decode = [], MAX_BATCH_TOKENS, 0
         rest = []
-        # Decodes first, then prefills within the token budget (as vLLM schedules).
-        for item in sorted(s.queue, key=lambda it: it[2] != 1):
+        # Decodes first, then prefills within the token budget (as vLLM schedules); one
+        # at a time, in arrival order, without batching.
+        order = sorted(s.queue, key=lambda it: it[2] != 1) if batching else s.queue
+        for item in order:
             ntok = item[2]
-            if len(batch) < max_running and (ntok == 1 or ntok <= budget or not batch):
+            if len(batch) < step_limit and (ntok == 1 or ntok <= budget or not batch):
                 batch.append(item)
                 budget -= ntok
                 decode += ntok == 1
