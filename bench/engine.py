@@ -196,10 +196,11 @@ def bench_engine(config: BenchConfig) -> dict[str, Any]:
         if name not in VARIANTS:
             raise ConfigError(f"--variants: {name!r} is not one of {', '.join(VARIANTS)}")
         variants[name] = load_ours(resolved, *VARIANTS[name])
-        # Warm up: a compiled variant compiles here, on its first batch-1 decodes (the
-        # only steps it compiles), not inside a timed round.
-        variants[name].generate([prompt] * 2, SamplingParams(max_tokens=4))
-        variants[name].generate([prompt], SamplingParams(max_tokens=4))
+        # Warm up: a compiled variant compiles here, not inside a timed round: one graph
+        # for batch 1, one for larger batches of equal lengths and one with a mask for
+        # mixed lengths (the 16 streams' prefills end a step apart: mixed from then on).
+        for batch in ([prompt] * 2, [prompt, prompt[:-1]], [prompt]):
+            variants[name].generate(batch, SamplingParams(max_tokens=4))
     ref_generate(ref, torch.tensor([prompt]), 4)
     # Rounds interleave ours and the reference, so load from other processes on this
     # shared machine hits both alike; medians over rounds are reported.
