@@ -85,6 +85,7 @@ def report_from_pb(msg: pb.NodeStatus) -> NodeReport:
         layer_latency_ms=msg.layer_latency_ms,
         tokens_per_s=msg.tokens_per_s,
         max_running=msg.max_running,
+        kv_block_tokens=msg.kv_block_tokens,
     )
 
 

@@ -71,6 +71,7 @@ class NodeReport:
     layer_latency_ms: float = 0.0
     tokens_per_s: float = 0.0
     max_running: int = 0  # most requests it runs at once; 0 = unknown
+    kv_block_tokens: int = 0  # tokens per KV block; 0 = unknown
 
     def __post_init__(self) -> None:
         if self.state not in REPORTABLE and self.state is not NodeState.JOINING:
@@ -78,7 +79,13 @@ class NodeReport:
                 f"node status state={self.state!r}: a node reports one of "
                 f"{', '.join(sorted(REPORTABLE))}"
             )
-        counts = ("running_requests", "kv_free_tokens", "kv_total_tokens", "max_running")
+        counts = (
+            "running_requests",
+            "kv_free_tokens",
+            "kv_total_tokens",
+            "max_running",
+            "kv_block_tokens",
+        )
         rates = ("layer_latency_ms", "tokens_per_s")
         for name in counts + rates:
             value = getattr(self, name)

@@ -30,6 +30,7 @@ def routable_state(records: Sequence[NodeRecord], num_layers: int) -> ClusterSta
             # Without its capacity the router cannot trust kv_free_tokens, and would
             # send requests to a node whose KV is full (each then fails and replays).
             kv_capacity_tokens=r.report.kv_total_tokens,
+            kv_block_tokens=r.report.kv_block_tokens,
             max_running=r.report.max_running,
             layer_latency_ms=r.report.layer_latency_ms,
             region=r.hardware.region,

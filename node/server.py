@@ -393,6 +393,7 @@ class NodeServer(pb_grpc.NodeServicer):
             st.kv_free_tokens = p.kv.free_tokens
             st.kv_total_tokens = p.kv.total_tokens
             st.max_running = self.cfg.max_running
+            st.kv_block_tokens = p.kv.block_size
         st.layer_latency_ms = self.stats.layer_ms
         st.tokens_per_s = self.stats.tokens_per_s
         self.metrics.on_status(st)

@@ -232,3 +232,16 @@ def test_a_wait_ends_at_once_with_the_error_its_room_check_raises():
     # --max-queue-s (20 s here).
     waited, queued, admitted = asyncio.run(_a_failing_wait())
     assert waited < 1.0 and queued == 0 and admitted == 1
+
+
+def test_a_node_s_own_kv_block_is_the_slack_it_keeps():
+    # A first hop starts a request only with its prompt plus one of *its* blocks free:
+    # a node on --kv-block-size 32 takes 16 tokens fewer than the 16-token default.
+    def load(i: str, cap: int, block: int) -> NodeLoad:
+        return NodeLoad(
+            NodeId(i), "x:1", LayerRange(0, 4), kv_capacity_tokens=cap, kv_block_tokens=block
+        )
+
+    assert kv_token_limit(ClusterState(4, (load("a", 100, 32),))) == 68
+    assert kv_token_limit(ClusterState(4, (load("a", 100, 0),))) == 84  # not reported
+    assert kv_token_limit(ClusterState(4, (load("a", 100, 32), load("b", 90, 8)))) == 82

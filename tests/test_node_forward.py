@@ -50,6 +50,8 @@ async def send_mixed(path) -> Collector:
             await pb_grpc.NodeStub(ch).Forward(msg, timeout=5)
         await wait_for(lambda: collector.done == {"stale", "good"}, 20, "both requests to end")
         assert node._loop_task is not None and not node._loop_task.done()
+        # Its heartbeat tells the gateway the block it keeps free to decode into.
+        assert node.status().kv_block_tokens == BIG_KV["kv_block_size"]
         return collector
 
 

@@ -165,6 +165,7 @@ def test_live_routing_steers_off_a_node_whose_kv_is_full() -> None:
             running_requests=running,
             kv_free_tokens=free,
             kv_total_tokens=4096,
+            kv_block_tokens=32 if node == a else 0,
         )
         reg.heartbeat(node, status, {}, now=1.0)
 
@@ -173,6 +174,7 @@ def test_live_routing_steers_off_a_node_whose_kv_is_full() -> None:
     report(b, free=4000, running=6)
     state = reg.cluster_state()
     assert {n.node_id: n.kv_capacity_tokens for n in state.nodes} == {a: 4096, b: 4096}
+    assert {n.node_id: n.kv_block_tokens for n in state.nodes} == {a: 32, b: 0}
     # Their decode capacity, so the router knows when each saturates (the same hardware).
     speeds = {n.layer_tokens_per_s for n in state.nodes}
     assert len(speeds) == 1 and speeds.pop() > 0

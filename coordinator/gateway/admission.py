@@ -24,8 +24,9 @@ from parallax.errors import CapacityError, ContextOverflow, ParallaxError
 
 POLL_S = 0.25
 UNBOUNDED = 1 << 62  # a node that did not report its KV capacity bounds nothing
-# A node's first hop starts a request only when its prompt fits plus one KV block (16
-# tokens by default, --kv-block-size) to decode into (node/engine/scheduler.py).
+# A node's first hop starts a request only when its prompt fits plus one KV block to
+# decode into (node/engine/scheduler.py): its reported block, or 16 tokens (the default
+# --kv-block-size) from a node that did not report one.
 DECODE_SLACK_TOKENS = 16
 
 
@@ -206,7 +207,8 @@ def kv_token_limit(state: ClusterState) -> int | None:
     best = [0] * num_layers
     for node in state.nodes:
         reported = node.kv_capacity_tokens
-        cap = max(1, reported - DECODE_SLACK_TOKENS) if reported else UNBOUNDED
+        slack = node.kv_block_tokens or DECODE_SLACK_TOKENS
+        cap = max(1, reported - slack) if reported else UNBOUNDED
         for layer in range(node.range.start, min(node.range.end, num_layers)):
             best[layer] = max(best[layer], cap)
     limit = min(best, default=0)

@@ -77,6 +77,9 @@ class NodeLoad:
     # Most requests the node runs at once (its --max-running); 0 = unknown. The gateway
     # admits a request only where every hop has a free slot.
     max_running: int = 0
+    # Tokens per KV block (--kv-block-size); 0 = unknown. A first hop starts a request
+    # only when its prompt fits with one block to spare (node/engine/scheduler.py).
+    kv_block_tokens: int = 0
 
 
 @dataclass(frozen=True)

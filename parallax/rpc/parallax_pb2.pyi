@@ -254,7 +254,7 @@ class HealthRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("node_id", "name", "state", "start", "end", "running_requests", "kv_free_tokens", "kv_total_tokens", "layer_latency_ms", "tokens_per_s", "model", "max_running")
+    __slots__ = ("node_id", "name", "state", "start", "end", "running_requests", "kv_free_tokens", "kv_total_tokens", "layer_latency_ms", "tokens_per_s", "model", "max_running", "kv_block_tokens")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -267,6 +267,7 @@ class NodeStatus(_message.Message):
     TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MAX_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    KV_BLOCK_TOKENS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     name: str
     state: str
@@ -279,7 +280,8 @@ class NodeStatus(_message.Message):
     tokens_per_s: float
     model: str
     max_running: int
-    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., running_requests: _Optional[int] = ..., kv_free_tokens: _Optional[int] = ..., kv_total_tokens: _Optional[int] = ..., layer_latency_ms: _Optional[float] = ..., tokens_per_s: _Optional[float] = ..., model: _Optional[str] = ..., max_running: _Optional[int] = ...) -> None: ...
+    kv_block_tokens: int
+    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., running_requests: _Optional[int] = ..., kv_free_tokens: _Optional[int] = ..., kv_total_tokens: _Optional[int] = ..., layer_latency_ms: _Optional[float] = ..., tokens_per_s: _Optional[float] = ..., model: _Optional[str] = ..., max_running: _Optional[int] = ..., kv_block_tokens: _Optional[int] = ...) -> None: ...
 
 class Hardware(_message.Message):
     __slots__ = ("device", "device_name", "flops", "mem_bandwidth", "memory_bytes")
