@@ -122,8 +122,8 @@ class ShardRunner:
             meta, positions = metas[active]
             x = _merge(part)
             # Compiled graphs serve decode-only steps, one graph for batch 1 and one for
-            # any larger batch (sizes dynamic). 16 rows, 1 thread: bf16 43.5 -> 36.7 ms,
-            # fp32 120 -> 111, q4 101 -> 92 per step (docs/BENCHMARKS.md, #14).
+            # any larger batch (sizes dynamic). A 16-row step, 1 thread: bf16 0.84x of
+            # eager, fp32 0.91x, q4 0.96x (docs/BENCHMARKS.md, 16 streams, #14).
             x = model.run_layers(
                 x, positions, self.caches, meta, LayerRange(lo, hi), compiled=not meta.prefills
             )
