@@ -31,9 +31,10 @@ class EngineConfig(ConfigBase):
     )
     compile: bool = opt(
         False,
-        help="torch.compile batch-1 decode steps, 6 layers per graph (inductor with its "
-        "C++ wrapper on CPU): compiles on the first such step (a minute or more); "
-        "prefill and batched decode stay eager",
+        help="torch.compile decode steps, 6 layers per graph (inductor with its C++ "
+        "wrapper on CPU; one graph for batch 1, one for larger batches, one for mixed "
+        "lengths): each compiles on its first such step (a minute or more); prefill "
+        "stays eager",
     )
     device: str = opt("cpu", help="torch device", choices=("cpu", "cuda"))
     threads: int = opt(0, help="torch CPU threads; 0 = torch's default")
