@@ -318,3 +318,17 @@ def test_a_request_waiting_out_a_recovery_fails_as_soon_as_the_recovery_ends():
 
     assert asyncio.run(body()) < 2.0
     assert backend.admission.queued == 0
+
+
+def test_ready_while_the_registry_recovers_unready_after():
+    # Every chat request is checked first (`check_request`): layers that are only
+    # reloading must not fail it with a 503 before it can wait in admission.
+    recovering = [True]
+    half = ClusterState(
+        LAYERS, (NodeLoad(NodeId("a"), "127.0.0.1:1", LayerRange(0, 10), kv_free_tokens=100),)
+    )
+    backend = ClusterBackend(lambda: half, LAYERS, "127.0.0.1:2", recovering=lambda: recovering[0])
+    backend.check_ready()  # recovering: taken, it will wait
+    recovering[0] = False
+    with pytest.raises(NotCovered, match=r"\[10,30\)"):
+        backend.check_ready()

@@ -142,8 +142,16 @@ class ClusterBackend:
         return replace(state, running_floor=floor) if floor else state
 
     def check_ready(self) -> None:
-        # A probe request through the real router: raises NotCovered naming the gaps.
-        self._route_fn(RouteRequest("readiness-probe", 1, 1), self._state_fn())
+        """NotCovered (HTTP 503, naming the gaps) when layers are unserved and nothing is
+        bringing them back. While the registry recovers (layers assigned and loading, a
+        re-solve under way, `--dead-after-s` after the cover was lost) a request is taken:
+        it waits in admission (`generate`), as a 503 there would fail every request that
+        arrives during a reload."""
+        try:
+            self._route_fn(RouteRequest("readiness-probe", 1, 1), self._state_fn())
+        except NotCovered:
+            if not self._recovering():
+                raise
 
     async def generate(self, req: GenerationRequest) -> AsyncIterator[TokenOut]:
         req = fit_to_kv(req, self._kv_limit())
