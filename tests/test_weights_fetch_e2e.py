@@ -81,9 +81,12 @@ def test_volunteer_fetches_only_its_layers_from_a_peer_and_resumes(smollm2_path,
         return {n for r in run_ranges for n in needed_regions(manifest, spec, r)}
 
     # Each run fetched only the layers it was assigned (plus the header and the
-    # embedding/head its range needs), never the whole model.
+    # embedding/head its range needs), and no assignment needed the whole model. A run
+    # may be re-assigned midway (a node measured slower than it claimed re-plans the
+    # cluster): it then fetches its new range too, and only that.
     for run_ranges, chunks in zip(ranges, (had, held - had), strict=True):
-        assert run_ranges and len(allowed(run_ranges)) < len(manifest.regions)
+        assert run_ranges
+        assert all(len(allowed([r])) < len(manifest.regions) for r in run_ranges)
         assert {name for name, _ in chunks} <= allowed(run_ranges)
     # And nothing else takes disk: the cached file is sparse (a page of slack per region).
     (cached,) = cache.glob("*/model.gguf")
