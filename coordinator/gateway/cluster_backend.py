@@ -141,26 +141,26 @@ class ClusterBackend:
         floor = {nid: k for nid, k in self._open.items() if k > 0}
         return replace(state, running_floor=floor) if floor else state
 
-    def check_ready(self) -> None:
-        """NotCovered (HTTP 503, naming the gaps) when layers are unserved and nothing is
-        bringing them back. While the registry recovers (layers assigned and loading, a
-        re-solve under way, `--dead-after-s` after the cover was lost) a request is taken:
-        it waits in admission (`generate`), as a 503 there would fail every request that
-        arrives during a reload."""
+    def _unless_recovering(self, route: Callable[[], Route]) -> Route | None:
+        """`route()`, or None while the layers it lacks are coming back (the registry
+        recovers: layers assigned and loading, a re-solve under way, `--dead-after-s`
+        after the cover was lost): a request then waits in admission, as a 503 would fail
+        every request that arrives during a reload. NotCovered (HTTP 503, naming the
+        gaps) when nothing is bringing them back."""
         try:
-            self._route_fn(RouteRequest("readiness-probe", 1, 1), self._state_fn())
+            return route()
         except NotCovered:
             if not self._recovering():
                 raise
+            return None
+
+    def check_ready(self) -> None:
+        probe = RouteRequest("readiness-probe", 1, 1)
+        self._unless_recovering(lambda: self._route_fn(probe, self._state_fn()))
 
     async def generate(self, req: GenerationRequest) -> AsyncIterator[TokenOut]:
         req = fit_to_kv(req, self._kv_limit())
-        try:
-            first: Route | None = self._route(req)
-        except NotCovered:
-            if not self._recovering():
-                raise  # nothing will cover those layers soon: HTTP 503 now, not after a wait
-            first = None
+        first = self._unless_recovering(lambda: self._route(req))
         # With nobody waiting, admission asks at once, in this turn: that route is current.
         fresh = [first] if first is not None and not self.admission.queued else []
         reserved: list[Route] = []
@@ -169,14 +169,12 @@ class ClusterBackend:
             # The route is taken, and its slots held, at admission: waiters admitted
             # together must each see the others' requests.
             try:
-                route = fresh.pop() if fresh else self._route(req)
+                route = fresh.pop() if fresh else self._unless_recovering(lambda: self._route(req))
             except NotCovered:
-                if not self._recovering():
-                    raise  # nobody will serve those layers again: HTTP 503 now, no longer wait
-                return False
+                raise  # nobody will serve those layers again: HTTP 503 now, no longer wait
             except ParallaxError:
                 return False
-            if not route_has_room(route, self._state(), _kv_need(req)):
+            if route is None or not route_has_room(route, self._state(), _kv_need(req)):
                 return False
             self._hold(route)
             reserved.append(route)
